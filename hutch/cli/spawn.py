@@ -1,0 +1,79 @@
+"""`hutch spawn`: systemd-nspawn's command line."""
+
+from __future__ import annotations
+
+import sys
+
+HELP = """\
+hutch spawn [OPTIONS...] [COMMAND [ARGS...]]
+hutch spawn --boot [OPTIONS...] [INIT-ARGS...]
+
+Spawn a command or OS in a lightweight container (systemd-nspawn's options and exit codes).
+
+  -h --help                 Show this help
+  -q --quiet                Do not show status information
+     --debug                Print the mount plan before running it; tracebacks on errors
+     --settings=BOOLEAN     Accepted for compatibility (.nspawn files come later)
+Image:
+  -D --directory=PATH       Root directory for the container
+     --template=PATH        Initialize the root directory from a template directory if missing
+  -x --ephemeral            Run on a throw-away overlay of the image (the image stays unchanged)
+  -M --machine=NAME         Machine name; without -D, the image of that name in the image path
+     --read-only            Mount the root directory read-only
+     --volatile[=MODE]      no, yes (tmpfs root + image's /usr), state (tmpfs /var), overlay
+Execution:
+  -a --as-pid2              Run a minimal init as PID 1 and the command as PID 2
+  -b --boot                 Boot the OS tree: exec the first of /usr/lib/systemd/systemd,
+                            /lib/systemd/systemd, /sbin/init
+     --chdir=PATH           Working directory in the container
+  -E --setenv=NAME[=VALUE]  Set an environment variable (NAME alone copies the host's)
+  -u --user=USER            Run the command as USER (from the container's /etc/passwd)
+     --kill-signal=SIGNAL   Signal for PID 1 when hutch gets SIGTERM/SIGINT
+                            (default: SIGRTMIN+3 with --boot, else SIGKILL)
+System identity:
+     --hostname=NAME        Hostname (default: the machine name)
+     --uuid=UUID            Machine UUID ($container_uuid)
+Resources:
+     --rlimit=NAME=SOFT[:HARD]  Resource limit for the payload
+     --oom-score-adjust=VALUE   OOM score adjustment (-1000..1000)
+Networking:
+     --private-network      Only a loopback device in the container
+Mounts:
+     --bind=PATH[:PATH[:OPTS]]     Bind mount from the host ('+PATH': inside the image;
+                                   empty source: a temporary directory). OPTS: rbind, norbind
+     --bind-ro=PATH[:PATH[:OPTS]]  Same, read-only
+     --tmpfs=PATH[:OPTIONS]        Mount a tmpfs
+     --overlay=PATH[:PATH...]:PATH     Overlay of host directories; the last is the destination
+     --overlay-ro=PATH[:PATH...]:PATH  Same, read-only
+     --inaccessible=PATH           Over-mount a path with an inaccessible node
+Integration:
+     --resolv-conf=MODE     off, copy-host, copy-static, copy-uplink, copy-stub, replace-*, bind-*,
+                            delete, auto (default)
+     --timezone=MODE        off, copy, bind, symlink, delete, auto (default)
+Input/Output:
+     --console=MODE         interactive (default on a terminal), read-only (default otherwise),
+                            passive, pipe, autopipe
+  -P --pipe                 Same as --console=pipe
+Press Ctrl-] three times within a second to kill an interactive container.
+"""
+
+
+def run(args: list[str]) -> int:
+    if "-h" in args or "--help" in args:
+        # Only options before the command count; a command's own --help must reach it.
+        from hutch.settings.cmdline import parse
+
+        try:
+            head = parse([a for a in args if a not in ("-h", "--help")]).command
+        except Exception:
+            head = []
+        if not head:
+            sys.stdout.write(HELP)
+            return 0
+    from hutch.container import launch, prepare
+    from hutch.paths import Paths
+    from hutch.settings.cmdline import parse
+
+    settings = parse(args)
+    prep = prepare.prepare(settings, Paths.from_env())
+    return launch.run(prep)

@@ -1,0 +1,74 @@
+"""The container's console: a pty from the container's own devpts, forwarded by the supervisor.
+
+The master is opened inside the container's fresh devpts instance, so /dev/console is a pty the guest
+owns (getty can chown it); the slave is bind-mounted onto /dev/console, as nspawn does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from hutch.container import rootfs
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+TIOCGPTPEER = 0x5441
+TIOCGWINSZ = 0x5413
+TIOCSWINSZ = 0x5414
+TIOCSCTTY = 0x540E
+
+HOTKEY = 0x1D  # Ctrl-]
+HOTKEY_COUNT = 3
+HOTKEY_WINDOW = 1.0
+
+
+def open_console_pty(root_fd: int) -> tuple[int, int]:
+    """Open a new pty in the container's devpts; returns (master, slave)."""
+    master = rootfs.open_in_root(root_fd, "dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")
+    # TIOCGPTPEER opens the slave through the master, with no path lookup that a mount could redirect.
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    return master, slave
+
+
+def copy_winsize(src: int, dst: int) -> None:
+    try:
+        ws = fcntl.ioctl(src, TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst, TIOCSWINSZ, ws)
+    except OSError:
+        pass
+
+
+class Hotkey:
+    """Counts Ctrl-] presses; three within a second means 'kill the container'."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.times: list[float] = []
+
+    def feed(self, data: bytes, now: float) -> bool:
+        for b in data:
+            if b == HOTKEY:
+                self.times = [t for t in self.times if now - t < HOTKEY_WINDOW] + [now]
+                if len(self.times) >= HOTKEY_COUNT:
+                    return True
+            else:
+                self.times = []
+        return False
+
+
+def write_all(fd: int, data: bytes) -> bool:
+    """Write everything; False if the reader went away."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+            continue
+        except (BrokenPipeError, OSError):
+            return False
+        view = view[n:]
+    return True

@@ -1,0 +1,415 @@
+"""The only module that forks a container.
+
+Three processes, as in systemd-nspawn:
+
+  supervisor  (host namespaces)  owns the console, waits for PID 1, handles reboot, cleans up.
+    outer child  (new mount, UTS, IPC [, net] namespaces; host PID namespace)  runs the mount plan,
+                 opens the console pty, joins the machine's cgroup, forks PID 1, hands over and exits.
+      inner child  (PID 1 of the new PID namespace, then a new cgroup namespace)  mounts /proc and
+                   cgroup2, pivots into the root and execs the payload.
+
+Python's os.fork() cannot CLONE_PARENT, so the supervisor is a child subreaper: when the outer child
+exits, PID 1 is reparented to it and it can wait() for it directly.
+
+Sync points (one status pipe, children -> supervisor, close-on-exec; one ack pipe, supervisor -> outer):
+  1. outer writes "P <pid1> <ptmx-fd>" once PID 1 is forked, or "E <message>" if setup failed;
+  2. supervisor copies the pty master out of the outer child (pidfd_getfd) and closes the ack pipe;
+  3. outer exits on EOF; PID 1 notices through the 'alive' pipe and ties its life to the supervisor;
+  4. PID 1 writes "E <message>" if it fails before execve; EOF on the status pipe means it exec'd.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+from hutch.container import cgroup_setup, console, payload, plan, stub_init
+from hutch.container.prepare import Prepared
+from hutch.errors import HutchError, SetupError
+from hutch.linux import libc, sig
+from hutch.settings.cmdline import signal_name
+
+REBOOT = -1
+
+
+def _report(fd: int, e: BaseException) -> None:
+    if isinstance(e, HutchError):
+        msg = e.message + (f"\t{e.hint}" if e.hint else "")
+    elif isinstance(e, OSError):
+        msg = e.strerror or str(e) if e.filename is None or str(e.filename) in (e.strerror or "") else str(e)
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    try:
+        os.write(fd, ("E " + msg.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass
+
+
+def _outer_child(prep: Prepared, status_w: int, ack_r: int) -> None:
+    # In: host PID namespace; about to create new mount/UTS/IPC[/net] namespaces.
+    sig.set_wakeup_fd(-1)
+    sig.reset(sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP)
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
+    s = prep.settings
+    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWPID
+    if s.private_network:
+        flags |= libc.CLONE_NEWNET
+    libc.unshare(flags)
+    libc.sethostname(prep.hostname)
+    ctx = plan.Context(prep.root)
+    plan.execute(prep.outer_ops, ctx)
+
+    master = -1
+    if prep.console != "pipe":
+        master, slave = console.open_console_pty(ctx.root_fd)
+        target = ctx.target("dev/console", "file")
+        try:
+            libc.mount(f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND,
+                       what="/dev/console")
+        finally:
+            os.close(target)
+            os.close(slave)
+    if prep.cgroup:
+        cgroup_setup.join(prep)
+
+    alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
+    pid1 = os.fork()
+    if pid1 == 0:
+        # In: PID 1 of the new PID namespace; mount/UTS/IPC namespaces shared with the outer child.
+        try:
+            os.close(alive_w)
+            os.close(ack_r)
+            if master >= 0:
+                os.close(master)
+            _inner_child(prep, ctx, status_w, alive_r)
+        except BaseException as e:  # noqa: BLE001 - everything must reach the supervisor as one line
+            _report(status_w, e)
+        os._exit(1)
+    os.close(alive_r)
+    os.write(status_w, f"P {pid1} {master}\n".encode())
+    while os.read(ack_r, 64):
+        pass
+    os._exit(0)
+
+
+def _inner_child(prep: Prepared, ctx: plan.Context, status_w: int, alive_r: int) -> None:
+    s = prep.settings
+    plan.execute(prep.inner_ops, ctx)
+    if prep.cgroup:
+        # Only now, inside its cgroup, does PID 1 get a cgroup namespace rooted there.
+        libc.unshare(libc.CLONE_NEWCGROUP)
+        cgroup_setup.mount_inside(ctx)
+    plan.PivotRoot().execute(ctx)
+    os.close(ctx.root_fd)
+    payload.setup_console(prep.console)
+    if s.private_network:
+        payload.loopback_up()
+    payload.apply_limits(s.rlimits, s.oom_score_adjust)
+    env = dict(prep.env)
+    user = payload.user_from_container(s.user) if s.user else None
+    shell = user.shell if user else payload.root_shell()
+    if user and not s.as_pid2:
+        payload.switch_user(user, env)
+    if s.chdir:
+        try:
+            os.chdir(s.chdir)
+        except OSError as e:
+            raise SetupError(f"Failed to change to specified working directory {s.chdir}: {e.strerror}") from e
+    # PR_SET_PDEATHSIG fires when the *current* parent dies: wait until the outer child has gone and we
+    # belong to the supervisor, so the container dies with it (as nspawn's does).
+    while os.read(alive_r, 64):
+        pass
+    os.close(alive_r)
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
+    sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
+    payload.close_fds(status_w)
+    if s.as_pid2:
+        def child() -> None:
+            try:
+                sig.reset(sig.SIGTERM, sig.SIGINT, sig.SIGHUP, sig.SIGUSR1, sig.SIGUSR2, sig.SIGWINCH)
+                if user:
+                    payload.switch_user(user, env)
+                payload.exec_payload(False, s.command, env, shell)
+            except BaseException as e:  # noqa: BLE001
+                _report(status_w, e)
+            os._exit(stub_init.EXIT_EXCEPTION)
+        os._exit(stub_init.run(child))
+    payload.exec_payload(s.boot, s.command, env, shell)
+
+
+class Supervisor:
+    def __init__(self, prep: Prepared) -> None:
+        self.prep = prep
+        self.name = prep.name
+        self.pid1 = -1
+        self.status: int | None = None
+        self.kill_sent = False
+        self.pending: list[int] = []
+        self.errors: list[str] = []
+        self.saved_tty: list[object] | None = None
+        self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def _on_signal(self, signo: int, _frame: object) -> None:
+        self.pending.append(signo)
+
+    def run(self) -> int:
+        prep = self.prep
+        s = prep.settings
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+        sig.set_wakeup_fd(self.wake_w)
+        for signo in (sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP):
+            sig.signal(signo, self._on_signal)
+        if not s.quiet:
+            msg = f"Spawning container {self.name} on {prep.image}."
+            if prep.console == "interactive":
+                msg += "\nPress Ctrl-] three times within 1s to kill container."
+            print(msg, file=sys.stderr, flush=True)
+        try:
+            while True:
+                cgroup_setup.create(prep)
+                try:
+                    rc = self._run_once()
+                finally:
+                    cgroup_setup.remove(prep)
+                if rc != REBOOT:
+                    return rc
+                if not s.quiet:
+                    print(f"Container {self.name} is being rebooted.", file=sys.stderr, flush=True)
+        finally:
+            self._restore_tty()
+            cleanup(prep)
+
+    def _run_once(self) -> int:
+        prep = self.prep
+        self.status = None
+        self.kill_sent = False
+        self.errors = []
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
+        outer = os.fork()
+        if outer == 0:
+            try:
+                os.close(status_r)
+                os.close(ack_w)
+                _outer_child(prep, status_w, ack_r)
+            except BaseException as e:  # noqa: BLE001
+                _report(status_w, e)
+            os._exit(1)
+        os.close(status_w)
+        os.close(ack_r)
+        line = _read_line(status_r)
+        master = -1
+        slave = -1
+        try:
+            if not line.startswith("P "):
+                os.close(ack_w)
+                self._reap_all(block_for=outer)
+                self._fail_from(line + _drain(status_r))
+            _, pid_s, fd_s = line.split()
+            self.pid1 = int(pid_s)
+            if int(fd_s) >= 0:
+                pidfd = os.pidfd_open(outer)
+                try:
+                    master = libc.pidfd_getfd(pidfd, int(fd_s))
+                finally:
+                    os.close(pidfd)
+                os.set_inheritable(master, False)
+                # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
+                # has not opened /dev/console yet.
+                import fcntl
+
+                slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            os.close(ack_w)
+            self._forward(master, status_r)
+        finally:
+            for fd in (master, slave, status_r):
+                if fd >= 0:
+                    os.close(fd)
+        return self._result()
+
+    def _fail_from(self, text: str) -> None:
+        first = text.strip().splitlines()[0] if text.strip() else "E container setup failed"
+        msg = first[2:] if first.startswith("E ") else first
+        message, _, hint = msg.partition("\t")
+        raise SetupError(message, hint or None)
+
+    def _reap_all(self, block_for: int = -1) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block_for > 0 else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == block_for:
+                block_for = -1
+            if pid == self.pid1:
+                self.status = status
+
+    def _forward(self, master: int, status_r: int) -> None:
+        mode = self.prep.console
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        poller.register(status_r, select.POLLIN)
+        interactive = mode == "interactive" and master >= 0
+        if master >= 0 and mode in ("interactive", "read-only"):
+            poller.register(master, select.POLLIN)
+        if interactive:
+            self._raw_tty()
+            console.copy_winsize(0, master)
+            poller.register(0, select.POLLIN)
+        hot = console.Hotkey()
+        status_open = True
+        out_ok = True
+        self._reap_all()
+        while self.status is None:
+            for fd, ev in poller.poll():
+                if fd == self.wake_r:
+                    self._handle_signals(master)
+                elif fd == master:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        data = b""
+                    if out_ok and data:
+                        out_ok = console.write_all(1, data)
+                elif fd == 0:
+                    data = os.read(0, 4096)
+                    if not data:
+                        poller.unregister(0)
+                        continue
+                    if hot.feed(data, time.monotonic()):
+                        print(f"\r\nContainer {self.name} terminated by Ctrl-].\r", file=sys.stderr)
+                        self._kill(9)
+                        continue
+                    console.write_all(master, data)
+                elif fd == status_r and status_open:
+                    data = os.read(status_r, 4096)
+                    if data:
+                        self.errors.append(data.decode(errors="replace"))
+                    else:
+                        poller.unregister(status_r)
+                        status_open = False
+        if status_open:
+            self.errors.append(_drain(status_r))
+        if master >= 0 and mode in ("interactive", "read-only") and out_ok:
+            os.set_blocking(master, False)
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    break
+                if not data or not console.write_all(1, data):
+                    break
+
+    def _handle_signals(self, master: int) -> None:
+        try:
+            while os.read(self.wake_r, 256):
+                pass
+        except BlockingIOError:
+            pass
+        pending, self.pending = self.pending, []
+        for signo in pending:
+            if signo == sig.SIGCHLD:
+                self._reap_all()
+            elif signo in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+                if self.kill_sent or self.prep.kill_signal == sig.SIGKILL:
+                    self._kill(sig.SIGKILL)
+                else:
+                    self._kill(self.prep.kill_signal)
+                    self.kill_sent = True
+            elif signo == sig.SIGWINCH and master >= 0:
+                console.copy_winsize(0, master)
+
+    def _kill(self, signo: int) -> None:
+        if self.pid1 > 0 and self.status is None:
+            try:
+                os.kill(self.pid1, signo)
+            except ProcessLookupError:
+                pass
+
+    def _raw_tty(self) -> None:
+        import termios
+        import tty
+
+        try:
+            self.saved_tty = termios.tcgetattr(0)
+            tty.setraw(0)
+        except termios.error:
+            self.saved_tty = None
+
+    def _restore_tty(self) -> None:
+        if self.saved_tty is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved_tty)
+            self.saved_tty = None
+
+    def _result(self) -> int:
+        self._restore_tty()
+        err = "".join(self.errors).strip()
+        if err:
+            self._fail_from(err)
+        status = self.status if self.status is not None else 0
+        quiet = self.prep.settings.quiet
+        if os.WIFEXITED(status):
+            rc = os.WEXITSTATUS(status)
+            if not quiet:
+                if rc == 0:
+                    print(f"Container {self.name} exited successfully.", file=sys.stderr)
+                else:
+                    print(f"Container {self.name} failed with error code {rc}.", file=sys.stderr)
+            return rc
+        signo = os.WTERMSIG(status)
+        # A PID namespace's init that calls reboot(2) is killed by the kernel: SIGINT for halt and
+        # poweroff, SIGHUP for restart.
+        if signo == sig.SIGINT:
+            if not quiet:
+                print(f"Container {self.name} has been shut down.", file=sys.stderr)
+            return 0
+        if signo == sig.SIGHUP:
+            return REBOOT
+        if not quiet:
+            print(f"Container {self.name} terminated by signal {signal_name(signo)}.", file=sys.stderr)
+        return 1
+
+
+def _read_line(fd: int) -> str:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").rstrip("\n")
+
+
+def _drain(fd: int) -> str:
+    out = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return out.decode(errors="replace")
+        out += chunk
+
+
+def cleanup(prep: Prepared) -> None:
+    """Remove what prepare() created on the host: ephemeral layers and temporary bind sources."""
+    if prep.cleanup_dirs:
+        import shutil
+
+        for d in prep.cleanup_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        prep.cleanup_dirs = []
+    if prep.lock_fd >= 0:
+        os.close(prep.lock_fd)
+        prep.lock_fd = -1
+
+
+def run(prep: Prepared) -> int:
+    if prep.settings.debug:
+        ops = prep.outer_ops + prep.inner_ops + [plan.PivotRoot()]
+        print("Mount plan:\n" + plan.describe(ops), file=sys.stderr, flush=True)
+    return Supervisor(prep).run()

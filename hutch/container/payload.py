@@ -1,0 +1,153 @@
+"""The last steps inside the container (after pivot_root): identity, limits, environment, exec.
+
+Runs as the container's PID 1 (or, with --as-pid2, in the child the stub init forks).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from hutch.container.console import TIOCSCTTY
+from hutch.errors import SetupError
+
+INIT_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
+
+
+class User:
+    __slots__ = ("name", "uid", "gid", "home", "shell", "groups")
+
+    def __init__(self, name: str, uid: int, gid: int, home: str, shell: str, groups: list[int]) -> None:
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.shell = shell
+        self.groups = groups
+
+
+def parse_passwd(text: str, wanted: str) -> tuple[str, int, int, str, str] | None:
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) < 7 or not f[2].isdigit() or not f[3].isdigit():
+            continue
+        if f[0] == wanted or (wanted.isdigit() and f[2] == wanted):
+            return f[0], int(f[2]), int(f[3]), f[5] or "/", f[6] or "/bin/sh"
+    return None
+
+
+def parse_groups(text: str, user: str) -> list[int]:
+    out = []
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) >= 4 and f[2].isdigit() and user in f[3].split(","):
+            out.append(int(f[2]))
+    return out
+
+
+def resolve_user(name: str, passwd: str | None, group: str | None) -> User:
+    if passwd is None:
+        raise SetupError(f"Failed to resolve user '{name}' in the container: it has no /etc/passwd")
+    found = parse_passwd(passwd, name)
+    if found is None:
+        raise SetupError(f"Failed to resolve user '{name}' in the container: no such user",
+                         "the user must exist in the container's /etc/passwd")
+    uname, uid, gid, home, shell = found
+    return User(uname, uid, gid, home, shell, parse_groups(group or "", uname))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(1 << 22)
+    except OSError:
+        return None
+
+
+def setup_console(console: str) -> None:
+    """Become a session leader with /dev/console (a pty slave) as controlling terminal and stdio."""
+    os.setsid()
+    if console == "pipe":
+        return
+    fd = os.open("/dev/console", os.O_RDWR)
+    fcntl.ioctl(fd, TIOCSCTTY, 0)
+    for n in (0, 1, 2):
+        os.dup2(fd, n)
+    if fd > 2:
+        os.close(fd)
+
+
+def loopback_up() -> None:
+    import socket
+
+    SIOCGIFFLAGS = 0x8913
+    SIOCSIFFLAGS = 0x8914
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        ifr = bytearray(b"lo".ljust(40, b"\0"))
+        fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr)
+        flags = int.from_bytes(ifr[16:18], "little") | 1  # IFF_UP
+        ifr[16:18] = flags.to_bytes(2, "little")
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, ifr)
+
+
+def apply_limits(rlimits: dict[int, tuple[int, int]], oom: int | None) -> None:
+    if oom is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(oom))
+    if rlimits:
+        import resource
+
+        for res, lim in rlimits.items():
+            resource.setrlimit(res, lim)
+
+
+def switch_user(user: User, env: dict[str, str]) -> None:
+    os.setgroups(user.groups)
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    env["HOME"] = user.home
+    env["USER"] = user.name
+    env["LOGNAME"] = user.name
+    env["SHELL"] = user.shell
+
+
+def close_fds(keep: int) -> None:
+    """No descriptor of the host survives into the payload (keep is close-on-exec anyway)."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+
+
+def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str | None) -> None:
+    """execve the payload; returns only by raising SetupError."""
+    if boot:
+        for init in INIT_CANDIDATES:
+            try:
+                os.execve(init, [init, *command], env)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise SetupError(f"Failed to execute {init}: {e.strerror}") from e
+        raise SetupError("Failed to find an init in the container: tried " + ", ".join(INIT_CANDIDATES),
+                         "is systemd or busybox installed in the image?")
+    if command:
+        try:
+            os.execvpe(command[0], command, env)
+        except OSError as e:
+            raise SetupError(f"Failed to execute {command[0]}: {e.strerror}") from e
+    for sh in ([shell] if shell else []) + ["/bin/bash", "/bin/sh"]:
+        try:
+            os.execve(sh, ["-" + os.path.basename(sh)], env)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise SetupError(f"Failed to execute {sh}: {e.strerror}") from e
+    raise SetupError("Failed to execute a shell: none of /bin/bash, /bin/sh exists in the container")
+
+
+def user_from_container(name: str) -> User:
+    return resolve_user(name, _read("/etc/passwd"), _read("/etc/group"))
+
+
+def root_shell() -> str | None:
+    found = parse_passwd(_read("/etc/passwd") or "", "root")
+    return found[4] if found else None

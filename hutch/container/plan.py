@@ -1,0 +1,408 @@
+"""The mount plan: a list of operations built from Settings before anything runs.
+
+Each operation can describe() itself (printed by --debug) and execute() against a Context that holds the
+container root. Paths named by the image are resolved inside the root (rootfs.make_path); paths on fresh
+tmpfs mounts that hutch itself just created are trusted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hutch.container import rootfs
+from hutch.linux import libc
+from hutch.linux.libc import (
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_SLAVE,
+    MS_STRICTATIME,
+)
+
+
+class Context:
+    """The state the operations share: where the root is, and an fd of it once it is mounted."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.root_fd = -1
+        self.keep_fds: list[int] = []
+
+    def open_root(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+        self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def target(self, path: str, kind: str = "dir") -> int:
+        return rootfs.make_path(self.root_fd, path, kind)
+
+
+class Op:
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def execute(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+def _flags_text(flags: int) -> str:
+    names = [(MS_RDONLY, "ro"), (MS_NOSUID, "nosuid"), (MS_NODEV, "nodev"), (MS_NOEXEC, "noexec"),
+             (MS_BIND, "bind"), (MS_REC, "rec"), (MS_REMOUNT, "remount"), (MS_STRICTATIME, "strictatime")]
+    return ",".join(n for f, n in names if flags & f) or "-"
+
+
+class MakeSlave(Op):
+    """Our mount namespace starts as a copy of the host's; stop our mounts from propagating back."""
+
+    def describe(self) -> str:
+        return "mount --make-rslave /"
+
+    def execute(self, ctx: Context) -> None:
+        libc.mount(None, "/", None, MS_REC | MS_SLAVE)
+
+
+class RootBind(Op):
+    """Bind the image onto itself so it is a mount point we can pivot_root into and remount."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+
+    def describe(self) -> str:
+        return f"root: bind {self.image}"
+
+    def execute(self, ctx: Context) -> None:
+        libc.mount(self.image, ctx.root, None, MS_BIND | MS_REC)
+        ctx.open_root()
+
+
+class RootOverlay(Op):
+    """Ephemeral and --volatile=overlay roots: the image as the lower layer, writes go to UPPER.
+
+    With upper=None a tmpfs holds upper and work; it is mounted on the root path first and the image
+    is reached through a detached clone taken beforehand, so nothing is left on the host afterwards.
+    """
+
+    def __init__(self, image: str, upper: str | None, work: str | None) -> None:
+        self.image = image
+        self.upper = upper
+        self.work = work
+
+    def describe(self) -> str:
+        where = self.upper or "tmpfs"
+        return f"root: overlay lower={self.image} upper={where}"
+
+    def execute(self, ctx: Context) -> None:
+        lower_fd = libc.open_tree(-100, self.image, libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC)
+        try:
+            upper, work = self.upper, self.work
+            if upper is None or work is None:
+                libc.mount("tmpfs", ctx.root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+                os.mkdir(ctx.root + "/.upper", 0o755)
+                os.mkdir(ctx.root + "/.work", 0o700)
+                upper, work = ctx.root + "/.upper", ctx.root + "/.work"
+            # The image root's mode and owner become the overlay root's: copy them onto the upper.
+            st = os.stat(rootfs.fd_path(lower_fd))
+            os.chmod(upper, st.st_mode & 0o7777)
+            os.chown(upper, st.st_uid, st.st_gid)
+            libc.mount("overlay", ctx.root, "overlay", 0,
+                       f"lowerdir={rootfs.fd_path(lower_fd)},upperdir={upper},workdir={work}",
+                       what=ctx.root)
+        finally:
+            os.close(lower_fd)
+        ctx.open_root()
+
+
+class RootVolatileYes(Op):
+    """--volatile=yes: a tmpfs root with only the image's /usr, read-only."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+
+    def describe(self) -> str:
+        return f"root: tmpfs, bind {self.image}/usr ro onto /usr"
+
+    def execute(self, ctx: Context) -> None:
+        usr_fd = libc.open_tree(-100, self.image + "/usr",
+                                libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | libc.AT_RECURSIVE)
+        try:
+            libc.mount("tmpfs", ctx.root, "tmpfs", MS_STRICTATIME, "mode=0755")
+            os.mkdir(ctx.root + "/usr", 0o755)
+            libc.move_mount(usr_fd, ctx.root + "/usr")
+        finally:
+            os.close(usr_fd)
+        libc.mount(None, ctx.root + "/usr", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        ctx.open_root()
+        # A merged-/usr OS finds its top-level directories through these symlinks.
+        for name in ("bin", "sbin", "lib", "lib64"):
+            if os.path.isdir(ctx.root + "/usr/" + name):
+                os.symlink("usr/" + name, name, dir_fd=ctx.root_fd)
+
+
+class Mkdirs(Op):
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def describe(self) -> str:
+        return "mkdir -p " + " ".join(self.paths)
+
+    def execute(self, ctx: Context) -> None:
+        for p in self.paths:
+            os.close(ctx.target(p))
+
+
+class RemountReadOnly(Op):
+    def __init__(self, path: str, flags: int = 0) -> None:
+        self.path = path
+        self.flags = flags
+
+    def describe(self) -> str:
+        return f"remount {self.path} read-only"
+
+    def execute(self, ctx: Context) -> None:
+        fd = ctx.target(self.path)
+        try:
+            libc.mount(None, rootfs.fd_path(fd), None, MS_REMOUNT | MS_BIND | MS_RDONLY | self.flags,
+                       what=self.path)
+        finally:
+            os.close(fd)
+
+
+class Mount(Op):
+    """Mount a file system (or bind a host path when fstype is None) onto a path inside the root."""
+
+    def __init__(self, source: str | None, dest: str, fstype: str | None, flags: int = 0,
+                 data: str | None = None, kind: str = "dir", read_only_after: bool = False,
+                 source_in_root: bool = False, optional: bool = False) -> None:
+        self.source = source
+        self.dest = dest
+        self.fstype = fstype
+        self.flags = flags
+        self.data = data
+        self.kind = kind
+        self.read_only_after = read_only_after
+        self.source_in_root = source_in_root
+        self.optional = optional
+
+    def describe(self) -> str:
+        what = self.fstype or f"bind {'+' if self.source_in_root else ''}{self.source}"
+        extra = f" [{self.data}]" if self.data else ""
+        ro = " then ro" if self.read_only_after else ""
+        return f"mount {what} on {self.dest} ({_flags_text(self.flags)}){extra}{ro}"
+
+    def execute(self, ctx: Context) -> None:
+        src_fd = -1
+        source = self.source
+        if self.source_in_root and source is not None:
+            try:
+                src_fd = rootfs.open_in_root(ctx.root_fd, source)
+            except FileNotFoundError:
+                if self.optional:
+                    return
+                raise
+            source = rootfs.fd_path(src_fd)
+        try:
+            fd = ctx.target(self.dest, self.kind)
+        except FileNotFoundError:
+            if self.optional:
+                return
+            raise
+        try:
+            target = rootfs.fd_path(fd)
+            libc.mount(source if source is not None else self.fstype, target, self.fstype, self.flags,
+                       self.data, what=self.dest)
+            if self.read_only_after:
+                # A bind mount ignores MS_RDONLY at creation; it needs a remount. Reopen: the fd still
+                # names the directory under the new mount.
+                fd2 = ctx.target(self.dest, self.kind)
+                try:
+                    keep = self.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                    libc.mount(None, rootfs.fd_path(fd2), None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep,
+                               what=self.dest)
+                finally:
+                    os.close(fd2)
+        finally:
+            os.close(fd)
+            if src_fd >= 0:
+                os.close(src_fd)
+
+
+# name, major, minor: the pseudo devices a container gets (nspawn's copy_devnodes()).
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+           ("tty", 5, 0))
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
+
+
+class PopulateDev(Op):
+    """Device nodes and the standard symlinks in the fresh /dev tmpfs."""
+
+    def describe(self) -> str:
+        return "populate /dev: " + " ".join(d[0] for d in DEVICES) + ", /dev/char links, fd symlinks"
+
+    def execute(self, ctx: Context) -> None:
+        dev = rootfs.open_in_root(ctx.root_fd, "dev", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.mkdir("char", 0o755, dir_fd=dev)
+            old = os.umask(0)
+            try:
+                for name, major, minor in DEVICES:
+                    os.mknod(name, 0o666 | 0o020000, os.makedev(major, minor), dir_fd=dev)
+                    os.symlink(f"../{name}", f"char/{major}:{minor}", dir_fd=dev)
+            finally:
+                os.umask(old)
+            for name, target in DEV_LINKS:
+                os.symlink(target, name, dir_fd=dev)
+        finally:
+            os.close(dev)
+
+
+class Symlink(Op):
+    def __init__(self, target: str, path: str) -> None:
+        self.target = target
+        self.path = path
+
+    def describe(self) -> str:
+        return f"symlink {self.path} -> {self.target}"
+
+    def execute(self, ctx: Context) -> None:
+        parent, _, name = self.path.strip("/").rpartition("/")
+        pfd = ctx.target(parent or "/")
+        try:
+            dfd = os.open(rootfs.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            os.close(pfd)
+        try:
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                return
+            os.symlink(self.target, name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+
+
+class WriteFile(Op):
+    """Write a file at PATH inside the root; replace=False leaves a non-regular file (a symlink) alone."""
+
+    def __init__(self, path: str, data: bytes, mode: int = 0o644, replace: bool = True,
+                 label: str | None = None) -> None:
+        self.path = path
+        self.data = data
+        self.mode = mode
+        self.replace = replace
+        self.label = label
+
+    def describe(self) -> str:
+        return f"write {self.path} ({self.label or f'{len(self.data)} bytes'})"
+
+    def execute(self, ctx: Context) -> None:
+        parent, _, name = self.path.strip("/").rpartition("/")
+        pfd = ctx.target(parent or "/")
+        try:
+            dfd = os.open(rootfs.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            os.close(pfd)
+        try:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if (st.st_mode & 0o170000) != 0o100000:
+                    if not self.replace:
+                        return
+                    if (st.st_mode & 0o170000) == 0o040000:
+                        return
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.mode,
+                         dir_fd=dfd)
+            try:
+                os.write(fd, self.data)
+                os.fchmod(fd, self.mode)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+
+class Unlink(Op):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return f"delete {self.path}"
+
+    def execute(self, ctx: Context) -> None:
+        parent, _, name = self.path.strip("/").rpartition("/")
+        try:
+            pfd = rootfs.open_in_root(ctx.root_fd, parent or ".", os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(name, dir_fd=pfd)
+        except (FileNotFoundError, IsADirectoryError):
+            pass
+        finally:
+            os.close(pfd)
+
+
+class Inaccessible(Op):
+    """Over-mount PATH with an empty node of the same type and mode 000 (from /run/host/inaccessible)."""
+
+    def __init__(self, path: str, optional: bool = False) -> None:
+        self.path = path
+        self.optional = optional
+
+    def describe(self) -> str:
+        return f"mask {self.path}"
+
+    def execute(self, ctx: Context) -> None:
+        try:
+            fd = rootfs.open_in_root(ctx.root_fd, self.path)
+        except FileNotFoundError:
+            if self.optional:
+                return
+            raise OSError(2, f"Failed to mask '{self.path}': No such file or directory", self.path) from None
+        try:
+            st = os.fstat(fd)
+            kind = "dir" if (st.st_mode & 0o170000) == 0o040000 else "reg"
+            src = rootfs.open_in_root(ctx.root_fd, "run/host/inaccessible/" + kind)
+            try:
+                libc.mount(rootfs.fd_path(src), rootfs.fd_path(fd), None, MS_BIND, what=self.path)
+                fd2 = rootfs.open_in_root(ctx.root_fd, self.path)
+                try:
+                    libc.mount(None, rootfs.fd_path(fd2), None,
+                               MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                               what=self.path)
+                finally:
+                    os.close(fd2)
+            finally:
+                os.close(src)
+        finally:
+            os.close(fd)
+
+
+class PivotRoot(Op):
+    def describe(self) -> str:
+        return "pivot_root into the container root"
+
+    def execute(self, ctx: Context) -> None:
+        # pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only ours.
+        os.fchdir(ctx.root_fd)
+        libc.pivot_root(".", ".")
+        libc.umount(".", libc.MNT_DETACH)
+        os.chdir("/")
+
+
+def describe(ops: list[Op]) -> str:
+    return "\n".join(f"{i:2d}. {op.describe()}" for i, op in enumerate(ops, 1))
+
+
+def execute(ops: list[Op], ctx: Context) -> None:
+    for op in ops:
+        op.execute(ctx)

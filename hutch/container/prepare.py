@@ -1,0 +1,540 @@
+"""Host-side preparation: resolve the image, validate what can be validated before anything changes,
+create temporary directories, and turn Settings into the mount plan.
+
+Everything here runs in the supervisor before the first fork, so bad input fails with nothing mounted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from hutch.container import plan, rootfs
+from hutch.container.plan import (
+    Inaccessible,
+    MakeSlave,
+    Mkdirs,
+    Mount,
+    Op,
+    PivotRoot,
+    PopulateDev,
+    RemountReadOnly,
+    RootBind,
+    RootOverlay,
+    RootVolatileYes,
+    Symlink,
+    Unlink,
+    WriteFile,
+)
+from hutch.errors import ImageError, SetupError, UsageError
+from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_STRICTATIME
+from hutch.paths import Paths
+from hutch.settings.cmdline import SIGRTMIN, valid_machine_name
+from hutch.settings.model import Settings
+
+CONTAINER_MANAGER = "hutch"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# /proc files that leak host state or allow host actions (nspawn's mount table; see security.md).
+PROC_MASKED = ("kallsyms", "kcore", "keys", "sysrq-trigger", "timer_list")
+PROC_READ_ONLY = ("acpi", "apm", "asound", "bus", "fs", "irq", "scsi")
+
+RESOLV_SOURCES = {
+    "host": "/etc/resolv.conf",
+    "static": "/usr/lib/systemd/resolv.conf",
+    "uplink": "/run/systemd/resolve/resolv.conf",
+    "stub": "/run/systemd/resolve/stub-resolv.conf",
+}
+
+
+class Prepared:
+    """A container ready to launch: names, root, environment and the two halves of the mount plan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = ""
+        self.hostname = ""
+        self.image = ""
+        self.root = ""
+        self.uuid = ""
+        self.console = "read-only"
+        self.kill_signal = 9
+        self.env: dict[str, str] = {}
+        self.outer_ops: list[Op] = []
+        self.inner_ops: list[Op] = []
+        self.cleanup_dirs: list[str] = []
+        self.cgroup: str | None = None
+        self.lock_fd = -1
+
+
+def _random_hex(n: int) -> str:
+    return os.urandom(n).hex()
+
+
+def _format_uuid(h: str) -> str:
+    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def _new_uuid() -> str:
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return bytes(b).hex()
+
+
+def _read_host(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return None
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        k, _, v = line.partition("=")
+        v = v.strip()
+        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+            v = v[1:-1]
+        out[k.strip()] = v
+    return out
+
+
+def find_image(name: str, paths: Paths) -> str | None:
+    for d in paths.image_path:
+        p = os.path.join(d, name)
+        if os.path.isdir(p):
+            return p
+    return None
+
+
+def _sanitize_hostname(name: str) -> str:
+    out = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in name)
+    return out.strip(".-")[:64]
+
+
+def resolve_image(s: Settings, paths: Paths) -> str:
+    if s.directory:
+        d = s.directory
+        if not os.path.lexists(d):
+            if s.template:
+                _instantiate_template(s.template, d)
+            else:
+                raise ImageError(f"Directory {d} doesn't exist.", "create it, or pass --template=DIR to copy one")
+        if not os.path.isdir(d):
+            raise ImageError(f"{d} is not a directory.", "-D needs an OS tree directory")
+        return os.path.realpath(d)
+    if s.machine:
+        found = find_image(s.machine, paths)
+        if found is None:
+            raise ImageError(f"No image for machine '{s.machine}' in {':'.join(paths.image_path)}.",
+                             f"bootstrap one with 'hutch bootstrap busybox {s.machine}', or pass -D DIR")
+        return os.path.realpath(found)
+    cwd = os.getcwd()
+    if cwd == "/" and not s.ephemeral and s.volatile in ("no", "overlay"):
+        raise ImageError("Spawning container on root directory is not supported.",
+                         "consider --ephemeral, --volatile=yes or --volatile=state")
+    return cwd
+
+
+def _instantiate_template(template: str, target: str) -> None:
+    import subprocess
+
+    if not os.path.isdir(template):
+        raise ImageError(f"Template {template} is not a directory.")
+    parent = os.path.dirname(target) or "."
+    tmp = os.path.join(parent, f".#{os.path.basename(target)}.template-{_random_hex(4)}")
+    # Build under a hidden name and rename: an interrupted copy never looks like an image.
+    r = subprocess.run(["cp", "-a", "--reflink=auto", "--", template, tmp], capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", tmp])
+        raise ImageError(f"Failed to copy template {template} to {target}: {r.stderr.strip()}")
+    os.rename(tmp, target)
+
+
+def _lock_image(image: str, exclusive: bool) -> int:
+    """A lock file next to the image, as nspawn's image_path_lock(): shared for read-only use."""
+    parent, base = os.path.split(image)
+    path = os.path.join(parent, f".#{base}.lck")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return -1  # a read-only image location: nothing can write it either
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ImageError(f"Directory tree {image} is currently busy.",
+                         "another container runs on it; use --ephemeral or --read-only to share it") from None
+    return fd
+
+
+def _make_temp_dir(prep: Prepared, base: str = "/var/tmp", prefix: str = "hutch-") -> str:
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, prefix + _random_hex(8))
+    os.mkdir(path, 0o755)
+    prep.cleanup_dirs.append(path)
+    return path
+
+
+def prepare(s: Settings, paths: Paths) -> Prepared:
+    prep = Prepared(s)
+    image = resolve_image(s, paths)
+    prep.image = image
+    prep.root = image
+
+    if s.machine:
+        name = s.machine
+    else:
+        name = _sanitize_hostname(os.path.basename(image)) or "container"
+        if not valid_machine_name(name):
+            raise UsageError(f"Failed to determine machine name automatically from {image}.", "use -M NAME")
+    if s.ephemeral:
+        name = f"{name[:47]}-{_random_hex(8)}"
+    prep.name = name
+    prep.hostname = s.hostname or name
+
+    has_os_release = (rootfs.exists_in_root(image, "etc/os-release")
+                      or rootfs.exists_in_root(image, "usr/lib/os-release"))
+    if s.boot and not has_os_release:
+        raise ImageError(f"Directory {image} doesn't look like an OS root directory (os-release file is "
+                         "missing). Refusing.", "an OS tree needs /etc/os-release or /usr/lib/os-release")
+    if not s.boot and not os.path.isdir(os.path.join(image, "usr")) and s.volatile == "no":
+        raise ImageError(f"Directory {image} doesn't look like it has an OS tree (/usr/ directory is "
+                         "missing). Refusing.", "an OS tree needs at least /usr")
+    if s.volatile == "yes" and not os.path.isdir(os.path.join(image, "usr")):
+        raise ImageError(f"Directory {image}/usr is missing; --volatile=yes needs it.")
+
+    read_only = s.read_only or s.volatile in ("yes", "state")
+    prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
+
+    # Machine identity: --uuid, else a valid machine-id in the image, else random.
+    mid = (rootfs.read_file_in_root(image, "etc/machine-id") or "").strip()
+    if s.uuid:
+        prep.uuid = s.uuid
+    elif len(mid) == 32 and all(c in "0123456789abcdef" for c in mid):
+        prep.uuid = mid
+    else:
+        prep.uuid = _new_uuid()
+
+    console = s.console
+    tty = os.isatty(0) and os.isatty(1)
+    if console is None:
+        console = "interactive" if tty else "read-only"
+    elif console == "autopipe":
+        console = "interactive" if tty else "pipe"
+    prep.console = console
+    prep.kill_signal = s.kill_signal or (SIGRTMIN + 3 if s.boot else 9)
+
+    prep.env = _environment(prep, console)
+    _check_sources(s, image)
+    _build_plan(prep, paths, read_only)
+    return prep
+
+
+def _check_sources(s: Settings, image: str) -> None:
+    for b in s.binds:
+        if b.source and not b.image_relative and not os.path.exists(b.source):
+            raise UsageError(f"Failed to stat {b.source}: No such file or directory",
+                             "the source of --bind must exist on the host")
+        if b.image_relative and not rootfs.exists_in_root(image, b.source):
+            raise UsageError(f"Failed to stat +{b.source} in the image: No such file or directory")
+    for o in s.overlays:
+        for p in [*o.lowers, o.upper]:
+            if p and not p.startswith("+") and not os.path.isdir(p):
+                raise UsageError(f"Overlay source {p} is not a directory")
+            if "," in p or ":" in p:
+                raise UsageError(f"Overlay path {p!r} may not contain ',' or ':'")
+
+
+def _environment(prep: Prepared, console: str) -> dict[str, str]:
+    s = prep.settings
+    host_os = parse_os_release((_read_host("/etc/os-release") or _read_host("/usr/lib/os-release")
+                                or b"").decode(errors="replace"))
+    term = os.environ.get("TERM", "vt220") if console in ("interactive", "pipe") else "vt220"
+    env = {
+        "PATH": DEFAULT_PATH,
+        "container": os.environ.get("HUTCH_CONTAINER_SERVICE", CONTAINER_MANAGER),
+        "container_uuid": _format_uuid(prep.uuid),
+        "TERM": term,
+        "HOME": "/root",
+        "USER": "root",
+        "LOGNAME": "root",
+    }
+    for key in ("ID", "VERSION_ID", "BUILD_ID", "VARIANT_ID", "IMAGE_ID", "IMAGE_VERSION"):
+        if key in host_os:
+            env["container_host_" + key.lower()] = host_os[key]
+    for kv in s.setenv:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    return env
+
+
+def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
+    s = prep.settings
+    mode = s.resolv_conf
+    if mode == "off":
+        return []
+    if mode == "auto":
+        if s.private_network:
+            return []
+        stub = RESOLV_SOURCES["stub"]
+        source = stub if os.path.exists("/run/systemd/resolve/io.systemd.Resolve") and os.path.exists(stub) \
+            else RESOLV_SOURCES["host"]
+        return _file_op("/etc/resolv.conf", source, "bind" if read_only else "copy", "resolv.conf")
+    if mode == "delete":
+        return [Unlink("/etc/resolv.conf")]
+    how, _, which = mode.partition("-")
+    return _file_op("/etc/resolv.conf", RESOLV_SOURCES[which], how, "resolv.conf")
+
+
+def _file_op(dest: str, source: str, how: str, label: str) -> list[Op]:
+    if how == "bind":
+        if not os.path.exists(source):
+            return []
+        return [Mount(source, dest, None, MS_BIND | MS_NOSUID | MS_NODEV, kind="file", read_only_after=True,
+                      optional=True)]
+    data = _read_host(source)
+    if data is None:
+        return []
+    return [WriteFile(dest, data, 0o644, replace=(how == "replace"), label=f"{label} from {source}")]
+
+
+def _timezone_ops(prep: Prepared, read_only: bool) -> list[Op]:
+    mode = prep.settings.timezone
+    if mode == "off":
+        return []
+    if mode == "delete":
+        return [Unlink("/etc/localtime")]
+    zone = None
+    try:
+        link = os.readlink("/etc/localtime")
+        if "zoneinfo/" in link:
+            zone = link.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    if mode == "auto":
+        if zone and rootfs.exists_in_root(prep.image, "usr/share/zoneinfo/" + zone):
+            mode = "symlink"
+        else:
+            mode = "bind" if read_only else "copy"
+    if mode == "symlink":
+        if not zone:
+            return []
+        return [Symlink("../usr/share/zoneinfo/" + zone, "/etc/localtime")]
+    return _file_op("/etc/localtime", "/etc/localtime", mode, "localtime")
+
+
+def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
+    s = prep.settings
+    image = prep.image
+    ops: list[Op] = [MakeSlave()]
+    if s.ephemeral:
+        parent, base = os.path.split(image)
+        eph = _make_temp_dir(prep, parent, f".#{base}.ephemeral-")
+        os.mkdir(eph + "/upper", 0o755)
+        os.mkdir(eph + "/work", 0o700)
+        ops.append(RootOverlay(image, eph + "/upper", eph + "/work"))
+    elif s.volatile == "overlay":
+        ops.append(RootOverlay(image, None, None))
+    elif s.volatile == "yes":
+        ops.append(RootVolatileYes(image))
+    else:
+        ops.append(RootBind(image))
+
+    base_dirs = ["dev", "proc", "sys", "run", "tmp"]
+    if s.volatile != "yes":
+        base_dirs.append("etc")
+    ops.append(Mkdirs(base_dirs))
+    if read_only:
+        ops.append(RemountReadOnly("/"))
+    if s.volatile == "state":
+        ops.append(Mount("tmpfs", "/var", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=0755"))
+
+    nsd = MS_NOSUID | MS_NODEV
+    ops += [
+        Mount("tmpfs", "/tmp", "tmpfs", nsd | MS_STRICTATIME, "mode=1777"),
+        Mount("sysfs", "/sys", "sysfs", MS_RDONLY | nsd | MS_NOEXEC),
+        Mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=0755,size=4m,nr_inodes=64k"),
+        PopulateDev(),
+        Mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Mount("tmpfs", "/dev/shm", "tmpfs", nsd | MS_STRICTATIME, "mode=1777"),
+        Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC),
+        Mount("tmpfs", "/run", "tmpfs", nsd | MS_STRICTATIME, "mode=0755,size=20%,nr_inodes=800k"),
+        Mount("tmpfs", "/run/host", "tmpfs", nsd | MS_NOEXEC, "mode=0755,size=1m"),
+    ]
+    host_os = _read_host("/etc/os-release") or _read_host("/usr/lib/os-release") or b""
+    ops += [
+        WriteFile("/run/host/os-release", host_os, 0o444, label="the host's os-release"),
+        WriteFile("/run/host/container-manager", (prep.env["container"] + "\n").encode(), 0o444),
+        WriteFile("/run/host/container-uuid", (_format_uuid(prep.uuid) + "\n").encode(), 0o444),
+        Mkdirs(["/run/host/inaccessible/dir"]),
+        WriteFile("/run/host/inaccessible/reg", b"", 0),
+        _Chmod000("/run/host/inaccessible/dir"),
+        RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC),
+    ]
+    ops += _custom_mount_ops(prep)
+    ops += _resolv_conf_ops(prep, read_only)
+    ops += _timezone_ops(prep, read_only)
+    prep.outer_ops = ops
+
+    pns = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    inner: list[Op] = [
+        Mount("proc", "/proc", "proc", pns),
+        Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=True),
+    ]
+    if s.private_network:
+        # The network namespace is ours: its sysctls may stay writable.
+        inner.append(_RemountWritable("/proc/sys/net"))
+    inner += [Inaccessible("/proc/" + p, optional=True) for p in PROC_MASKED]
+    inner += [Mount("proc/" + p, "/proc/" + p, None, MS_BIND | pns, source_in_root=True, read_only_after=True,
+                    optional=True) for p in PROC_READ_ONLY]
+    prep.inner_ops = inner
+
+
+class _Chmod000(Op):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return f"chmod 000 {self.path}"
+
+    def execute(self, ctx: plan.Context) -> None:
+        fd = rootfs.open_in_root(ctx.root_fd, self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fchmod(fd, 0)
+        finally:
+            os.close(fd)
+
+
+class _RemountWritable(Op):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return f"bind {self.path} writable"
+
+    def execute(self, ctx: plan.Context) -> None:
+        from hutch.linux import libc
+
+        fd = rootfs.open_in_root(ctx.root_fd, self.path)
+        try:
+            libc.mount(rootfs.fd_path(fd), rootfs.fd_path(fd), None, MS_BIND, what=self.path)
+        finally:
+            os.close(fd)
+        fd = rootfs.open_in_root(ctx.root_fd, self.path)
+        try:
+            libc.mount(None, rootfs.fd_path(fd), None, libc.MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       what=self.path)
+        finally:
+            os.close(fd)
+
+
+def _custom_mount_ops(prep: Prepared) -> list[Op]:
+    """--bind, --tmpfs, --overlay and --inaccessible, parents before children (as nspawn sorts them)."""
+    s = prep.settings
+    items: list[tuple[str, int, Op]] = []
+    for i, b in enumerate(s.binds):
+        src = b.source
+        if src == "":
+            src = _make_temp_dir(prep, "/var/tmp", "hutch-bind-")
+        kind = "dir" if b.image_relative or os.path.isdir(src) else "file"
+        if b.image_relative:
+            kind = "auto"
+        flags = MS_BIND | (MS_REC if b.recursive else 0)
+        items.append((b.destination, i, _BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative)))
+    for i, t in enumerate(s.tmpfs):
+        items.append((t.destination, 1000 + i, Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV,
+                                                     t.options)))
+    for i, o in enumerate(s.overlays):
+        lowers = list(o.lowers)
+        upper = o.upper
+        work = None
+        if not o.read_only:
+            if upper == "":
+                upper = _make_temp_dir(prep, "/var/tmp", "hutch-overlay-")
+                os.mkdir(upper + "/upper")
+                work = upper + "/work"
+                upper = upper + "/upper"
+            elif not upper.startswith("+"):
+                parent, base = os.path.split(upper)
+                work = _make_temp_dir(prep, parent, f".#{base}.overlay-work-")
+        else:
+            if upper:
+                lowers.append(upper)
+            upper = ""
+        items.append((o.destination, 2000 + i, _OverlayOp(lowers, upper, work, o.destination, o.read_only)))
+    for i, p in enumerate(s.inaccessible):
+        items.append((p, 3000 + i, Inaccessible(p)))
+    items.sort(key=lambda t: (t[0].count("/") if t[0] != "/" else 0, t[1]))
+    return [op for _, _, op in items]
+
+
+class _BindOp(Mount):
+    def __init__(self, source: str, dest: str, flags: int, kind: str, read_only: bool, in_root: bool) -> None:
+        super().__init__(source, dest, None, flags, kind=kind, read_only_after=read_only, source_in_root=in_root)
+
+    def execute(self, ctx: plan.Context) -> None:
+        if self.kind == "auto" and self.source is not None:
+            fd = rootfs.open_in_root(ctx.root_fd, self.source)
+            try:
+                self.kind = "dir" if os.path.isdir(rootfs.fd_path(fd)) else "file"
+            finally:
+                os.close(fd)
+        super().execute(ctx)
+
+
+class _OverlayOp(Op):
+    def __init__(self, lowers: list[str], upper: str, work: str | None, dest: str, read_only: bool) -> None:
+        self.lowers = lowers
+        self.upper = upper
+        self.work = work
+        self.dest = dest
+        self.read_only = read_only
+
+    def describe(self) -> str:
+        return f"mount overlay on {self.dest} lower={':'.join(self.lowers)} upper={self.upper or '-'}"
+
+    def execute(self, ctx: plan.Context) -> None:
+        from hutch.linux import libc
+
+        fds: list[int] = []
+
+        def host(p: str) -> str:
+            if p.startswith("+"):
+                fd = rootfs.open_in_root(ctx.root_fd, p[1:])
+                fds.append(fd)
+                return rootfs.fd_path(fd)
+            return p
+
+        try:
+            # overlayfs lists lower layers top first; the option lists them bottom first.
+            opts = "lowerdir=" + ":".join(host(p) for p in reversed(self.lowers))
+            if not self.read_only:
+                upper = host(self.upper)
+                work = self.work
+                if work is None:
+                    work = _sibling_work_dir(upper)
+                opts += f",upperdir={upper},workdir={work}"
+            target = ctx.target(self.dest)
+            fds.append(target)
+            libc.mount("overlay", rootfs.fd_path(target), "overlay", MS_RDONLY if self.read_only else 0, opts,
+                       what=self.dest)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _sibling_work_dir(upper: str) -> str:
+    real = os.path.realpath(upper)
+    work = os.path.join(os.path.dirname(real), f".#{os.path.basename(real)}.overlay-work")
+    os.makedirs(work, exist_ok=True)
+    return work
+
+
+__all__ = ["PivotRoot", "Prepared", "prepare"]

@@ -1,0 +1,95 @@
+"""Resolving and creating paths inside the container's root without ever leaving it.
+
+Every path that comes from the image (mount points, /etc files) is opened with openat2(RESOLVE_IN_ROOT),
+so a symlink planted in the image (`/dev -> /etc` or `/etc/resolv.conf -> /host/file`) resolves inside
+the container root, never on the host. Mounts then target the resulting fd through /proc/self/fd.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hutch.linux import libc
+
+_RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+
+
+def open_in_root(root_fd: int, path: str, flags: int = libc.O_PATH) -> int:
+    return libc.openat2(root_fd, path.lstrip("/") or ".", flags, _RESOLVE)
+
+
+def make_path(root_fd: int, path: str, kind: str = "dir", mode: int = 0o755) -> int:
+    """Open PATH inside the root as O_PATH, creating missing components (parents as directories; the
+    last as KIND 'dir' or 'file'). Returns the fd."""
+    rel = path.strip("/")
+    if not rel:
+        return os.dup(root_fd)
+    try:
+        return open_in_root(root_fd, rel)
+    except FileNotFoundError:
+        pass
+    parts = rel.split("/")
+    # Find the deepest existing ancestor, then create the rest one component at a time from its fd.
+    k = len(parts) - 1
+    while k > 0:
+        try:
+            fd = open_in_root(root_fd, "/".join(parts[:k]), libc.O_PATH | os.O_DIRECTORY)
+            break
+        except FileNotFoundError:
+            k -= 1
+    else:
+        fd = os.dup(root_fd)
+    try:
+        for idx in range(k, len(parts)):
+            name = parts[idx]
+            last = idx == len(parts) - 1
+            if last and kind == "file":
+                try:
+                    os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                     dir_fd=fd))
+                except FileExistsError:
+                    pass
+            else:
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            # Reopen through RESOLVE_IN_ROOT-equivalent: the new entry may be a symlink raced in; refuse to follow.
+            nfd = os.open(name, libc.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last and kind == "file"
+                                                                           else os.O_DIRECTORY), dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def read_file_in_root(root: str, path: str, limit: int = 1 << 20) -> str | None:
+    """Read a small text file from the image, resolving symlinks inside it; None if absent."""
+    rfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_in_root(rfd, path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    finally:
+        os.close(rfd)
+    try:
+        return os.read(fd, limit).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def exists_in_root(root: str, path: str) -> bool:
+    rfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.close(open_in_root(rfd, path))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(rfd)

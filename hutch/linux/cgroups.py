@@ -1,0 +1,66 @@
+"""Finding the cgroup2 hierarchy and making a machine's cgroup in it.
+
+On a pure v2 host cgroup2 is /sys/fs/cgroup; on a hybrid host (systemd's "hybrid" layout, this machine)
+it is /sys/fs/cgroup/unified, holding no controllers. Either way a systemd guest needs its own cgroup2
+subtree, entered through a cgroup namespace, to boot (shared/reference/findings.md).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def unified_root(base: str = CGROUP_ROOT) -> str | None:
+    """The mount point of the cgroup2 hierarchy, or None on a v1-only host."""
+    for cand in (base, base + "/unified"):
+        # cgroup.subtree_control exists only in cgroup2; a v1 hierarchy or a tmpfs has none.
+        if os.path.exists(cand + "/cgroup.subtree_control"):
+            return cand
+    return None
+
+
+def machine_cgroup(root: str, name: str) -> str:
+    return f"{root}/machine.slice/machine-{name}.scope"
+
+
+def create(path: str) -> None:
+    os.makedirs(path, 0o755, exist_ok=True)
+
+
+def join(path: str) -> None:
+    """Move the calling process into PATH (writing 0 means 'myself')."""
+    fd = os.open(path + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+def is_populated(path: str) -> bool:
+    try:
+        with open(path + "/cgroup.procs", "rb") as f:
+            return bool(f.read().strip())
+    except FileNotFoundError:
+        return False
+
+
+def remove_tree(path: str, timeout: float = 2.0) -> bool:
+    """Remove PATH and its sub-cgroups depth-first. Exiting processes linger for a moment after the
+    PID namespace's init dies, so retry EBUSY until TIMEOUT. Returns False if something stayed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for top, dirs, _files in os.walk(path, topdown=False):
+                for d in dirs:
+                    os.rmdir(os.path.join(top, d))
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)

@@ -1,0 +1,131 @@
+"""Thin ctypes wrappers, one per system call that Python 3.11's os module lacks.
+
+Each raises OSError with errno and the path it was working on; none logs or decides policy.
+libc is loaded by soname, never through ctypes.util (find_library runs ldconfig: ~16 ms).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOSYMFOLLOW = 256
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_STRICTATIME = 1 << 24
+
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+O_PATH = 0o10000000
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+
+# Syscalls added after 2019 share one number on every architecture; the older ones do not.
+_NR_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+_NR_OPEN_TREE = 428
+_NR_MOVE_MOUNT = 429
+_NR_OPENAT2 = 437
+_NR_PIDFD_GETFD = 438
+
+
+def _check(ret: int, what: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        if path is None:
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+        raise OSError(err, f"{what} '{path}': {os.strerror(err)}", path)
+    return ret
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "Failed to unshare namespaces")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, nstype), "Failed to join namespace")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None, *, what: str | None = None) -> None:
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    if ret < 0:
+        err = ctypes.get_errno()
+        shown = what or target
+        src = source or fstype or "none"
+        raise OSError(err, f"Failed to mount '{src}' on '{shown}': {os.strerror(err)}", shown)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), flags), "Failed to unmount", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(_NR_PIVOT_ROOT, _b(new_root), _b(put_old)), "Failed to pivot_root to", new_root)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "Failed to set hostname to", name)
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg2), 0, 0, 0), "prctl failed")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(_syscall(_NR_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)),
+                  "Failed to open", path)
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    return _check(_syscall(_NR_OPEN_TREE, dirfd, _b(path), ctypes.c_uint(flags)), "Failed to clone mount", path)
+
+
+def move_mount(from_fd: int, to_path: str, *, to_dirfd: int = -100) -> None:
+    _check(_syscall(_NR_MOVE_MOUNT, from_fd, b"", to_dirfd, _b(to_path), MOVE_MOUNT_F_EMPTY_PATH),
+           "Failed to move mount onto", to_path)
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    return _check(_syscall(_NR_PIDFD_GETFD, pidfd, targetfd, 0), "Failed to fetch file descriptor")

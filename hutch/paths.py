@@ -1,0 +1,44 @@
+"""Where hutch keeps things; every path is overridable by environment (tests point them at temp dirs).
+
+A plain class rather than a dataclass: `dataclasses` imports `re` and `inspect` (~10 ms), which the
+start-up path cannot afford.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_IMAGE_PATH = "/var/lib/machines:/etc/machines:/run/machines:/usr/local/lib/machines:/usr/lib/machines"
+DEFAULT_SETTINGS_PATH = "/etc/systemd/nspawn:/run/systemd/nspawn"
+
+
+class Paths:
+    __slots__ = ("image_path", "settings_path", "state_dir", "log_dir", "cache_dir")
+
+    def __init__(self, image_path: tuple[str, ...], settings_path: tuple[str, ...], state_dir: str,
+                 log_dir: str, cache_dir: str) -> None:
+        self.image_path = image_path
+        self.settings_path = settings_path
+        self.state_dir = state_dir
+        self.log_dir = log_dir
+        self.cache_dir = cache_dir
+
+    @property
+    def image_dir(self) -> str:
+        """The first image directory: the one that receives new images."""
+        return self.image_path[0]
+
+    @classmethod
+    def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> Paths:
+        e = os.environ if env is None else env
+
+        def split(value: str) -> tuple[str, ...]:
+            return tuple(p for p in value.split(":") if p)
+
+        return cls(
+            image_path=split(e.get("HUTCH_IMAGE_PATH") or DEFAULT_IMAGE_PATH),
+            settings_path=split(e.get("HUTCH_SETTINGS_PATH") or DEFAULT_SETTINGS_PATH),
+            state_dir=e.get("HUTCH_STATE_DIR") or "/run/hutch",
+            log_dir=e.get("HUTCH_LOG_DIR") or "/var/log/hutch",
+            cache_dir=e.get("HUTCH_CACHE_DIR") or "/var/cache/hutch",
+        )

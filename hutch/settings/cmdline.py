@@ -1,0 +1,446 @@
+"""`hutch spawn` argv -> Settings, with systemd-nspawn's option names and getopt_long's rules.
+
+Parsed by hand: argparse costs ~7 ms to import and spawn's whole start-up budget is ~15 ms.
+Like nspawn (getopt "+..."), parsing stops at the first non-option: the rest is the command.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from hutch.errors import UsageError
+from hutch.settings.model import (
+    CONSOLE_MODES,
+    RESOLV_CONF_MODES,
+    TIMEZONE_MODES,
+    VOLATILE_MODES,
+    Bind,
+    Overlay,
+    Settings,
+    Tmpfs,
+)
+
+# Linux's signal numbers are fixed per architecture family; the `signal` module would import `enum`.
+SIGNALS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
+    "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
+    "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
+}
+SIGRTMIN = 34  # glibc reserves 32 and 33 for itself
+SIGRTMAX = 64
+
+
+def parse_signal(text: str) -> int:
+    """Accept 'SIGTERM', 'TERM', '15', 'SIGRTMIN+3', 'RTMAX-1', as systemd's signal_from_string()."""
+    s = text.upper()
+    if s.isdigit():
+        n = int(s)
+        if 1 <= n <= SIGRTMAX:
+            return n
+        raise UsageError(f"Invalid signal number: {text}")
+    if s.startswith("SIG"):
+        s = s[3:]
+    if s in SIGNALS:
+        return SIGNALS[s]
+    for base, name in ((SIGRTMIN, "RTMIN"), (SIGRTMAX, "RTMAX")):
+        if s == name:
+            return base
+        if s.startswith(name) and len(s) > len(name) + 1 and s[len(name)] in "+-" and s[len(name) + 1:].isdigit():
+            n = base + int(s[len(name):])
+            if SIGRTMIN <= n <= SIGRTMAX:
+                return n
+    raise UsageError(f"Unknown signal: {text}", "use a name like SIGTERM or SIGRTMIN+3, or a number")
+
+
+def signal_name(sig: int) -> str:
+    for name, n in SIGNALS.items():
+        if n == sig:
+            return "SIG" + name
+    if SIGRTMIN <= sig <= SIGRTMAX:
+        return "SIGRTMIN" if sig == SIGRTMIN else f"SIGRTMIN+{sig - SIGRTMIN}"
+    return str(sig)
+
+
+def parse_boolean(text: str, option: str) -> bool:
+    t = text.lower()
+    if t in ("1", "yes", "y", "true", "t", "on"):
+        return True
+    if t in ("0", "no", "n", "false", "f", "off"):
+        return False
+    raise UsageError(f"Failed to parse {option} argument: {text!r} is not a boolean")
+
+
+def split_escaped(text: str) -> list[str]:
+    """Split on ':' where '\\:' embeds a colon (and '\\\\' a backslash), as nspawn's extract_first_word()."""
+    parts: list[str] = []
+    cur: list[str] = []
+    it = iter(text)
+    for c in it:
+        if c == "\\":
+            nxt = next(it, "")
+            cur.append(nxt)
+        elif c == ":":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+    parts.append("".join(cur))
+    return parts
+
+
+def _check_container_path(path: str, option: str) -> str:
+    if not path.startswith("/"):
+        raise UsageError(f"{option}: destination path must be absolute: {path!r}")
+    if "/../" in path + "/" or "\0" in path:
+        raise UsageError(f"{option}: destination path may not contain '..': {path!r}")
+    return os.path.normpath(path) if path != "/" else "/"
+
+
+def _host_source(path: str) -> tuple[str, bool]:
+    """A source: '+rel' is inside the image, '' a temp dir, otherwise a host path (relative to cwd)."""
+    if path.startswith("+"):
+        return _check_container_path("/" + path[1:].lstrip("/"), "source"), True
+    if path == "":
+        return "", False
+    return os.path.abspath(path), False
+
+
+def parse_bind(spec: str, read_only: bool) -> Bind:
+    option = "--bind-ro" if read_only else "--bind"
+    parts = split_escaped(spec)
+    if len(parts) > 3:
+        raise UsageError(f"Invalid {option}= specification: {spec!r}", "expected SRC[:DST[:OPTIONS]]")
+    src, is_rel = _host_source(parts[0])
+    if len(parts) == 1 and src == "":
+        raise UsageError(f"Invalid {option}= specification: {spec!r}", "a temporary source needs a destination")
+    dst = parts[1] if len(parts) > 1 else (parts[0][1:] if is_rel else src)
+    if dst == "":
+        raise UsageError(f"Invalid {option}= specification: {spec!r}", "empty destination")
+    dst = _check_container_path(dst if is_rel or len(parts) > 1 else src, option)
+    recursive = True
+    if len(parts) == 3:
+        for opt in parts[2].split(","):
+            if opt == "rbind":
+                recursive = True
+            elif opt == "norbind":
+                recursive = False
+            elif opt in ("noidmap", "idmap", "rootidmap", "owneridmap"):
+                pass  # ID mapping only matters with user namespaces; accepted for compatibility
+            else:
+                raise UsageError(f"Invalid {option}= mount option {opt!r} in {spec!r}",
+                                 "known options: rbind, norbind, idmap, noidmap, rootidmap")
+    return Bind(src, dst, read_only=read_only, recursive=recursive, image_relative=is_rel)
+
+
+def parse_tmpfs(spec: str) -> Tmpfs:
+    parts = split_escaped(spec)
+    path = parts[0]
+    opts = ":".join(parts[1:]) if len(parts) > 1 else "mode=0755"
+    if not path:
+        raise UsageError(f"Invalid --tmpfs= specification: {spec!r}", "expected PATH[:OPTIONS]")
+    dst = _check_container_path(path, "--tmpfs")
+    if dst == "/":
+        raise UsageError("--tmpfs= cannot replace the root directory", "use --volatile=yes instead")
+    return Tmpfs(dst, opts)
+
+
+def parse_overlay(spec: str, read_only: bool) -> Overlay:
+    option = "--overlay-ro" if read_only else "--overlay"
+    parts = split_escaped(spec)
+    if len(parts) < 2:
+        raise UsageError(f"Invalid {option}= specification: {spec!r}", "at least two paths are required")
+    if len(parts) == 2:
+        # Two paths: the second is both the top layer (on the host) and the destination.
+        lowers = [parts[0]]
+        upper = parts[1]
+        dest = parts[1]
+    else:
+        lowers = parts[:-2]
+        upper = parts[-2]
+        dest = parts[-1]
+    resolved = []
+    for low in lowers:
+        if low == "":
+            raise UsageError(f"Invalid {option}= specification: {spec!r}", "only the upper layer may be empty")
+        p, rel = _host_source(low)
+        resolved.append(("+" + p) if rel else p)
+    up, uprel = _host_source(upper)
+    return Overlay(resolved, ("+" + up) if uprel else up, _check_container_path(dest.lstrip("+") if
+                   dest.startswith("+") else dest, option), read_only)
+
+
+def parse_rlimit(spec: str) -> tuple[int, tuple[int, int]]:
+    name, eq, value = spec.partition("=")
+    if not eq:
+        raise UsageError(f"Invalid --rlimit= specification: {spec!r}", "expected RLIMIT_NAME=SOFT[:HARD]")
+    key = name.upper()
+    if not key.startswith("RLIMIT_"):
+        key = "RLIMIT_" + key
+    res = getattr(resource, key, None)
+    if not isinstance(res, int):
+        raise UsageError(f"Unknown resource limit: {name}", "e.g. RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_CORE")
+
+    def num(v: str) -> int:
+        if v in ("infinity", "unlimited"):
+            return resource.RLIM_INFINITY
+        if not v.isdigit():
+            raise UsageError(f"Invalid --rlimit= value {v!r} in {spec!r}")
+        return int(v)
+
+    soft, _, hard = value.partition(":")
+    s = num(soft)
+    h = num(hard) if hard else s
+    if h != resource.RLIM_INFINITY and (s == resource.RLIM_INFINITY or s > h):
+        raise UsageError(f"Invalid --rlimit= {spec!r}: soft limit exceeds hard limit")
+    return res, (s, h)
+
+
+def valid_machine_name(name: str) -> bool:
+    """Hostname rules, as machined's: dot-separated labels of [A-Za-z0-9_-], at most 64 characters."""
+    if not name or len(name) > 64 or name.startswith(".") or name.endswith(".") or ".." in name:
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+
+
+def parse_uuid(text: str) -> str:
+    h = text.replace("-", "").lower()
+    if len(h) != 32 or any(c not in "0123456789abcdef" for c in h) or h == "0" * 32:
+        raise UsageError(f"Invalid UUID: {text}", "expected 32 hex digits, optionally with dashes")
+    return h
+
+
+def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise UsageError(f"Invalid {option}= argument: {value!r}", "one of: " + ", ".join(choices))
+    return value
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    _Handler = Callable[[Settings, str], None]
+
+
+def _set(attr: str, conv: Callable[[str], object] = str) -> _Handler:
+    def h(s: Settings, v: str) -> None:
+        setattr(s, attr, conv(v))
+    return h
+
+
+def _flag(attr: str, value: object = True) -> _Handler:
+    def h(s: Settings, v: str) -> None:
+        setattr(s, attr, value)
+    return h
+
+
+def _bool(attr: str, option: str) -> _Handler:
+    def h(s: Settings, v: str) -> None:
+        setattr(s, attr, parse_boolean(v, option))
+    return h
+
+
+def _machine(s: Settings, v: str) -> None:
+    if not valid_machine_name(v):
+        raise UsageError(f"Invalid machine name: {v!r}",
+                         "use letters, digits, '-', '_' and '.', at most 64 characters")
+    s.machine = v
+
+
+def _hostname(s: Settings, v: str) -> None:
+    if not valid_machine_name(v):
+        raise UsageError(f"Invalid hostname: {v!r}")
+    s.hostname = v
+
+
+def _chdir(s: Settings, v: str) -> None:
+    if not v.startswith("/"):
+        raise UsageError(f"--chdir= must be an absolute path: {v!r}")
+    s.chdir = v
+
+
+def _setenv(s: Settings, v: str) -> None:
+    name, eq, _ = v.partition("=")
+    if not name or not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c == "_" for c in name):
+        raise UsageError(f"Invalid environment variable assignment: {v!r}", "expected NAME=VALUE or NAME")
+    if not eq:
+        if name not in os.environ:
+            return  # nspawn: NAME alone copies the host's value, and is dropped when unset
+        v = f"{name}={os.environ[name]}"
+    s.setenv.append(v)
+
+
+def _user(s: Settings, v: str) -> None:
+    if not v or "/" in v or ":" in v:
+        raise UsageError(f"Invalid user name: {v!r}")
+    s.user = v
+
+
+def _oom(s: Settings, v: str) -> None:
+    try:
+        n = int(v)
+    except ValueError:
+        n = 9999
+    if not -1000 <= n <= 1000:
+        raise UsageError(f"Invalid --oom-score-adjust= value: {v!r}", "expected an integer from -1000 to 1000")
+    s.oom_score_adjust = n
+
+
+def _kill_signal(s: Settings, v: str) -> None:
+    s.kill_signal = parse_signal(v)
+
+
+def _rlimit(s: Settings, v: str) -> None:
+    res, lim = parse_rlimit(v)
+    s.rlimits[res] = lim
+
+
+def _directory(s: Settings, v: str) -> None:
+    s.directory = os.path.abspath(v) if v else v
+
+
+def _template(s: Settings, v: str) -> None:
+    s.template = os.path.abspath(v)
+
+
+def _volatile(s: Settings, v: str) -> None:
+    if v.lower() in ("1", "true", "on", "y"):
+        v = "yes"
+    elif v.lower() in ("0", "false", "off", "n"):
+        v = "no"
+    s.volatile = _choice(v, VOLATILE_MODES, "--volatile")
+
+
+def _console(s: Settings, v: str) -> None:
+    s.console = _choice(v, CONSOLE_MODES, "--console")
+
+
+def _uuid(s: Settings, v: str) -> None:
+    s.uuid = parse_uuid(v)
+
+
+def _settings(s: Settings, v: str) -> None:
+    if v.lower() not in ("override", "trusted"):
+        parse_boolean(v, "--settings")
+    s.settings_mode = v.lower()
+
+
+def _ignore(s: Settings, v: str) -> None:
+    """Upstream options that only concern systemd's own service manager; accepted so command lines carry over."""
+
+
+# name -> (takes an argument, optional argument, handler)
+LONG: dict[str, tuple[bool, bool, _Handler]] = {
+    "directory": (True, False, _directory),
+    "machine": (True, False, _machine),
+    "template": (True, False, _template),
+    "ephemeral": (False, False, _flag("ephemeral")),
+    "read-only": (False, False, _flag("read_only")),
+    "volatile": (True, True, _volatile),
+    "boot": (False, False, _flag("boot")),
+    "as-pid2": (False, False, _flag("as_pid2")),
+    "chdir": (True, False, _chdir),
+    "setenv": (True, False, _setenv),
+    "user": (True, False, _user),
+    "kill-signal": (True, False, _kill_signal),
+    "hostname": (True, False, _hostname),
+    "uuid": (True, False, _uuid),
+    "rlimit": (True, False, _rlimit),
+    "oom-score-adjust": (True, False, _oom),
+    "quiet": (False, False, _flag("quiet")),
+    "debug": (False, False, _flag("debug")),
+    "bind": (True, False, lambda s, v: s.binds.append(parse_bind(v, False))),
+    "bind-ro": (True, False, lambda s, v: s.binds.append(parse_bind(v, True))),
+    "tmpfs": (True, False, lambda s, v: s.tmpfs.append(parse_tmpfs(v))),
+    "overlay": (True, False, lambda s, v: s.overlays.append(parse_overlay(v, False))),
+    "overlay-ro": (True, False, lambda s, v: s.overlays.append(parse_overlay(v, True))),
+    "inaccessible": (True, False,
+                     lambda s, v: s.inaccessible.append(_check_container_path(v, "--inaccessible"))),
+    "resolv-conf": (True, False, lambda s, v: setattr(s, "resolv_conf", _choice(v, RESOLV_CONF_MODES,
+                                                                                   "--resolv-conf"))),
+    "timezone": (True, False, lambda s, v: setattr(s, "timezone", _choice(v, TIMEZONE_MODES, "--timezone"))),
+    "private-network": (False, False, _flag("private_network")),
+    "console": (True, False, _console),
+    "pipe": (False, False, _flag("console", "pipe")),
+    "settings": (True, False, _settings),
+    "register": (True, False, _bool("register", "--register")),
+    "keep-unit": (False, False, _ignore),
+    "no-pager": (False, False, _ignore),
+    "no-ask-password": (False, False, _ignore),
+}
+
+SHORT: dict[str, str] = {
+    "D": "directory", "M": "machine", "x": "ephemeral", "b": "boot", "a": "as-pid2", "E": "setenv",
+    "u": "user", "q": "quiet", "P": "pipe",
+}
+
+
+def parse(argv: list[str]) -> Settings:
+    """Parse `hutch spawn` arguments. Raises UsageError with nspawn-like messages."""
+    s = Settings()
+    i = 0
+    n = len(argv)
+    while i < n:
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            spec = LONG.get(name)
+            if spec is None:
+                raise UsageError(f"unrecognized option '--{name}'", "see 'hutch spawn --help'")
+            takes, optional, handler = spec
+            if takes:
+                if not eq:
+                    if optional:
+                        value = "yes"
+                    elif i + 1 < n:
+                        i += 1
+                        value = argv[i]
+                    else:
+                        raise UsageError(f"option '--{name}' requires an argument")
+            elif eq:
+                raise UsageError(f"option '--{name}' doesn't allow an argument")
+            handler(s, value)
+            i += 1
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            j = 1
+            while j < len(arg):
+                c = arg[j]
+                long = SHORT.get(c)
+                if long is None:
+                    raise UsageError(f"invalid option -- '{c}'", "see 'hutch spawn --help'")
+                takes, _, handler = LONG[long]
+                if takes:
+                    if j + 1 < len(arg):
+                        value = arg[j + 1:]
+                    elif i + 1 < n:
+                        i += 1
+                        value = argv[i]
+                    else:
+                        raise UsageError(f"option requires an argument -- '{c}'")
+                    handler(s, value)
+                    break
+                handler(s, "")
+                j += 1
+            i += 1
+            continue
+        break
+    s.command = argv[i:]
+    verify(s)
+    return s
+
+
+def verify(s: Settings) -> None:
+    """Cross-option rules, as nspawn's verify_arguments()."""
+    if s.boot and s.as_pid2:
+        raise UsageError("--boot and --as-pid2 may not be combined")
+    if s.ephemeral and s.template:
+        raise UsageError("--ephemeral and --template= may not be combined")
+    if s.ephemeral and s.volatile != "no":
+        raise UsageError("--ephemeral and --volatile= may not be combined")
+    if s.directory == "":
+        raise UsageError("--directory= may not be empty")

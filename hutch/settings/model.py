@@ -1,0 +1,97 @@
+"""What a container is asked to be: pure data, no syscalls.
+
+Plain slotted classes rather than dataclasses/enums: both modules pull in `re`/`inspect`, which the
+`spawn` start-up path cannot afford (shared/reference/findings.md). Treat instances as immutable once
+the command line has been parsed.
+"""
+
+from __future__ import annotations
+
+CONSOLE_MODES = ("interactive", "read-only", "passive", "pipe", "autopipe")
+VOLATILE_MODES = ("no", "yes", "state", "overlay")
+RESOLV_CONF_MODES = (
+    "off", "copy-host", "copy-static", "copy-uplink", "copy-stub",
+    "replace-host", "replace-static", "replace-uplink", "replace-stub",
+    "bind-host", "bind-static", "bind-uplink", "bind-stub", "delete", "auto",
+)
+TIMEZONE_MODES = ("off", "copy", "bind", "symlink", "delete", "auto")
+
+
+class Bind:
+    """--bind/--bind-ro: SRC on the host (or inside the image with '+', or a temp dir when empty)."""
+
+    __slots__ = ("source", "destination", "read_only", "recursive", "image_relative")
+
+    def __init__(self, source: str, destination: str, read_only: bool = False, recursive: bool = True,
+                 image_relative: bool = False) -> None:
+        self.source = source  # "" = a temporary directory, removed when the container ends
+        self.destination = destination
+        self.read_only = read_only
+        self.recursive = recursive
+        self.image_relative = image_relative
+
+    def __repr__(self) -> str:
+        return f"Bind({self.source!r}, {self.destination!r}, ro={self.read_only}, rec={self.recursive})"
+
+
+class Tmpfs:
+    __slots__ = ("destination", "options")
+
+    def __init__(self, destination: str, options: str = "mode=0755") -> None:
+        self.destination = destination
+        self.options = options
+
+
+class Overlay:
+    """--overlay/--overlay-ro: lower layers (bottom first), an upper ("" = temp) and a destination."""
+
+    __slots__ = ("lowers", "upper", "destination", "read_only")
+
+    def __init__(self, lowers: list[str], upper: str, destination: str, read_only: bool) -> None:
+        self.lowers = lowers
+        self.upper = upper
+        self.destination = destination
+        self.read_only = read_only
+
+
+class Settings:
+    """Everything `hutch spawn` was asked for. Defaults match systemd-nspawn's."""
+
+    __slots__ = (
+        "directory", "machine", "template", "ephemeral", "read_only", "volatile",
+        "boot", "as_pid2", "chdir", "setenv", "user", "kill_signal", "hostname", "uuid",
+        "rlimits", "oom_score_adjust", "quiet", "debug", "binds", "tmpfs", "overlays",
+        "inaccessible", "resolv_conf", "timezone", "private_network", "console", "command",
+        "settings_mode", "register",
+    )
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self.machine: str | None = None
+        self.template: str | None = None
+        self.ephemeral = False
+        self.read_only = False
+        self.volatile = "no"
+        self.boot = False
+        self.as_pid2 = False
+        self.chdir: str | None = None
+        self.setenv: list[str] = []
+        self.user: str | None = None
+        self.kill_signal: int | None = None
+        self.hostname: str | None = None
+        self.uuid: str | None = None
+        self.rlimits: dict[int, tuple[int, int]] = {}
+        self.oom_score_adjust: int | None = None
+        self.quiet = False
+        self.debug = False
+        self.binds: list[Bind] = []
+        self.tmpfs: list[Tmpfs] = []
+        self.overlays: list[Overlay] = []
+        self.inaccessible: list[str] = []
+        self.resolv_conf = "auto"
+        self.timezone = "auto"
+        self.private_network = False
+        self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
+        self.command: list[str] = []
+        self.settings_mode = "yes"
+        self.register = True
