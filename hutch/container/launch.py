@@ -1,20 +1,16 @@
 """The only module that forks a container.
 
-Three processes, as in systemd-nspawn:
+Two processes, where systemd-nspawn has three:
 
   supervisor  (host namespaces)  owns the console, waits for PID 1, handles reboot, cleans up.
-    outer child  (new mount, UTS, IPC [, net] namespaces; host PID namespace)  runs the mount plan,
-                 opens the console pty, joins the machine's cgroup, forks PID 1, hands over and exits.
-      inner child  (PID 1 of the new PID namespace, then a new cgroup namespace)  mounts /proc and
-                   cgroup2, pivots into the root and execs the payload.
+    PID 1     (created by clone3() already in new mount, UTS, IPC, PID [and net] namespaces and inside
+               the machine's cgroup)  runs the mount plan, opens the console pty, mounts /proc, enters a
+               cgroup namespace, pivots into the root and execs the payload.
 
-Python's os.fork() cannot CLONE_PARENT, so the supervisor is a child subreaper: when the outer child
-exits, PID 1 is reparented to it and it can wait() for it directly.
-
-Sync points (one status pipe, children -> supervisor, close-on-exec; one ack pipe, supervisor -> outer):
-  1. outer writes "P <pid1> <ptmx-fd>" once PID 1 is forked, or "E <message>" if setup failed;
-  2. supervisor copies the pty master out of the outer child (pidfd_getfd) and closes the ack pipe;
-  3. outer exits on EOF; PID 1 notices through the 'alive' pipe and ties its life to the supervisor;
+Sync points (a status pipe, PID 1 -> supervisor, close-on-exec; an ack pipe, supervisor -> PID 1):
+  1. PID 1 writes "C <ptmx-fd>" once the console exists (-1 without one), or "E <message>" on failure;
+  2. the supervisor copies the pty master out of PID 1 (pidfd_getfd) and closes the ack pipe;
+  3. PID 1 waits for that EOF before closing its descriptors and calling execve;
   4. PID 1 writes "E <message>" if it fails before execve; EOF on the status pipe means it exec'd.
 """
 
@@ -25,7 +21,7 @@ import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan, stub_init
+from hutch.container import cgroup_setup, console, payload, plan
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
 from hutch.linux import libc, sig
@@ -38,7 +34,9 @@ def _report(fd: int, e: BaseException) -> None:
     if isinstance(e, HutchError):
         msg = e.message + (f"\t{e.hint}" if e.hint else "")
     elif isinstance(e, OSError):
-        msg = e.strerror or str(e) if e.filename is None or str(e.filename) in (e.strerror or "") else str(e)
+        msg = str(e.strerror or e) if e.filename is not None and str(e.filename) in str(e.strerror) else str(e)
+        if e.filename is not None and str(e.filename) not in msg:
+            msg = f"{msg}: {e.filename}"
     else:
         msg = f"{type(e).__name__}: {e}"
     try:
@@ -47,16 +45,17 @@ def _report(fd: int, e: BaseException) -> None:
         pass
 
 
-def _outer_child(prep: Prepared, status_w: int, ack_r: int) -> None:
-    # In: host PID namespace; about to create new mount/UTS/IPC[/net] namespaces.
+def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
+    # In: PID 1 of a new PID namespace; new mount, UTS, IPC [, net] namespaces (unless not cloned:
+    # then we create them here and join the cgroup the slow way).
     sig.set_wakeup_fd(-1)
     sig.reset(sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP)
     libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
     s = prep.settings
-    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWPID
-    if s.private_network:
-        flags |= libc.CLONE_NEWNET
-    libc.unshare(flags)
+    if not cloned:
+        libc.unshare(_namespace_flags(prep) & ~libc.CLONE_NEWPID)
+        if prep.cgroup:
+            cgroup_setup.join(prep)
     libc.sethostname(prep.hostname)
     ctx = plan.Context(prep.root)
     plan.execute(prep.outer_ops, ctx)
@@ -71,38 +70,20 @@ def _outer_child(prep: Prepared, status_w: int, ack_r: int) -> None:
         finally:
             os.close(target)
             os.close(slave)
-    if prep.cgroup:
-        cgroup_setup.join(prep)
+    os.write(status_w, f"C {master}\n".encode())
 
-    alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-    pid1 = os.fork()
-    if pid1 == 0:
-        # In: PID 1 of the new PID namespace; mount/UTS/IPC namespaces shared with the outer child.
-        try:
-            os.close(alive_w)
-            os.close(ack_r)
-            if master >= 0:
-                os.close(master)
-            _inner_child(prep, ctx, status_w, alive_r)
-        except BaseException as e:  # noqa: BLE001 - everything must reach the supervisor as one line
-            _report(status_w, e)
-        os._exit(1)
-    os.close(alive_r)
-    os.write(status_w, f"P {pid1} {master}\n".encode())
-    while os.read(ack_r, 64):
-        pass
-    os._exit(0)
-
-
-def _inner_child(prep: Prepared, ctx: plan.Context, status_w: int, alive_r: int) -> None:
-    s = prep.settings
     plan.execute(prep.inner_ops, ctx)
     if prep.cgroup:
-        # Only now, inside its cgroup, does PID 1 get a cgroup namespace rooted there.
+        # Now, inside its cgroup, PID 1 gets a cgroup namespace rooted there.
         libc.unshare(libc.CLONE_NEWCGROUP)
         cgroup_setup.mount_inside(ctx)
     plan.PivotRoot().execute(ctx)
     os.close(ctx.root_fd)
+    while os.read(ack_r, 64):
+        pass
+    os.close(ack_r)
+    if master >= 0:
+        os.close(master)
     payload.setup_console(prep.console)
     if s.private_network:
         payload.loopback_up()
@@ -112,31 +93,64 @@ def _inner_child(prep: Prepared, ctx: plan.Context, status_w: int, alive_r: int)
     shell = user.shell if user else payload.root_shell()
     if user and not s.as_pid2:
         payload.switch_user(user, env)
+        # A credential change clears the parent-death signal; set it again.
+        libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
     if s.chdir:
         try:
             os.chdir(s.chdir)
         except OSError as e:
             raise SetupError(f"Failed to change to specified working directory {s.chdir}: {e.strerror}") from e
-    # PR_SET_PDEATHSIG fires when the *current* parent dies: wait until the outer child has gone and we
-    # belong to the supervisor, so the container dies with it (as nspawn's does).
-    while os.read(alive_r, 64):
-        pass
-    os.close(alive_r)
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
     sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
     payload.close_fds(status_w)
     if s.as_pid2:
+        from hutch.container import stub_init
+
         def child() -> None:
             try:
                 sig.reset(sig.SIGTERM, sig.SIGINT, sig.SIGHUP, sig.SIGUSR1, sig.SIGUSR2, sig.SIGWINCH)
                 if user:
                     payload.switch_user(user, env)
                 payload.exec_payload(False, s.command, env, shell)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:  # noqa: BLE001 - everything must reach the supervisor as one line
                 _report(status_w, e)
             os._exit(stub_init.EXIT_EXCEPTION)
         os._exit(stub_init.run(child))
     payload.exec_payload(s.boot, s.command, env, shell)
+
+
+def _namespace_flags(prep: Prepared) -> int:
+    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWPID
+    if prep.settings.private_network:
+        flags |= libc.CLONE_NEWNET
+    return flags
+
+
+def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int, ...]) -> tuple[int, int]:
+    """Create PID 1; returns (pid, pidfd) in the supervisor and never returns in the child."""
+    cg_fd = -1
+    if prep.cgroup:
+        cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pid, pidfd = libc.clone3_fork(_namespace_flags(prep), cg_fd)
+        cloned = True
+    except OSError:
+        # Kernels before 5.7 (no CLONE_INTO_CGROUP) or a seccomp filter hiding clone3: fork the classic way.
+        libc.unshare(libc.CLONE_NEWPID)
+        pid = os.fork()
+        pidfd = os.pidfd_open(pid) if pid else -1
+        cloned = False
+    finally:
+        if cg_fd >= 0:
+            os.close(cg_fd)
+    if pid == 0:
+        try:
+            for fd in close_in_child:
+                os.close(fd)
+            _container_child(prep, status_w, ack_r, cloned)
+        except BaseException as e:  # noqa: BLE001
+            _report(status_w, e)
+        os._exit(1)
+    return pid, pidfd
 
 
 class Supervisor:
@@ -157,7 +171,6 @@ class Supervisor:
     def run(self) -> int:
         prep = self.prep
         s = prep.settings
-        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
         sig.set_wakeup_fd(self.wake_w)
         for signo in (sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP):
             sig.signal(signo, self._on_signal)
@@ -188,34 +201,21 @@ class Supervisor:
         self.errors = []
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
-        outer = os.fork()
-        if outer == 0:
-            try:
-                os.close(status_r)
-                os.close(ack_w)
-                _outer_child(prep, status_w, ack_r)
-            except BaseException as e:  # noqa: BLE001
-                _report(status_w, e)
-            os._exit(1)
+        pid, pidfd = _spawn(prep, status_w, ack_r, (status_r, ack_w))
+        self.pid1 = pid
         os.close(status_w)
         os.close(ack_r)
-        line = _read_line(status_r)
         master = -1
         slave = -1
         try:
-            if not line.startswith("P "):
+            line = _read_line(status_r)
+            if not line.startswith("C "):
                 os.close(ack_w)
-                self._reap_all(block_for=outer)
+                self._reap_all(block_for=pid)
                 self._fail_from(line + _drain(status_r))
-            _, pid_s, fd_s = line.split()
-            self.pid1 = int(pid_s)
-            if int(fd_s) >= 0:
-                pidfd = os.pidfd_open(outer)
-                try:
-                    master = libc.pidfd_getfd(pidfd, int(fd_s))
-                finally:
-                    os.close(pidfd)
-                os.set_inheritable(master, False)
+            fd = int(line.split()[1])
+            if fd >= 0:
+                master = libc.pidfd_getfd(pidfd, fd)
                 # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
                 # has not opened /dev/console yet.
                 import fcntl
@@ -224,9 +224,9 @@ class Supervisor:
             os.close(ack_w)
             self._forward(master, status_r)
         finally:
-            for fd in (master, slave, status_r):
-                if fd >= 0:
-                    os.close(fd)
+            for f in (master, slave, status_r, pidfd):
+                if f >= 0:
+                    os.close(f)
         return self._result()
 
     def _fail_from(self, text: str) -> None:

@@ -114,7 +114,7 @@ def bootstrap_busybox(name: str, image_dir: str, busybox: str | None = None) -> 
         _write(tmp, "etc/hostname", name + "\n")
         _write(tmp, "etc/machine-id", "")
         _write(tmp, "etc/inittab", INITTAB)
-        _write(tmp, "etc/profile", 'export PS1="\\u@\\h:\\w\\$ "\n')
+        _write(tmp, "etc/profile", 'export PS1="$USER@\\h:\\w\\$ "\n')
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
