@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import os
 
-DEFAULT_IMAGE_PATH = "/var/lib/machines:/etc/machines:/run/machines:/usr/local/lib/machines:/usr/lib/machines"
+DEFAULT_IMAGE_PATH = (
+    "/var/lib/machines:/etc/machines:/run/machines:/usr/local/lib/machines:/usr/lib/machines"
+)
 DEFAULT_SETTINGS_PATH = "/etc/systemd/nspawn:/run/systemd/nspawn"
 
 
 class Paths:
-    __slots__ = ("image_path", "settings_path", "state_dir", "log_dir", "cache_dir")
+    __slots__ = ("cache_dir", "image_path", "log_dir", "settings_path", "state_dir")
 
-    def __init__(self, image_path: tuple[str, ...], settings_path: tuple[str, ...], state_dir: str,
-                 log_dir: str, cache_dir: str) -> None:
+    def __init__(
+        self,
+        image_path: tuple[str, ...],
+        settings_path: tuple[str, ...],
+        state_dir: str,
+        log_dir: str,
+        cache_dir: str,
+    ) -> None:
         self.image_path = image_path
         self.settings_path = settings_path
         self.state_dir = state_dir

@@ -17,8 +17,11 @@ def run(args: list[str]) -> int:
     from hutch.images import bootstrap
     from hutch.paths import Paths
 
-    p = _Parser(prog="hutch bootstrap", description="Build a new image in the first directory of the "
-                "image path ($HUTCH_IMAGE_PATH, default /var/lib/machines).")
+    p = _Parser(
+        prog="hutch bootstrap",
+        description="Build a new image in the first directory of the "
+        "image path ($HUTCH_IMAGE_PATH, default /var/lib/machines).",
+    )
     sub = p.add_subparsers(dest="kind", metavar="KIND")
     sub.required = True
     bb = sub.add_parser("busybox", help="a bootable tree from the host's static busybox")

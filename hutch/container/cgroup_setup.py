@@ -18,8 +18,10 @@ def create(prep: Prepared) -> None:
         return
     path = cgroups.machine_cgroup(root, prep.name)
     if cgroups.is_populated(path):
-        raise MachineError(f"Machine '{prep.name}' is already running (its cgroup {path} has processes).",
-                           "pick another name with -M, or stop the running one")
+        raise MachineError(
+            f"Machine '{prep.name}' is already running (its cgroup {path} has processes).",
+            "pick another name with -M, or stop the running one",
+        )
     cgroups.create(path)
     prep.cgroup = path
 
@@ -32,8 +34,13 @@ def join(prep: Prepared) -> None:
 def mount_inside(ctx: plan.Context) -> None:
     fd = ctx.target("sys/fs/cgroup")
     try:
-        libc.mount("cgroup2", rootfs.fd_path(fd), "cgroup2", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-                   what="/sys/fs/cgroup")
+        libc.mount(
+            "cgroup2",
+            rootfs.fd_path(fd),
+            "cgroup2",
+            libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+            what="/sys/fs/cgroup",
+        )
     finally:
         os.close(fd)
 

@@ -27,6 +27,10 @@ from hutch.errors import HutchError, SetupError
 from hutch.linux import libc, sig
 from hutch.settings.cmdline import signal_name
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 REBOOT = -1
 
 
@@ -34,7 +38,7 @@ def _report(fd: int, e: BaseException) -> None:
     if isinstance(e, HutchError):
         msg = e.message + (f"\t{e.hint}" if e.hint else "")
     elif isinstance(e, OSError):
-        msg = str(e.strerror or e) if e.filename is not None and str(e.filename) in str(e.strerror) else str(e)
+        msg = str(e.strerror or e)
         if e.filename is not None and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"
     else:
@@ -65,14 +69,20 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
         master, slave = console.open_console_pty(ctx.root_fd)
         target = ctx.target("dev/console", "file")
         try:
-            libc.mount(f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND,
-                       what="/dev/console")
+            libc.mount(
+                f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND, what="/dev/console"
+            )
         finally:
             os.close(target)
             os.close(slave)
     os.write(status_w, f"C {master}\n".encode())
 
     plan.execute(prep.inner_ops, ctx)
+    # Modules needed after pivot_root must be imported now: the host's Python is not visible there.
+    if s.as_pid2:
+        from hutch.container import stub_init
+    if s.private_network:
+        import socket  # noqa: F401
     if prep.cgroup:
         # Now, inside its cgroup, PID 1 gets a cgroup namespace rooted there.
         libc.unshare(libc.CLONE_NEWCGROUP)
@@ -99,11 +109,12 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
         try:
             os.chdir(s.chdir)
         except OSError as e:
-            raise SetupError(f"Failed to change to specified working directory {s.chdir}: {e.strerror}") from e
+            raise SetupError(
+                f"Failed to change to specified working directory {s.chdir}: {e.strerror}"
+            ) from e
     sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
     payload.close_fds(status_w)
     if s.as_pid2:
-        from hutch.container import stub_init
 
         def child() -> None:
             try:
@@ -111,9 +122,10 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
                 if user:
                     payload.switch_user(user, env)
                 payload.exec_payload(False, s.command, env, shell)
-            except BaseException as e:  # noqa: BLE001 - everything must reach the supervisor as one line
+            except BaseException as e:
                 _report(status_w, e)
             os._exit(stub_init.EXIT_EXCEPTION)
+
         os._exit(stub_init.run(child))
     payload.exec_payload(s.boot, s.command, env, shell)
 
@@ -147,7 +159,7 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
             for fd in close_in_child:
                 os.close(fd)
             _container_child(prep, status_w, ack_r, cloned)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             _report(status_w, e)
         os._exit(1)
     return pid, pidfd
@@ -162,7 +174,7 @@ class Supervisor:
         self.kill_sent = False
         self.pending: list[int] = []
         self.errors: list[str] = []
-        self.saved_tty: list[object] | None = None
+        self.saved_tty: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def _on_signal(self, signo: int, _frame: object) -> None:
@@ -265,7 +277,7 @@ class Supervisor:
         out_ok = True
         self._reap_all()
         while self.status is None:
-            for fd, ev in poller.poll():
+            for fd, _ev in poller.poll():
                 if fd == self.wake_r:
                     self._handle_signals(master)
                 elif fd == master:

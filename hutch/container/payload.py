@@ -15,7 +15,7 @@ INIT_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/in
 
 
 class User:
-    __slots__ = ("name", "uid", "gid", "home", "shell", "groups")
+    __slots__ = ("gid", "groups", "home", "name", "shell", "uid")
 
     def __init__(self, name: str, uid: int, gid: int, home: str, shell: str, groups: list[int]) -> None:
         self.name = name
@@ -50,8 +50,10 @@ def resolve_user(name: str, passwd: str | None, group: str | None) -> User:
         raise SetupError(f"Failed to resolve user '{name}' in the container: it has no /etc/passwd")
     found = parse_passwd(passwd, name)
     if found is None:
-        raise SetupError(f"Failed to resolve user '{name}' in the container: no such user",
-                         "the user must exist in the container's /etc/passwd")
+        raise SetupError(
+            f"Failed to resolve user '{name}' in the container: no such user",
+            "the user must exist in the container's /etc/passwd",
+        )
     uname, uid, gid, home, shell = found
     return User(uname, uid, gid, home, shell, parse_groups(group or "", uname))
 
@@ -127,8 +129,10 @@ def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str
                 continue
             except OSError as e:
                 raise SetupError(f"Failed to execute {init}: {e.strerror}") from e
-        raise SetupError("Failed to find an init in the container: tried " + ", ".join(INIT_CANDIDATES),
-                         "is systemd or busybox installed in the image?")
+        raise SetupError(
+            "Failed to find an init in the container: tried " + ", ".join(INIT_CANDIDATES),
+            "is systemd or busybox installed in the image?",
+        )
     if command:
         try:
             os.execvpe(command[0], command, env)

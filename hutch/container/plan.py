@@ -50,8 +50,16 @@ class Op:
 
 
 def _flags_text(flags: int) -> str:
-    names = [(MS_RDONLY, "ro"), (MS_NOSUID, "nosuid"), (MS_NODEV, "nodev"), (MS_NOEXEC, "noexec"),
-             (MS_BIND, "bind"), (MS_REC, "rec"), (MS_REMOUNT, "remount"), (MS_STRICTATIME, "strictatime")]
+    names = [
+        (MS_RDONLY, "ro"),
+        (MS_NOSUID, "nosuid"),
+        (MS_NODEV, "nodev"),
+        (MS_NOEXEC, "noexec"),
+        (MS_BIND, "bind"),
+        (MS_REC, "rec"),
+        (MS_REMOUNT, "remount"),
+        (MS_STRICTATIME, "strictatime"),
+    ]
     return ",".join(n for f, n in names if flags & f) or "-"
 
 
@@ -108,9 +116,14 @@ class RootOverlay(Op):
             st = os.stat(rootfs.fd_path(lower_fd))
             os.chmod(upper, st.st_mode & 0o7777)
             os.chown(upper, st.st_uid, st.st_gid)
-            libc.mount("overlay", ctx.root, "overlay", 0,
-                       f"lowerdir={rootfs.fd_path(lower_fd)},upperdir={upper},workdir={work}",
-                       what=ctx.root)
+            libc.mount(
+                "overlay",
+                ctx.root,
+                "overlay",
+                0,
+                f"lowerdir={rootfs.fd_path(lower_fd)},upperdir={upper},workdir={work}",
+                what=ctx.root,
+            )
         finally:
             os.close(lower_fd)
         ctx.open_root()
@@ -126,8 +139,9 @@ class RootVolatileYes(Op):
         return f"root: tmpfs, bind {self.image}/usr ro onto /usr"
 
     def execute(self, ctx: Context) -> None:
-        usr_fd = libc.open_tree(-100, self.image + "/usr",
-                                libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | libc.AT_RECURSIVE)
+        usr_fd = libc.open_tree(
+            -100, self.image + "/usr", libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | libc.AT_RECURSIVE
+        )
         try:
             libc.mount("tmpfs", ctx.root, "tmpfs", MS_STRICTATIME, "mode=0755")
             os.mkdir(ctx.root + "/usr", 0o755)
@@ -165,8 +179,9 @@ class RemountReadOnly(Op):
     def execute(self, ctx: Context) -> None:
         fd = ctx.target(self.path)
         try:
-            libc.mount(None, rootfs.fd_path(fd), None, MS_REMOUNT | MS_BIND | MS_RDONLY | self.flags,
-                       what=self.path)
+            libc.mount(
+                None, rootfs.fd_path(fd), None, MS_REMOUNT | MS_BIND | MS_RDONLY | self.flags, what=self.path
+            )
         finally:
             os.close(fd)
 
@@ -174,9 +189,18 @@ class RemountReadOnly(Op):
 class Mount(Op):
     """Mount a file system (or bind a host path when fstype is None) onto a path inside the root."""
 
-    def __init__(self, source: str | None, dest: str, fstype: str | None, flags: int = 0,
-                 data: str | None = None, kind: str = "dir", read_only_after: bool = False,
-                 source_in_root: bool = False, optional: bool = False) -> None:
+    def __init__(
+        self,
+        source: str | None,
+        dest: str,
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+        kind: str = "dir",
+        read_only_after: bool = False,
+        source_in_root: bool = False,
+        optional: bool = False,
+    ) -> None:
         self.source = source
         self.dest = dest
         self.fstype = fstype
@@ -212,16 +236,27 @@ class Mount(Op):
             raise
         try:
             target = rootfs.fd_path(fd)
-            libc.mount(source if source is not None else self.fstype, target, self.fstype, self.flags,
-                       self.data, what=self.dest)
+            libc.mount(
+                source if source is not None else self.fstype,
+                target,
+                self.fstype,
+                self.flags,
+                self.data,
+                what=self.dest,
+            )
             if self.read_only_after:
                 # A bind mount ignores MS_RDONLY at creation; it needs a remount. Reopen: the fd still
                 # names the directory under the new mount.
                 fd2 = ctx.target(self.dest, self.kind)
                 try:
                     keep = self.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                    libc.mount(None, rootfs.fd_path(fd2), None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep,
-                               what=self.dest)
+                    libc.mount(
+                        None,
+                        rootfs.fd_path(fd2),
+                        None,
+                        MS_REMOUNT | MS_BIND | MS_RDONLY | keep,
+                        what=self.dest,
+                    )
                 finally:
                     os.close(fd2)
         finally:
@@ -231,10 +266,22 @@ class Mount(Op):
 
 
 # name, major, minor: the pseudo devices a container gets (nspawn's copy_devnodes()).
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
-           ("tty", 5, 0))
-DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
+DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
+)
 
 
 class PopulateDev(Op):
@@ -290,8 +337,9 @@ class Symlink(Op):
 class WriteFile(Op):
     """Write a file at PATH inside the root; replace=False leaves a non-regular file (a symlink) alone."""
 
-    def __init__(self, path: str, data: bytes, mode: int = 0o644, replace: bool = True,
-                 label: str | None = None) -> None:
+    def __init__(
+        self, path: str, data: bytes, mode: int = 0o644, replace: bool = True, label: str | None = None
+    ) -> None:
         self.path = path
         self.data = data
         self.mode = mode
@@ -319,8 +367,12 @@ class WriteFile(Op):
                 os.unlink(name, dir_fd=dfd)
             except FileNotFoundError:
                 pass
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.mode,
-                         dir_fd=dfd)
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                self.mode,
+                dir_fd=dfd,
+            )
             try:
                 os.write(fd, self.data)
                 os.fchmod(fd, self.mode)
@@ -376,9 +428,13 @@ class Inaccessible(Op):
                 libc.mount(rootfs.fd_path(src), rootfs.fd_path(fd), None, MS_BIND, what=self.path)
                 fd2 = rootfs.open_in_root(ctx.root_fd, self.path)
                 try:
-                    libc.mount(None, rootfs.fd_path(fd2), None,
-                               MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                               what=self.path)
+                    libc.mount(
+                        None,
+                        rootfs.fd_path(fd2),
+                        None,
+                        MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        what=self.path,
+                    )
                 finally:
                     os.close(fd2)
             finally:
@@ -397,6 +453,23 @@ class PivotRoot(Op):
         libc.pivot_root(".", ".")
         libc.umount(".", libc.MNT_DETACH)
         os.chdir("/")
+
+
+class BestEffort(Op):
+    """Integration steps (resolv.conf, localtime) that must not stop a container: nspawn only warns when
+    the image is read-only or the file is a dangling symlink."""
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+
+    def describe(self) -> str:
+        return self.op.describe() + " (if possible)"
+
+    def execute(self, ctx: Context) -> None:
+        try:
+            self.op.execute(ctx)
+        except OSError:
+            pass
 
 
 def describe(ops: list[Op]) -> str:

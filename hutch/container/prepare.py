@@ -26,7 +26,7 @@ from hutch.container.plan import (
     Unlink,
     WriteFile,
 )
-from hutch.errors import ImageError, SetupError, UsageError
+from hutch.errors import ImageError, UsageError
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_STRICTATIME
 from hutch.paths import Paths
 from hutch.settings.cmdline import SIGRTMIN, valid_machine_name
@@ -124,20 +124,26 @@ def resolve_image(s: Settings, paths: Paths) -> str:
             if s.template:
                 _instantiate_template(s.template, d)
             else:
-                raise ImageError(f"Directory {d} doesn't exist.", "create it, or pass --template=DIR to copy one")
+                raise ImageError(
+                    f"Directory {d} doesn't exist.", "create it, or pass --template=DIR to copy one"
+                )
         if not os.path.isdir(d):
             raise ImageError(f"{d} is not a directory.", "-D needs an OS tree directory")
         return os.path.realpath(d)
     if s.machine:
         found = find_image(s.machine, paths)
         if found is None:
-            raise ImageError(f"No image for machine '{s.machine}' in {':'.join(paths.image_path)}.",
-                             f"bootstrap one with 'hutch bootstrap busybox {s.machine}', or pass -D DIR")
+            raise ImageError(
+                f"No image for machine '{s.machine}' in {':'.join(paths.image_path)}.",
+                f"bootstrap one with 'hutch bootstrap busybox {s.machine}', or pass -D DIR",
+            )
         return os.path.realpath(found)
     cwd = os.getcwd()
     if cwd == "/" and not s.ephemeral and s.volatile in ("no", "overlay"):
-        raise ImageError("Spawning container on root directory is not supported.",
-                         "consider --ephemeral, --volatile=yes or --volatile=state")
+        raise ImageError(
+            "Spawning container on root directory is not supported.",
+            "consider --ephemeral, --volatile=yes or --volatile=state",
+        )
     return cwd
 
 
@@ -168,8 +174,10 @@ def _lock_image(image: str, exclusive: bool) -> int:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ImageError(f"Directory tree {image} is currently busy.",
-                         "another container runs on it; use --ephemeral or --read-only to share it") from None
+        raise ImageError(
+            f"Directory tree {image} is currently busy.",
+            "another container runs on it; use --ephemeral or --read-only to share it",
+        ) from None
     return fd
 
 
@@ -198,14 +206,20 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     prep.name = name
     prep.hostname = s.hostname or name
 
-    has_os_release = (rootfs.exists_in_root(image, "etc/os-release")
-                      or rootfs.exists_in_root(image, "usr/lib/os-release"))
+    has_os_release = rootfs.exists_in_root(image, "etc/os-release") or rootfs.exists_in_root(
+        image, "usr/lib/os-release"
+    )
     if s.boot and not has_os_release:
-        raise ImageError(f"Directory {image} doesn't look like an OS root directory (os-release file is "
-                         "missing). Refusing.", "an OS tree needs /etc/os-release or /usr/lib/os-release")
+        raise ImageError(
+            f"Directory {image} doesn't look like an OS root directory (os-release file is "
+            "missing). Refusing.",
+            "an OS tree needs /etc/os-release or /usr/lib/os-release",
+        )
     if not s.boot and not os.path.isdir(os.path.join(image, "usr")) and s.volatile == "no":
-        raise ImageError(f"Directory {image} doesn't look like it has an OS tree (/usr/ directory is "
-                         "missing). Refusing.", "an OS tree needs at least /usr")
+        raise ImageError(
+            f"Directory {image} doesn't look like it has an OS tree (/usr/ directory is missing). Refusing.",
+            "an OS tree needs at least /usr",
+        )
     if s.volatile == "yes" and not os.path.isdir(os.path.join(image, "usr")):
         raise ImageError(f"Directory {image}/usr is missing; --volatile=yes needs it.")
 
@@ -239,8 +253,10 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
 def _check_sources(s: Settings, image: str) -> None:
     for b in s.binds:
         if b.source and not b.image_relative and not os.path.exists(b.source):
-            raise UsageError(f"Failed to stat {b.source}: No such file or directory",
-                             "the source of --bind must exist on the host")
+            raise UsageError(
+                f"Failed to stat {b.source}: No such file or directory",
+                "the source of --bind must exist on the host",
+            )
         if b.image_relative and not rootfs.exists_in_root(image, b.source):
             raise UsageError(f"Failed to stat +{b.source} in the image: No such file or directory")
     for o in s.overlays:
@@ -253,8 +269,9 @@ def _check_sources(s: Settings, image: str) -> None:
 
 def _environment(prep: Prepared, console: str) -> dict[str, str]:
     s = prep.settings
-    host_os = parse_os_release((_read_host("/etc/os-release") or _read_host("/usr/lib/os-release")
-                                or b"").decode(errors="replace"))
+    host_os = parse_os_release(
+        (_read_host("/etc/os-release") or _read_host("/usr/lib/os-release") or b"").decode(errors="replace")
+    )
     term = os.environ.get("TERM", "vt220") if console in ("interactive", "pipe") else "vt220"
     env = {
         "PATH": DEFAULT_PATH,
@@ -283,8 +300,11 @@ def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
         if s.private_network:
             return []
         stub = RESOLV_SOURCES["stub"]
-        source = stub if os.path.exists("/run/systemd/resolve/io.systemd.Resolve") and os.path.exists(stub) \
+        source = (
+            stub
+            if os.path.exists("/run/systemd/resolve/io.systemd.Resolve") and os.path.exists(stub)
             else RESOLV_SOURCES["host"]
+        )
         return _file_op("/etc/resolv.conf", source, "bind" if read_only else "copy", "resolv.conf")
     if mode == "delete":
         return [Unlink("/etc/resolv.conf")]
@@ -296,8 +316,17 @@ def _file_op(dest: str, source: str, how: str, label: str) -> list[Op]:
     if how == "bind":
         if not os.path.exists(source):
             return []
-        return [Mount(source, dest, None, MS_BIND | MS_NOSUID | MS_NODEV, kind="file", read_only_after=True,
-                      optional=True)]
+        return [
+            Mount(
+                source,
+                dest,
+                None,
+                MS_BIND | MS_NOSUID | MS_NODEV,
+                kind="file",
+                read_only_after=True,
+                optional=True,
+            )
+        ]
     data = _read_host(source)
     if data is None:
         return []
@@ -361,8 +390,13 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         Mount("sysfs", "/sys", "sysfs", MS_RDONLY | nsd | MS_NOEXEC),
         Mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=0755,size=4m,nr_inodes=64k"),
         PopulateDev(),
-        Mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Mount(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MS_NOSUID | MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),
         Mount("tmpfs", "/dev/shm", "tmpfs", nsd | MS_STRICTATIME, "mode=1777"),
         Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC),
         Mount("tmpfs", "/run", "tmpfs", nsd | MS_STRICTATIME, "mode=0755,size=20%,nr_inodes=800k"),
@@ -379,8 +413,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
     ops += _custom_mount_ops(prep)
-    ops += _resolv_conf_ops(prep, read_only)
-    ops += _timezone_ops(prep, read_only)
+    ops += [plan.BestEffort(op) for op in _resolv_conf_ops(prep, read_only) + _timezone_ops(prep, read_only)]
     prep.outer_ops = ops
 
     pns = MS_NOSUID | MS_NODEV | MS_NOEXEC
@@ -392,8 +425,18 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         # The network namespace is ours: its sysctls may stay writable.
         inner.append(_RemountWritable("/proc/sys/net"))
     inner += [Inaccessible("/proc/" + p, optional=True) for p in PROC_MASKED]
-    inner += [Mount("proc/" + p, "/proc/" + p, None, MS_BIND | pns, source_in_root=True, read_only_after=True,
-                    optional=True) for p in PROC_READ_ONLY]
+    inner += [
+        Mount(
+            "proc/" + p,
+            "/proc/" + p,
+            None,
+            MS_BIND | pns,
+            source_in_root=True,
+            read_only_after=True,
+            optional=True,
+        )
+        for p in PROC_READ_ONLY
+    ]
     prep.inner_ops = inner
 
 
@@ -429,8 +472,13 @@ class _RemountWritable(Op):
             os.close(fd)
         fd = rootfs.open_in_root(ctx.root_fd, self.path)
         try:
-            libc.mount(None, rootfs.fd_path(fd), None, libc.MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                       what=self.path)
+            libc.mount(
+                None,
+                rootfs.fd_path(fd),
+                None,
+                libc.MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                what=self.path,
+            )
         finally:
             os.close(fd)
 
@@ -447,10 +495,17 @@ def _custom_mount_ops(prep: Prepared) -> list[Op]:
         if b.image_relative:
             kind = "auto"
         flags = MS_BIND | (MS_REC if b.recursive else 0)
-        items.append((b.destination, i, _BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative)))
+        items.append(
+            (b.destination, i, _BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative))
+        )
     for i, t in enumerate(s.tmpfs):
-        items.append((t.destination, 1000 + i, Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV,
-                                                     t.options)))
+        items.append(
+            (
+                t.destination,
+                1000 + i,
+                Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV, t.options),
+            )
+        )
     for i, o in enumerate(s.overlays):
         lowers = list(o.lowers)
         upper = o.upper
@@ -459,6 +514,7 @@ def _custom_mount_ops(prep: Prepared) -> list[Op]:
             if upper == "":
                 upper = _make_temp_dir(prep, "/var/tmp", "hutch-overlay-")
                 os.mkdir(upper + "/upper")
+                os.mkdir(upper + "/work")
                 work = upper + "/work"
                 upper = upper + "/upper"
             elif not upper.startswith("+"):
@@ -476,8 +532,12 @@ def _custom_mount_ops(prep: Prepared) -> list[Op]:
 
 
 class _BindOp(Mount):
-    def __init__(self, source: str, dest: str, flags: int, kind: str, read_only: bool, in_root: bool) -> None:
-        super().__init__(source, dest, None, flags, kind=kind, read_only_after=read_only, source_in_root=in_root)
+    def __init__(
+        self, source: str, dest: str, flags: int, kind: str, read_only: bool, in_root: bool
+    ) -> None:
+        super().__init__(
+            source, dest, None, flags, kind=kind, read_only_after=read_only, source_in_root=in_root
+        )
 
     def execute(self, ctx: plan.Context) -> None:
         if self.kind == "auto" and self.source is not None:
@@ -523,8 +583,14 @@ class _OverlayOp(Op):
                 opts += f",upperdir={upper},workdir={work}"
             target = ctx.target(self.dest)
             fds.append(target)
-            libc.mount("overlay", rootfs.fd_path(target), "overlay", MS_RDONLY if self.read_only else 0, opts,
-                       what=self.dest)
+            libc.mount(
+                "overlay",
+                rootfs.fd_path(target),
+                "overlay",
+                MS_RDONLY if self.read_only else 0,
+                opts,
+                what=self.dest,
+            )
         finally:
             for fd in fds:
                 os.close(fd)

@@ -45,8 +45,11 @@ def make_path(root_fd: int, path: str, kind: str = "dir", mode: int = 0o755) -> 
             last = idx == len(parts) - 1
             if last and kind == "file":
                 try:
-                    os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                                     dir_fd=fd))
+                    os.close(
+                        os.open(
+                            name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd
+                        )
+                    )
                 except FileExistsError:
                     pass
             else:
@@ -54,9 +57,15 @@ def make_path(root_fd: int, path: str, kind: str = "dir", mode: int = 0o755) -> 
                     os.mkdir(name, mode, dir_fd=fd)
                 except FileExistsError:
                     pass
-            # Reopen through RESOLVE_IN_ROOT-equivalent: the new entry may be a symlink raced in; refuse to follow.
-            nfd = os.open(name, libc.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last and kind == "file"
-                                                                           else os.O_DIRECTORY), dir_fd=fd)
+            # The new entry may be a symlink raced in by the container: never follow it.
+            nfd = os.open(
+                name,
+                libc.O_PATH
+                | os.O_NOFOLLOW
+                | os.O_CLOEXEC
+                | (0 if last and kind == "file" else os.O_DIRECTORY),
+                dir_fd=fd,
+            )
             os.close(fd)
             fd = nfd
         return fd

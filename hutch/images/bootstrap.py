@@ -37,14 +37,14 @@ def is_static_elf(path: str) -> bool:
             if hdr[:4] != b"\x7fELF" or hdr[4] != 2:
                 return False
             endian = "<" if hdr[5] == 1 else ">"
-            phoff, = struct.unpack_from(endian + "Q", hdr, 32)
+            (phoff,) = struct.unpack_from(endian + "Q", hdr, 32)
             phentsize, phnum = struct.unpack_from(endian + "HH", hdr, 54)
             f.seek(phoff)
             table = f.read(phentsize * phnum)
     except OSError:
         return False
     for i in range(phnum):
-        p_type, = struct.unpack_from(endian + "I", table, i * phentsize)
+        (p_type,) = struct.unpack_from(endian + "I", table, i * phentsize)
         if p_type == 3:
             return False
     return True
@@ -54,17 +54,22 @@ def find_static_busybox() -> str:
     for cand in BUSYBOX_CANDIDATES:
         if os.path.isfile(cand) and is_static_elf(cand):
             return cand
-    raise SetupError("No static busybox found on the host (looked in " + ", ".join(BUSYBOX_CANDIDATES) + ").",
-                     "install it: apt-get install busybox-static")
+    raise SetupError(
+        "No static busybox found on the host (looked in " + ", ".join(BUSYBOX_CANDIDATES) + ").",
+        "install it: apt-get install busybox-static",
+    )
 
 
 def check_new_image(name: str, image_dir: str) -> str:
     if not valid_machine_name(name):
-        raise ImageError(f"Invalid image name: {name!r}",
-                         "use letters, digits, '-', '_' and '.', at most 64 characters")
+        raise ImageError(
+            f"Invalid image name: {name!r}", "use letters, digits, '-', '_' and '.', at most 64 characters"
+        )
     target = os.path.join(image_dir, name)
     if os.path.lexists(target):
-        raise ImageError(f"Image '{name}' already exists at {target}.", "remove it first or pick another name")
+        raise ImageError(
+            f"Image '{name}' already exists at {target}.", "remove it first or pick another name"
+        )
     os.makedirs(image_dir, mode=0o700, exist_ok=True)
     return target
 
@@ -88,14 +93,30 @@ def bootstrap_busybox(name: str, image_dir: str, busybox: str | None = None) -> 
     tmp = _temp_for(target, "bootstrap")
     try:
         os.mkdir(tmp, 0o755)
-        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "usr/lib", "etc", "root", "tmp", "proc", "sys", "dev",
-                  "run", "var/log", "home"):
+        for d in (
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib",
+            "etc",
+            "root",
+            "tmp",
+            "proc",
+            "sys",
+            "dev",
+            "run",
+            "var/log",
+            "home",
+        ):
             os.makedirs(os.path.join(tmp, d), exist_ok=True)
         os.chmod(os.path.join(tmp, "tmp"), 0o1777)
         os.chmod(os.path.join(tmp, "root"), 0o700)
         shutil.copy2(bb, os.path.join(tmp, "bin/busybox"))
         os.chmod(os.path.join(tmp, "bin/busybox"), 0o755)
-        applets = subprocess.run([bb, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
+        applets = subprocess.run(
+            [bb, "--list-full"], capture_output=True, text=True, check=True
+        ).stdout.split()
         for rel in applets:
             link = os.path.join(tmp, rel)
             if rel == "bin/busybox" or os.path.lexists(link):
@@ -104,8 +125,10 @@ def bootstrap_busybox(name: str, image_dir: str, busybox: str | None = None) -> 
             os.symlink("/bin/busybox", link)
         version = subprocess.run([bb], capture_output=True, text=True).stdout.split("\n", 1)[0]
         ver = version.split()[1].lstrip("v") if version.startswith("BusyBox v") else "unknown"
-        os_release = (f'NAME="BusyBox"\nID=busybox\nVERSION_ID={ver}\nPRETTY_NAME="BusyBox {ver} (hutch)"\n'
-                      'HOME_URL="https://busybox.net/"\n')
+        os_release = (
+            f'NAME="BusyBox"\nID=busybox\nVERSION_ID={ver}\nPRETTY_NAME="BusyBox {ver} (hutch)"\n'
+            'HOME_URL="https://busybox.net/"\n'
+        )
         _write(tmp, "usr/lib/os-release", os_release)
         os.symlink("../usr/lib/os-release", os.path.join(tmp, "etc/os-release"))
         _write(tmp, "etc/passwd", "root::0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
@@ -122,20 +145,31 @@ def bootstrap_busybox(name: str, image_dir: str, busybox: str | None = None) -> 
     return target
 
 
-def bootstrap_debian(name: str, image_dir: str, suite: str = "bookworm", mirror: str = DEFAULT_MIRROR,
-                     quiet: bool = False) -> str:
+def bootstrap_debian(
+    name: str, image_dir: str, suite: str = "bookworm", mirror: str = DEFAULT_MIRROR, quiet: bool = False
+) -> str:
     target = check_new_image(name, image_dir)
     if shutil.which("debootstrap") is None:
         raise SetupError("debootstrap is not installed.", "install it: apt-get install debootstrap")
     tmp = _temp_for(target, "bootstrap")
     try:
-        cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(DEBIAN_PACKAGES), suite, tmp, mirror]
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else sys.stderr,
-                           stderr=subprocess.PIPE, text=True)
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=" + ",".join(DEBIAN_PACKAGES),
+            suite,
+            tmp,
+            mirror,
+        ]
+        r = subprocess.run(
+            cmd, stdout=subprocess.DEVNULL if quiet else sys.stderr, stderr=subprocess.PIPE, text=True
+        )
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise SetupError(f"debootstrap of {suite} from {mirror} failed: {last}",
-                             "check the mirror URL and the network")
+            raise SetupError(
+                f"debootstrap of {suite} from {mirror} failed: {last}",
+                "check the mirror URL and the network",
+            )
         finalize_debian(tmp, name)
         os.rename(tmp, target)
     except BaseException:

@@ -82,8 +82,15 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(fd, nstype), "Failed to join namespace")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
-          data: str | None = None, *, what: str | None = None) -> None:
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int = 0,
+    data: str | None = None,
+    *,
+    what: str | None = None,
+) -> None:
     ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
     if ret < 0:
         err = ctypes.get_errno()
@@ -118,9 +125,22 @@ CLONE_INTO_CGROUP = 0x200000000
 
 
 class _CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
-        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls", "set_tid",
-        "set_tid_size", "cgroup")]
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags",
+            "pidfd",
+            "child_tid",
+            "parent_tid",
+            "exit_signal",
+            "stack",
+            "stack_size",
+            "tls",
+            "set_tid",
+            "set_tid_size",
+            "cgroup",
+        )
+    ]
 
 
 # Called with the GIL held (PyDLL): the child must resume in the interpreter exactly as the parent left it.
@@ -153,17 +173,23 @@ def clone3_fork(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return _check(_syscall(_NR_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)),
-                  "Failed to open", path)
+    return _check(
+        _syscall(_NR_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)), "Failed to open", path
+    )
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
-    return _check(_syscall(_NR_OPEN_TREE, dirfd, _b(path), ctypes.c_uint(flags)), "Failed to clone mount", path)
+    return _check(
+        _syscall(_NR_OPEN_TREE, dirfd, _b(path), ctypes.c_uint(flags)), "Failed to clone mount", path
+    )
 
 
 def move_mount(from_fd: int, to_path: str, *, to_dirfd: int = -100) -> None:
-    _check(_syscall(_NR_MOVE_MOUNT, from_fd, b"", to_dirfd, _b(to_path), MOVE_MOUNT_F_EMPTY_PATH),
-           "Failed to move mount onto", to_path)
+    _check(
+        _syscall(_NR_MOVE_MOUNT, from_fd, b"", to_dirfd, _b(to_path), MOVE_MOUNT_F_EMPTY_PATH),
+        "Failed to move mount onto",
+        to_path,
+    )
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:

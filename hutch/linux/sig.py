@@ -1,4 +1,4 @@
-"""Signals without the `signal` module: it wraps everything in IntEnums, and `enum` costs ~2 ms at start-up."""
+"""Signals without the `signal` module, which wraps them in IntEnums: `enum` costs ~2 ms at start-up."""
 
 from __future__ import annotations
 

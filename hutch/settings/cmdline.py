@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+
 from hutch.errors import UsageError
 from hutch.settings.model import (
     CONSOLE_MODES,
@@ -22,10 +23,37 @@ from hutch.settings.model import (
 
 # Linux's signal numbers are fixed per architecture family; the `signal` module would import `enum`.
 SIGNALS = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
-    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
-    "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
-    "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "PWR": 30, "SYS": 31,
+    "HUP": 1,
+    "INT": 2,
+    "QUIT": 3,
+    "ILL": 4,
+    "TRAP": 5,
+    "ABRT": 6,
+    "BUS": 7,
+    "FPE": 8,
+    "KILL": 9,
+    "USR1": 10,
+    "SEGV": 11,
+    "USR2": 12,
+    "PIPE": 13,
+    "ALRM": 14,
+    "TERM": 15,
+    "STKFLT": 16,
+    "CHLD": 17,
+    "CONT": 18,
+    "STOP": 19,
+    "TSTP": 20,
+    "TTIN": 21,
+    "TTOU": 22,
+    "URG": 23,
+    "XCPU": 24,
+    "XFSZ": 25,
+    "VTALRM": 26,
+    "PROF": 27,
+    "WINCH": 28,
+    "IO": 29,
+    "PWR": 30,
+    "SYS": 31,
 }
 SIGRTMIN = 34  # glibc reserves 32 and 33 for itself
 SIGRTMAX = 64
@@ -46,8 +74,13 @@ def parse_signal(text: str) -> int:
     for base, name in ((SIGRTMIN, "RTMIN"), (SIGRTMAX, "RTMAX")):
         if s == name:
             return base
-        if s.startswith(name) and len(s) > len(name) + 1 and s[len(name)] in "+-" and s[len(name) + 1:].isdigit():
-            n = base + int(s[len(name):])
+        if (
+            s.startswith(name)
+            and len(s) > len(name) + 1
+            and s[len(name)] in "+-"
+            and s[len(name) + 1 :].isdigit()
+        ):
+            n = base + int(s[len(name) :])
             if SIGRTMIN <= n <= SIGRTMAX:
                 return n
     raise UsageError(f"Unknown signal: {text}", "use a name like SIGTERM or SIGRTMIN+3, or a number")
@@ -113,7 +146,9 @@ def parse_bind(spec: str, read_only: bool) -> Bind:
         raise UsageError(f"Invalid {option}= specification: {spec!r}", "expected SRC[:DST[:OPTIONS]]")
     src, is_rel = _host_source(parts[0])
     if len(parts) == 1 and src == "":
-        raise UsageError(f"Invalid {option}= specification: {spec!r}", "a temporary source needs a destination")
+        raise UsageError(
+            f"Invalid {option}= specification: {spec!r}", "a temporary source needs a destination"
+        )
     dst = parts[1] if len(parts) > 1 else (parts[0][1:] if is_rel else src)
     if dst == "":
         raise UsageError(f"Invalid {option}= specification: {spec!r}", "empty destination")
@@ -128,8 +163,10 @@ def parse_bind(spec: str, read_only: bool) -> Bind:
             elif opt in ("noidmap", "idmap", "rootidmap", "owneridmap"):
                 pass  # ID mapping only matters with user namespaces; accepted for compatibility
             else:
-                raise UsageError(f"Invalid {option}= mount option {opt!r} in {spec!r}",
-                                 "known options: rbind, norbind, idmap, noidmap, rootidmap")
+                raise UsageError(
+                    f"Invalid {option}= mount option {opt!r} in {spec!r}",
+                    "known options: rbind, norbind, idmap, noidmap, rootidmap",
+                )
     return Bind(src, dst, read_only=read_only, recursive=recursive, image_relative=is_rel)
 
 
@@ -162,12 +199,18 @@ def parse_overlay(spec: str, read_only: bool) -> Overlay:
     resolved = []
     for low in lowers:
         if low == "":
-            raise UsageError(f"Invalid {option}= specification: {spec!r}", "only the upper layer may be empty")
+            raise UsageError(
+                f"Invalid {option}= specification: {spec!r}", "only the upper layer may be empty"
+            )
         p, rel = _host_source(low)
         resolved.append(("+" + p) if rel else p)
     up, uprel = _host_source(upper)
-    return Overlay(resolved, ("+" + up) if uprel else up, _check_container_path(dest.lstrip("+") if
-                   dest.startswith("+") else dest, option), read_only)
+    return Overlay(
+        resolved,
+        ("+" + up) if uprel else up,
+        _check_container_path(dest.lstrip("+") if dest.startswith("+") else dest, option),
+        read_only,
+    )
 
 
 def parse_rlimit(spec: str) -> tuple[int, tuple[int, int]]:
@@ -226,25 +269,29 @@ if TYPE_CHECKING:
 def _set(attr: str, conv: Callable[[str], object] = str) -> _Handler:
     def h(s: Settings, v: str) -> None:
         setattr(s, attr, conv(v))
+
     return h
 
 
 def _flag(attr: str, value: object = True) -> _Handler:
     def h(s: Settings, v: str) -> None:
         setattr(s, attr, value)
+
     return h
 
 
 def _bool(attr: str, option: str) -> _Handler:
     def h(s: Settings, v: str) -> None:
         setattr(s, attr, parse_boolean(v, option))
+
     return h
 
 
 def _machine(s: Settings, v: str) -> None:
     if not valid_machine_name(v):
-        raise UsageError(f"Invalid machine name: {v!r}",
-                         "use letters, digits, '-', '_' and '.', at most 64 characters")
+        raise UsageError(
+            f"Invalid machine name: {v!r}", "use letters, digits, '-', '_' and '.', at most 64 characters"
+        )
     s.machine = v
 
 
@@ -262,7 +309,11 @@ def _chdir(s: Settings, v: str) -> None:
 
 def _setenv(s: Settings, v: str) -> None:
     name, eq, _ = v.partition("=")
-    if not name or not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c == "_" for c in name):
+    if (
+        not name
+        or not (name[0].isalpha() or name[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in name)
+    ):
         raise UsageError(f"Invalid environment variable assignment: {v!r}", "expected NAME=VALUE or NAME")
     if not eq:
         if name not in os.environ:
@@ -283,7 +334,9 @@ def _oom(s: Settings, v: str) -> None:
     except ValueError:
         n = 9999
     if not -1000 <= n <= 1000:
-        raise UsageError(f"Invalid --oom-score-adjust= value: {v!r}", "expected an integer from -1000 to 1000")
+        raise UsageError(
+            f"Invalid --oom-score-adjust= value: {v!r}", "expected an integer from -1000 to 1000"
+        )
     s.oom_score_adjust = n
 
 
@@ -327,7 +380,7 @@ def _settings(s: Settings, v: str) -> None:
 
 
 def _ignore(s: Settings, v: str) -> None:
-    """Upstream options that only concern systemd's own service manager; accepted so command lines carry over."""
+    """Options that only concern systemd's service manager; accepted so command lines carry over."""
 
 
 # name -> (takes an argument, optional argument, handler)
@@ -355,10 +408,16 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "tmpfs": (True, False, lambda s, v: s.tmpfs.append(parse_tmpfs(v))),
     "overlay": (True, False, lambda s, v: s.overlays.append(parse_overlay(v, False))),
     "overlay-ro": (True, False, lambda s, v: s.overlays.append(parse_overlay(v, True))),
-    "inaccessible": (True, False,
-                     lambda s, v: s.inaccessible.append(_check_container_path(v, "--inaccessible"))),
-    "resolv-conf": (True, False, lambda s, v: setattr(s, "resolv_conf", _choice(v, RESOLV_CONF_MODES,
-                                                                                   "--resolv-conf"))),
+    "inaccessible": (
+        True,
+        False,
+        lambda s, v: s.inaccessible.append(_check_container_path(v, "--inaccessible")),
+    ),
+    "resolv-conf": (
+        True,
+        False,
+        lambda s, v: setattr(s, "resolv_conf", _choice(v, RESOLV_CONF_MODES, "--resolv-conf")),
+    ),
     "timezone": (True, False, lambda s, v: setattr(s, "timezone", _choice(v, TIMEZONE_MODES, "--timezone"))),
     "private-network": (False, False, _flag("private_network")),
     "console": (True, False, _console),
@@ -371,8 +430,15 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
 }
 
 SHORT: dict[str, str] = {
-    "D": "directory", "M": "machine", "x": "ephemeral", "b": "boot", "a": "as-pid2", "E": "setenv",
-    "u": "user", "q": "quiet", "P": "pipe",
+    "D": "directory",
+    "M": "machine",
+    "x": "ephemeral",
+    "b": "boot",
+    "a": "as-pid2",
+    "E": "setenv",
+    "u": "user",
+    "q": "quiet",
+    "P": "pipe",
 }
 
 
@@ -416,7 +482,7 @@ def parse(argv: list[str]) -> Settings:
                 takes, _, handler = LONG[long]
                 if takes:
                     if j + 1 < len(arg):
-                        value = arg[j + 1:]
+                        value = arg[j + 1 :]
                     elif i + 1 < n:
                         i += 1
                         value = argv[i]

@@ -10,9 +10,21 @@ from __future__ import annotations
 CONSOLE_MODES = ("interactive", "read-only", "passive", "pipe", "autopipe")
 VOLATILE_MODES = ("no", "yes", "state", "overlay")
 RESOLV_CONF_MODES = (
-    "off", "copy-host", "copy-static", "copy-uplink", "copy-stub",
-    "replace-host", "replace-static", "replace-uplink", "replace-stub",
-    "bind-host", "bind-static", "bind-uplink", "bind-stub", "delete", "auto",
+    "off",
+    "copy-host",
+    "copy-static",
+    "copy-uplink",
+    "copy-stub",
+    "replace-host",
+    "replace-static",
+    "replace-uplink",
+    "replace-stub",
+    "bind-host",
+    "bind-static",
+    "bind-uplink",
+    "bind-stub",
+    "delete",
+    "auto",
 )
 TIMEZONE_MODES = ("off", "copy", "bind", "symlink", "delete", "auto")
 
@@ -20,10 +32,16 @@ TIMEZONE_MODES = ("off", "copy", "bind", "symlink", "delete", "auto")
 class Bind:
     """--bind/--bind-ro: SRC on the host (or inside the image with '+', or a temp dir when empty)."""
 
-    __slots__ = ("source", "destination", "read_only", "recursive", "image_relative")
+    __slots__ = ("destination", "image_relative", "read_only", "recursive", "source")
 
-    def __init__(self, source: str, destination: str, read_only: bool = False, recursive: bool = True,
-                 image_relative: bool = False) -> None:
+    def __init__(
+        self,
+        source: str,
+        destination: str,
+        read_only: bool = False,
+        recursive: bool = True,
+        image_relative: bool = False,
+    ) -> None:
         self.source = source  # "" = a temporary directory, removed when the container ends
         self.destination = destination
         self.read_only = read_only
@@ -45,7 +63,7 @@ class Tmpfs:
 class Overlay:
     """--overlay/--overlay-ro: lower layers (bottom first), an upper ("" = temp) and a destination."""
 
-    __slots__ = ("lowers", "upper", "destination", "read_only")
+    __slots__ = ("destination", "lowers", "read_only", "upper")
 
     def __init__(self, lowers: list[str], upper: str, destination: str, read_only: bool) -> None:
         self.lowers = lowers
@@ -58,11 +76,35 @@ class Settings:
     """Everything `hutch spawn` was asked for. Defaults match systemd-nspawn's."""
 
     __slots__ = (
-        "directory", "machine", "template", "ephemeral", "read_only", "volatile",
-        "boot", "as_pid2", "chdir", "setenv", "user", "kill_signal", "hostname", "uuid",
-        "rlimits", "oom_score_adjust", "quiet", "debug", "binds", "tmpfs", "overlays",
-        "inaccessible", "resolv_conf", "timezone", "private_network", "console", "command",
-        "settings_mode", "register",
+        "as_pid2",
+        "binds",
+        "boot",
+        "chdir",
+        "command",
+        "console",
+        "debug",
+        "directory",
+        "ephemeral",
+        "hostname",
+        "inaccessible",
+        "kill_signal",
+        "machine",
+        "oom_score_adjust",
+        "overlays",
+        "private_network",
+        "quiet",
+        "read_only",
+        "register",
+        "resolv_conf",
+        "rlimits",
+        "setenv",
+        "settings_mode",
+        "template",
+        "timezone",
+        "tmpfs",
+        "user",
+        "uuid",
+        "volatile",
     )
 
     def __init__(self) -> None:

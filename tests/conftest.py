@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parent.parent
+HUTCH = str(REPO / ".venv" / "bin" / "hutch") if (REPO / ".venv/bin/hutch").exists() else "hutch"
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CACHE = Path(os.environ.get("HUTCH_TEST_CACHE", "/var/cache/hutch-test"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        part = Path(str(item.fspath)).parent.name
+        if part in ("root", "boot"):
+            item.add_marker(pytest.mark.root)
+        if part == "boot":
+            item.add_marker(pytest.mark.boot)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        if CI:
+            pytest.fail("privileged test cannot run: not root (CI must run the suite as root)")
+        pytest.skip("needs root")
+
+
+@pytest.fixture(autouse=True)
+def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own image path, state, log and cache directories: never the host's."""
+    base = tmp_path / "hutch"
+    for d in ("images", "state", "log", "cache", "settings"):
+        (base / d).mkdir(parents=True)
+    monkeypatch.setenv("HUTCH_IMAGE_PATH", str(base / "images"))
+    monkeypatch.setenv("HUTCH_STATE_DIR", str(base / "state"))
+    monkeypatch.setenv("HUTCH_LOG_DIR", str(base / "log"))
+    monkeypatch.setenv("HUTCH_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("HUTCH_SETTINGS_PATH", str(base / "settings"))
+    return base
+
+
+def run(
+    *args: str,
+    input: str | None = None,
+    timeout: float = 60,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [HUTCH, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"hutch {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def spawn(
+    image: Path | str, *cmd: str, opts: tuple[str, ...] = (), **kw: object
+) -> subprocess.CompletedProcess[str]:
+    return run("spawn", "-q", "-D", str(image), *opts, *cmd, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bbtemplate")
+    env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
+    r = subprocess.run([HUTCH, "bootstrap", "busybox", "bb"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return d / "bb"
+
+
+@pytest.fixture
+def busybox(busybox_template: Path, hutch_env: Path) -> Path:
+    """A fresh busybox image in this test's image directory (a copy: tests may change it)."""
+    dst = hutch_env / "images" / "bb"
+    subprocess.run(["cp", "-a", str(busybox_template), str(dst)], check=True)
+    return dst
+
+
+def _debian_key() -> str:
+    src = (REPO / "hutch" / "images" / "bootstrap.py").read_bytes()
+    return hashlib.sha256(src).hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def debian() -> Iterator[Path]:
+    """The Debian image, built once by `hutch bootstrap debian` and cached outside the checkout, keyed by
+    the builder's hash. Tests boot it with -x so the cache stays pristine."""
+    d = CACHE / f"debian-{_debian_key()}"
+    image = d / "deb"
+    if not image.is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
+        mirror = os.environ.get("HUTCH_TEST_MIRROR", "http://deb.debian.org/debian")
+        r = subprocess.run(
+            [HUTCH, "bootstrap", "debian", "deb", "-q", "--mirror", mirror],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert r.returncode == 0, f"bootstrap debian failed:\n{r.stderr[-3000:]}"
+        for old in CACHE.glob("debian-*"):
+            if old != d:
+                shutil.rmtree(old, ignore_errors=True)
+    yield image
+
+
+def mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f]

@@ -1,0 +1,43 @@
+"""The linters are tests: a type error or a lint finding fails the suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_mypy_strict() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "hutch"], cwd=REPO, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ruff() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "hutch", "tests", "bench"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_spawn_start_path_imports_stay_small() -> None:
+    """The spawn path must not import argparse, re, json, enum, dataclasses or typing (~2-10 ms each)."""
+    code = (
+        "import sys; sys.argv=['hutch','spawn','--help']; import hutch.cli.spawn, hutch.container.launch, "
+        "hutch.container.prepare; "
+        "bad=[m for m in ('argparse','re','json','enum','dataclasses','typing','socket','subprocess') "
+        "if m in sys.modules]; print(','.join(bad))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {code}"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"start-up path imports heavy modules: {r.stdout}"
