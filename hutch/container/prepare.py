@@ -245,6 +245,11 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     prep.kill_signal = s.kill_signal or (SIGRTMIN + 3 if s.boot else 9)
 
     prep.env = _environment(prep, console)
+    if s.user:
+        # Checked again inside the container; failing here means nothing has been set up yet.
+        from hutch.container.payload import resolve_user
+
+        resolve_user(s.user, rootfs.read_file_in_root(image, "etc/passwd"), None)
     _check_sources(s, image)
     _build_plan(prep, paths, read_only)
     return prep
