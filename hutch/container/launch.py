@@ -410,10 +410,13 @@ def _drain(fd: int) -> str:
 def cleanup(prep: Prepared) -> None:
     """Remove what prepare() created on the host: ephemeral layers and temporary bind sources."""
     if prep.cleanup_dirs:
-        import shutil
+        from hutch.linux.fsutil import rm_rf
 
         for d in prep.cleanup_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            try:
+                rm_rf(d)
+            except OSError as e:
+                print(f"hutch: Failed to remove {d}: {e.strerror}", file=sys.stderr)
         prep.cleanup_dirs = []
     if prep.lock_fd >= 0:
         os.close(prep.lock_fd)

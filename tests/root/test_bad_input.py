@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import mounts, run
 
 
@@ -99,7 +98,7 @@ def test_busy_image(guard: None, busybox: Path) -> None:
 
     from conftest import HUTCH
 
-    # A writable container holds the image exclusively; read-only uses (-x, --read-only) share it, as upstream.
+    # A writable container holds the image exclusively; -x and --read-only share it, as upstream.
     p = subprocess.Popen([HUTCH, "spawn", "-q", "-P", "-D", str(busybox), "/bin/sleep", "30"])
     try:
         time.sleep(0.5)

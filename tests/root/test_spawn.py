@@ -74,7 +74,7 @@ def test_mount_table(busybox: Path) -> None:
     r = sh(busybox, "cat /proc/self/mounts", "-P")
     table = {}
     for line in r.stdout.splitlines():
-        dev, mnt, fstype, opts = line.split()[:4]
+        _dev, mnt, fstype, opts = line.split()[:4]
         table[mnt] = (fstype, opts.split(","))
     assert table["/proc"][0] == "proc"
     assert table["/sys"][0] == "sysfs" and "ro" in table["/sys"][1]
@@ -170,7 +170,7 @@ def test_private_network(busybox: Path) -> None:
 def test_as_pid2(busybox: Path) -> None:
     r = sh(busybox, "echo $$; cat /proc/1/cmdline | tr '\\0' ' '", "-P", "-a")
     lines = r.stdout.splitlines()
-    assert lines[0] == "2" and "python" in lines[1] or "hutch" in lines[1]
+    assert (lines[0] == "2" and "python" in lines[1]) or "hutch" in lines[1]
 
 
 def test_read_only(busybox: Path) -> None:
@@ -252,7 +252,7 @@ def test_tmpfs_and_inaccessible(busybox: Path) -> None:
         "--inaccessible=/secret",
     )
     assert "tmpfs /data" in r.stdout.replace("tmpfs /data", "tmpfs /data") and "700" in r.stdout
-    assert "s3cret" not in r.stdout and "Permission denied" in r.stdout or r.stdout.strip().endswith("0")
+    assert ("s3cret" not in r.stdout and "Permission denied" in r.stdout) or r.stdout.strip().endswith("0")
     r = spawn(busybox, "/bin/true", opts=("--inaccessible=/does/not/exist",))
     assert r.returncode == 1 and "/does/not/exist" in r.stderr
 
