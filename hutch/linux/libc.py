@@ -1,17 +1,84 @@
-"""Thin ctypes wrappers, one per system call that Python 3.11's os module lacks.
+"""Thin wrappers, one per system call that Python 3.11's os module lacks.
 
 Each raises OSError with errno and the path it was working on; none logs or decides policy.
-libc is loaded by soname, never through ctypes.util (find_library runs ldconfig: ~16 ms).
+Built on `_ctypes` directly: the `ctypes` package defines dozens of types at import, ~1.5 ms, a tenth
+of `hutch spawn`'s start-up budget. libc is loaded by soname, never through ctypes.util (find_library
+runs ldconfig: ~16 ms).
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
+from _ctypes import (
+    FUNCFLAG_CDECL,
+    FUNCFLAG_PYTHONAPI,
+    FUNCFLAG_USE_ERRNO,
+    CFuncPtr,
+    Structure,
+    byref,
+    sizeof,
+)
 
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class c_int(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "i"
+
+
+class c_long(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "L"
+
+
+class c_uint(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "I"
+
+
+class c_uint64(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "Q"
+
+
+class _Libc:
+    _handle = _ctypes.dlopen("libc.so.6", os.RTLD_NOW)
+
+
+class _Func(CFuncPtr):
+    _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+class _PyFunc(CFuncPtr):
+    """Called with the GIL held: a forked child must resume in the interpreter as the parent left it."""
+
+    _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO | FUNCFLAG_PYTHONAPI
+    _restype_ = c_long
+
+
+def _fn(name: str, cls: Any = _Func) -> Any:
+    return cls((name, _Libc))
+
+
+class _LibcFuncs:
+    def __getattr__(self, name: str) -> Any:
+        f = _fn(name)
+        setattr(self, name, f)
+        return f
+
+
+_libc = _LibcFuncs()
+_syscall = _fn("syscall")
+
+
+def _errno() -> int:
+    return int(_ctypes.get_errno())
+
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -63,7 +130,7 @@ _NR_PIDFD_GETFD = 438
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _errno()
         if path is None:
             raise OSError(err, f"{what}: {os.strerror(err)}")
         raise OSError(err, f"{what} '{path}': {os.strerror(err)}", path)
@@ -91,9 +158,9 @@ def mount(
     *,
     what: str | None = None,
 ) -> None:
-    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), c_ulong(flags), _b(data))
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _errno()
         shown = what or target
         src = source or fstype or "none"
         raise OSError(err, f"Failed to mount '{src}' on '{shown}': {os.strerror(err)}", shown)
@@ -113,20 +180,20 @@ def sethostname(name: str) -> None:
 
 
 def prctl(option: int, arg2: int = 0) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg2), 0, 0, 0), "prctl failed")
+    _check(_libc.prctl(option, c_ulong(arg2), 0, 0, 0), "prctl failed")
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+class _OpenHow(Structure):
+    _fields_ = [("flags", c_uint64), ("mode", c_uint64), ("resolve", c_uint64)]  # noqa: RUF012
 
 
 CLONE_PIDFD = 0x00001000
 CLONE_INTO_CGROUP = 0x200000000
 
 
-class _CloneArgs(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint64)
+class _CloneArgs(Structure):
+    _fields_ = [  # noqa: RUF012
+        (name, c_uint64)
         for name in (
             "flags",
             "pidfd",
@@ -143,9 +210,7 @@ class _CloneArgs(ctypes.Structure):
     ]
 
 
-# Called with the GIL held (PyDLL): the child must resume in the interpreter exactly as the parent left it.
-_pysyscall = ctypes.PyDLL("libc.so.6", use_errno=True).syscall
-_pysyscall.restype = ctypes.c_long
+_pysyscall = _fn("syscall", _PyFunc)
 
 
 def clone3_fork(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
@@ -156,15 +221,15 @@ def clone3_fork(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
     to cgroup.procs waits for an RCU grace period, ~9 ms here. The process must be single-threaded, as
     Python's own fork requires too; no at-fork hooks run.
     """
-    pidfd = ctypes.c_int(-1)
+    pidfd = c_int(-1)
     args = _CloneArgs()
     args.flags = flags | CLONE_PIDFD | (CLONE_INTO_CGROUP if cgroup_fd >= 0 else 0)
-    args.pidfd = ctypes.addressof(pidfd)
+    args.pidfd = _ctypes.addressof(pidfd)
     args.exit_signal = 17  # SIGCHLD
     args.cgroup = max(cgroup_fd, 0)
-    ret = _pysyscall(_NR_CLONE3, ctypes.byref(args), ctypes.sizeof(args))
+    ret = _pysyscall(_NR_CLONE3, byref(args), sizeof(args))
     if ret < 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise OSError(err, f"Failed to clone: {os.strerror(err)}")
     if ret == 0:
         return 0, -1
@@ -173,15 +238,11 @@ def clone3_fork(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return _check(
-        _syscall(_NR_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)), "Failed to open", path
-    )
+    return _check(_syscall(_NR_OPENAT2, dirfd, _b(path), byref(how), sizeof(how)), "Failed to open", path)
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
-    return _check(
-        _syscall(_NR_OPEN_TREE, dirfd, _b(path), ctypes.c_uint(flags)), "Failed to clone mount", path
-    )
+    return _check(_syscall(_NR_OPEN_TREE, dirfd, _b(path), c_uint(flags)), "Failed to clone mount", path)
 
 
 def move_mount(from_fd: int, to_path: str, *, to_dirfd: int = -100) -> None:
