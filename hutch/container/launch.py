@@ -421,6 +421,9 @@ def cleanup(prep: Prepared) -> None:
     if prep.lock_fd >= 0:
         os.close(prep.lock_fd)
         prep.lock_fd = -1
+    for fd in prep.keep_fds:
+        os.close(fd)
+    prep.keep_fds = []
 
 
 def run(prep: Prepared) -> int:

@@ -100,7 +100,7 @@ class RootOverlay(Op):
         self.work = work
 
     def describe(self) -> str:
-        where = self.upper or "tmpfs"
+        where = "tmpfs" if self.upper is None or self.upper.startswith("/proc/self/fd/") else self.upper
         return f"root: overlay lower={self.image} upper={where}"
 
     def execute(self, ctx: Context) -> None:

@@ -65,6 +65,7 @@ class Prepared:
         self.cleanup_dirs: list[str] = []
         self.cgroup: str | None = None
         self.lock_fd = -1
+        self.keep_fds: list[int] = []  # closed by the supervisor at the end; the child closes them too
 
 
 def _random_hex(n: int) -> str:
@@ -367,9 +368,19 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     s = prep.settings
     image = prep.image
     ops: list[Op] = [MakeSlave()]
-    if s.ephemeral or s.volatile == "overlay":
-        # -x keeps its writes in a tmpfs that lives in the container's mount namespace: starting is O(1)
-        # in the image's size on any file system, and even a SIGKILLed run leaves nothing on the host.
+    if s.ephemeral:
+        # -x keeps its writes in a tmpfs mounted nowhere, held by the supervisor: starting is O(1) in the
+        # image's size on any file system, the writes survive a reboot of the container (as upstream's
+        # snapshot does), and even a SIGKILLed run leaves nothing on the host.
+        from hutch.linux import libc
+
+        fd = libc.fsmount_detached("tmpfs", {"mode": "0755"})
+        prep.keep_fds.append(fd)
+        os.mkdir("upper", 0o755, dir_fd=fd)
+        os.mkdir("work", 0o700, dir_fd=fd)
+        ops.append(RootOverlay(image, f"/proc/self/fd/{fd}/upper", f"/proc/self/fd/{fd}/work"))
+    elif s.volatile == "overlay":
+        # A tmpfs upper layer in the container's own mount namespace: gone at every reboot, as upstream.
         ops.append(RootOverlay(image, None, None))
     elif s.volatile == "yes":
         ops.append(RootVolatileYes(image))

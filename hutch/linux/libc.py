@@ -253,5 +253,29 @@ def move_mount(from_fd: int, to_path: str, *, to_dirfd: int = -100) -> None:
     )
 
 
+_NR_FSOPEN = 430
+_NR_FSCONFIG = 431
+_NR_FSMOUNT = 432
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+
+
+def fsmount_detached(fstype: str, options: dict[str, str] | None = None) -> int:
+    """A new file system mounted nowhere: an fd to its root, usable as a directory fd and through
+    /proc/self/fd. It is freed when the last fd is closed, so a crash leaves nothing on the host."""
+    fs = _check(_syscall(_NR_FSOPEN, _b(fstype), 1), "Failed to open file system", fstype)  # FSOPEN_CLOEXEC
+    try:
+        for key, value in (options or {}).items():
+            _check(
+                _syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_STRING, _b(key), _b(value), 0),
+                f"Failed to set {key}={value} on",
+                fstype,
+            )
+        _check(_syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "Failed to create", fstype)
+        return _check(_syscall(_NR_FSMOUNT, fs, 1, 0), "Failed to mount", fstype)  # FSMOUNT_CLOEXEC
+    finally:
+        os.close(fs)
+
+
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     return _check(_syscall(_NR_PIDFD_GETFD, pidfd, targetfd, 0), "Failed to fetch file descriptor")

@@ -56,3 +56,38 @@ def test_sigterm_to_hutch_stops_booted_container(busybox: Path) -> None:
         assert s.wait(timeout=20) == 0
     finally:
         s.close()
+
+
+def test_ephemeral_changes_survive_reboot_but_not_exit(busybox: Path) -> None:
+    s = PtySession([HUTCH, "spawn", "-b", "-x", "-D", str(busybox)])
+    try:
+        login(s)
+        s.send("touch /root/eph-mark; reboot\r")
+        s.expect("is being rebooted", timeout=20)
+        login(s)
+        s.send("ls /root\r")
+        s.expect("eph-mark")
+        s.send("poweroff\r")
+        assert s.wait(timeout=20) == 0
+    finally:
+        s.close()
+    assert not (busybox / "root/eph-mark").exists()
+
+
+def test_second_sigterm_kills(busybox: Path) -> None:
+    import signal
+    import time
+
+    # busybox init ignores SIGRTMIN+3 (the default kill signal with -b): the first SIGTERM asks politely,
+    # the second kills.
+    s = PtySession([HUTCH, "spawn", "-b", "-D", str(busybox)])
+    try:
+        s.expect("login: ", timeout=20)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert s.proc.poll() is None
+        s.proc.send_signal(signal.SIGTERM)
+        rc = s.wait(timeout=10)
+        assert rc == 1 and "terminated by signal SIGKILL" in s.text()
+    finally:
+        s.close()
