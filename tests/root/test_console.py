@@ -174,3 +174,46 @@ def test_autopipe(busybox: Path) -> None:
         assert "/dev/console" in s.text()
     finally:
         s.close()
+
+
+def test_passive_and_pipe_on_a_terminal(busybox: Path) -> None:
+    s = PtySession(
+        [
+            HUTCH,
+            "spawn",
+            "-q",
+            "--console=passive",
+            "-D",
+            str(busybox),
+            "/bin/sh",
+            "-c",
+            "echo invisible-text; exit 4",
+        ]
+    )
+    try:
+        assert s.wait() == 4
+        assert "invisible-text" not in s.text()
+    finally:
+        s.close()
+    s = PtySession(
+        [
+            HUTCH,
+            "spawn",
+            "-q",
+            "--console=pipe",
+            "-D",
+            str(busybox),
+            "/bin/sh",
+            "-c",
+            "test -t 0 && echo stdin-is-terminal; test -e /dev/console || echo no-console; read x; "
+            "echo got-$x",
+        ]
+    )
+    try:
+        s.expect("no-console")
+        s.send("abc\r")
+        s.expect("got-abc")
+        assert s.wait() == 0
+        assert "stdin-is-terminal" in s.text()
+    finally:
+        s.close()
