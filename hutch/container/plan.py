@@ -40,6 +40,18 @@ class Context:
     def target(self, path: str, kind: str = "dir") -> int:
         return rootfs.make_path(self.root_fd, path, kind)
 
+    def open_parent(self, path: str, create: bool = True) -> tuple[int, str]:
+        """A directory fd of PATH's parent inside the root (created unless create=False) and PATH's
+        last component, for *at() calls that must not follow a symlink in that last component."""
+        parent, _, name = path.strip("/").rpartition("/")
+        if not create:
+            return rootfs.open_in_root(self.root_fd, parent or ".", os.O_RDONLY | os.O_DIRECTORY), name
+        pfd = self.target(parent or "/")
+        try:
+            return os.open(rootfs.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), name
+        finally:
+            os.close(pfd)
+
 
 class Op:
     def describe(self) -> str:
@@ -316,12 +328,7 @@ class Symlink(Op):
         return f"symlink {self.path} -> {self.target}"
 
     def execute(self, ctx: Context) -> None:
-        parent, _, name = self.path.strip("/").rpartition("/")
-        pfd = ctx.target(parent or "/")
-        try:
-            dfd = os.open(rootfs.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        finally:
-            os.close(pfd)
+        dfd, name = ctx.open_parent(self.path)
         try:
             try:
                 os.unlink(name, dir_fd=dfd)
@@ -350,12 +357,7 @@ class WriteFile(Op):
         return f"write {self.path} ({self.label or f'{len(self.data)} bytes'})"
 
     def execute(self, ctx: Context) -> None:
-        parent, _, name = self.path.strip("/").rpartition("/")
-        pfd = ctx.target(parent or "/")
-        try:
-            dfd = os.open(rootfs.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        finally:
-            os.close(pfd)
+        dfd, name = ctx.open_parent(self.path)
         try:
             try:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -390,17 +392,16 @@ class Unlink(Op):
         return f"delete {self.path}"
 
     def execute(self, ctx: Context) -> None:
-        parent, _, name = self.path.strip("/").rpartition("/")
         try:
-            pfd = rootfs.open_in_root(ctx.root_fd, parent or ".", os.O_RDONLY | os.O_DIRECTORY)
+            dfd, name = ctx.open_parent(self.path, create=False)
         except FileNotFoundError:
             return
         try:
-            os.unlink(name, dir_fd=pfd)
+            os.unlink(name, dir_fd=dfd)
         except (FileNotFoundError, IsADirectoryError):
             pass
         finally:
-            os.close(pfd)
+            os.close(dfd)
 
 
 class Inaccessible(Op):
