@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 HELP = """\
@@ -75,5 +76,9 @@ def run(args: list[str]) -> int:
     from hutch.settings.cmdline import parse
 
     settings = parse(args)
+    if os.geteuid() != 0:
+        from hutch.errors import SetupError
+
+        raise SetupError("Need to be root.", "run hutch spawn as root, e.g. with sudo")
     prep = prepare.prepare(settings, Paths.from_env())
     return launch.run(prep)

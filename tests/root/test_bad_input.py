@@ -126,3 +126,26 @@ def test_no_fd_or_temp_leaks_after_failure(guard: None, busybox: Path) -> None:
         p for p in busybox.parent.iterdir() if p.name.startswith(".#bb.") and not p.name.endswith(".lck")
     ]
     assert os.path.isdir(busybox)
+
+
+def test_not_root(guard: None, busybox: Path) -> None:
+    import subprocess
+
+    from conftest import HUTCH
+
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            HUTCH,
+            "spawn",
+            "-D",
+            str(busybox),
+            "/bin/true",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    one_line_error(r, "Need to be root")
