@@ -24,7 +24,7 @@ import time
 from hutch.container import cgroup_setup, console, payload, plan
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
-from hutch.linux import libc, sig
+from hutch.linux import caps, libc, sig
 from hutch.settings.cmdline import signal_name
 
 TYPE_CHECKING = False
@@ -101,10 +101,6 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
     env = dict(prep.env)
     user = payload.user_from_container(s.user) if s.user else None
     shell = user.shell if user else payload.root_shell()
-    if user and not s.as_pid2:
-        payload.switch_user(user, env)
-        # A credential change clears the parent-death signal; set it again.
-        libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
     if s.chdir:
         try:
             os.chdir(s.chdir)
@@ -112,6 +108,8 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
             raise SetupError(
                 f"Failed to change to specified working directory {s.chdir}: {e.strerror}"
             ) from e
+    # With --as-pid2 the stub init stays root; its child becomes the user.
+    _become(prep, None if s.as_pid2 else user, env)
     sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
     payload.close_fds(status_w)
     if s.as_pid2:
@@ -128,6 +126,33 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
 
         os._exit(stub_init.run(child))
     payload.exec_payload(s.boot, s.command, env, shell)
+
+
+def _become(prep: Prepared, user: payload.User | None, env: dict[str, str]) -> None:
+    """Drop privileges for the payload: the capability bounding set (nspawn's default list, edited by
+    --capability/--drop-capability), then the user, then ambient capabilities and no_new_privs."""
+    s = prep.settings
+    # Only what we hold can be kept (this host's bounding set lacks CAP_SYS_RESOURCE, for one).
+    held = caps.current("CapPrm")
+    keep = frozenset(
+        c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
+    )
+    ambient = frozenset(s.ambient_capabilities) & keep
+    caps.drop_bounding(keep)
+    if user is not None and user.uid != 0:
+        if ambient:
+            libc.prctl(caps.PR_SET_KEEPCAPS, 1)  # let the permitted set survive setuid()
+        payload.switch_user(user, env)
+        caps.set_caps(ambient, ambient)
+    else:
+        if user is not None:
+            payload.switch_user(user, env)
+        caps.set_caps(keep, keep)  # as nspawn: root's inheritable set is the kept set too
+    caps.raise_ambient(ambient)
+    if s.no_new_privileges:
+        libc.prctl(caps.PR_SET_NO_NEW_PRIVS, 1)
+    # A credential change clears the parent-death signal; set it again.
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
 
 
 def _namespace_flags(prep: Prepared) -> int:

@@ -179,6 +179,15 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "Failed to set hostname to", name)
 
 
+def prctl5(option: int, arg2: int, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, c_ulong(arg2), c_ulong(arg3), 0, 0), "prctl failed")
+
+
+def check_syscall(nr: int, *args: object, what: str) -> int:
+    """A raw syscall(2) for the rare call without a wrapper here; ints are passed as C ints."""
+    return _check(_syscall(nr, *args), what)
+
+
 def prctl(option: int, arg2: int = 0) -> None:
     _check(_libc.prctl(option, c_ulong(arg2), 0, 0, 0), "prctl failed")
 

@@ -379,6 +379,21 @@ def _settings(s: Settings, v: str) -> None:
     s.settings_mode = v.lower()
 
 
+def _caps(attr: str, option: str) -> _Handler:
+    def h(s: Settings, v: str) -> None:
+        from hutch.linux import caps
+
+        try:
+            getattr(s, attr).update(caps.parse(v))
+        except ValueError as e:
+            raise UsageError(
+                f"Failed to parse {option}= argument: unknown capability {e}",
+                "names as in capabilities(7), e.g. CAP_NET_ADMIN, or 'all'",
+            ) from None
+
+    return h
+
+
 def _ignore(s: Settings, v: str) -> None:
     """Options that only concern systemd's service manager; accepted so command lines carry over."""
 
@@ -423,6 +438,10 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "console": (True, False, _console),
     "pipe": (False, False, _flag("console", "pipe")),
     "settings": (True, False, _settings),
+    "capability": (True, False, _caps("capabilities", "--capability")),
+    "drop-capability": (True, False, _caps("drop_capabilities", "--drop-capability")),
+    "ambient-capability": (True, False, _caps("ambient_capabilities", "--ambient-capability")),
+    "no-new-privileges": (True, False, _bool("no_new_privileges", "--no-new-privileges")),
     "register": (True, False, _bool("register", "--register")),
     "keep-unit": (False, False, _ignore),
     "no-pager": (False, False, _ignore),

@@ -76,19 +76,23 @@ class Settings:
     """Everything `hutch spawn` was asked for. Defaults match systemd-nspawn's."""
 
     __slots__ = (
+        "ambient_capabilities",
         "as_pid2",
         "binds",
         "boot",
+        "capabilities",
         "chdir",
         "command",
         "console",
         "debug",
         "directory",
+        "drop_capabilities",
         "ephemeral",
         "hostname",
         "inaccessible",
         "kill_signal",
         "machine",
+        "no_new_privileges",
         "oom_score_adjust",
         "overlays",
         "private_network",
@@ -137,3 +141,7 @@ class Settings:
         self.command: list[str] = []
         self.settings_mode = "yes"
         self.register = True
+        self.capabilities: set[int] = set()
+        self.drop_capabilities: set[int] = set()
+        self.ambient_capabilities: set[int] = set()
+        self.no_new_privileges = False
