@@ -124,3 +124,18 @@ def debian() -> Iterator[Path]:
 def mounts() -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f]
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/probe/probe.c, built static, to bind into containers: the checks run from inside."""
+    out = tmp_path_factory.mktemp("probe") / "probe"
+    r = subprocess.run(
+        ["gcc", "-static", "-O2", "-o", str(out), str(REPO / "tests/probe/probe.c")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, (
+        f"cannot build the probe (gcc and libc6-dev are installed by setup.sh):\n{r.stderr}"
+    )
+    return out

@@ -24,7 +24,7 @@ import time
 from hutch.container import cgroup_setup, console, payload, plan
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
-from hutch.linux import caps, libc, sig
+from hutch.linux import caps, libc, seccomp, sig
 from hutch.settings.cmdline import signal_name
 
 TYPE_CHECKING = False
@@ -132,11 +132,10 @@ def _become(prep: Prepared, user: payload.User | None, env: dict[str, str]) -> N
     """Drop privileges for the payload: the capability bounding set (nspawn's default list, edited by
     --capability/--drop-capability), then the user, then ambient capabilities and no_new_privs."""
     s = prep.settings
-    # Only what we hold can be kept (this host's bounding set lacks CAP_SYS_RESOURCE, for one).
-    held = caps.current("CapPrm")
-    keep = frozenset(
-        c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
-    )
+    keep = prep.keep_caps
+    if prep.seccomp:
+        # Before dropping capabilities: loading a filter needs CAP_SYS_ADMIN (or no_new_privs).
+        seccomp.load(prep.seccomp)
     ambient = frozenset(s.ambient_capabilities) & keep
     caps.drop_bounding(keep)
     if user is not None and user.uid != 0:

@@ -66,6 +66,8 @@ class Prepared:
         self.cgroup: str | None = None
         self.lock_fd = -1
         self.keep_fds: list[int] = []  # closed by the supervisor at the end; the child closes them too
+        self.keep_caps: frozenset[int] = frozenset()
+        self.seccomp: bytes | None = None
 
 
 def _random_hex(n: int) -> str:
@@ -246,6 +248,7 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     prep.kill_signal = s.kill_signal or (SIGRTMIN + 3 if s.boot else 9)
 
     prep.env = _environment(prep, console)
+    _security(prep, paths)
     if s.user:
         # Checked again inside the container; failing here means nothing has been set up yet.
         from hutch.container.payload import resolve_user
@@ -254,6 +257,21 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     _check_sources(s, image)
     _build_plan(prep, paths, read_only)
     return prep
+
+
+def _security(prep: Prepared, paths: Paths) -> None:
+    """The capabilities the payload keeps and its seccomp program (compiled once, then cached)."""
+    from hutch.container import security
+    from hutch.linux import caps
+
+    s = prep.settings
+    # Only what we hold can be kept (this host's bounding set lacks CAP_SYS_RESOURCE, for one).
+    held = caps.current("CapPrm")
+    prep.keep_caps = frozenset(
+        c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
+    )
+    if os.environ.get("HUTCH_SECCOMP", "1") != "0":
+        prep.seccomp = security.program(prep.keep_caps, s.syscall_allow, s.syscall_deny, paths.cache_dir)
 
 
 def _check_sources(s: Settings, image: str) -> None:

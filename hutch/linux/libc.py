@@ -45,6 +45,10 @@ class c_uint64(_ctypes._SimpleCData):  # type: ignore[type-arg]
     _type_ = "Q"
 
 
+class c_char(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "c"
+
+
 class _Libc:
     _handle = _ctypes.dlopen("libc.so.6", os.RTLD_NOW)
 

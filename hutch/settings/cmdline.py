@@ -394,6 +394,20 @@ def _caps(attr: str, option: str) -> _Handler:
     return h
 
 
+def _syscall_filter(s: Settings, v: str) -> None:
+    from hutch.linux.seccomp_groups import FilterError, parse_filter
+
+    try:
+        add, remove = parse_filter(v)
+    except FilterError as e:
+        raise UsageError(
+            f"Failed to parse --system-call-filter= argument: unknown system call or group {e}",
+            "names as in syscalls(2), groups as in 'systemd-analyze syscall-filter'",
+        ) from None
+    s.syscall_allow += add
+    s.syscall_deny += remove
+
+
 def _ignore(s: Settings, v: str) -> None:
     """Options that only concern systemd's service manager; accepted so command lines carry over."""
 
@@ -442,6 +456,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "drop-capability": (True, False, _caps("drop_capabilities", "--drop-capability")),
     "ambient-capability": (True, False, _caps("ambient_capabilities", "--ambient-capability")),
     "no-new-privileges": (True, False, _bool("no_new_privileges", "--no-new-privileges")),
+    "system-call-filter": (True, False, _syscall_filter),
     "register": (True, False, _bool("register", "--register")),
     "keep-unit": (False, False, _ignore),
     "no-pager": (False, False, _ignore),

@@ -103,6 +103,8 @@ class Settings:
         "rlimits",
         "setenv",
         "settings_mode",
+        "syscall_allow",
+        "syscall_deny",
         "template",
         "timezone",
         "tmpfs",
@@ -145,3 +147,5 @@ class Settings:
         self.drop_capabilities: set[int] = set()
         self.ambient_capabilities: set[int] = set()
         self.no_new_privileges = False
+        self.syscall_allow: list[str] = []
+        self.syscall_deny: list[str] = []
