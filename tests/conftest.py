@@ -64,6 +64,8 @@ def run(
         env=env,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+    if r.returncode not in (0, 42) and os.environ.get("HUTCH_TEST_TRACE"):
+        print("TRACE", args, r.returncode, r.stderr[-500:])
     if check and r.returncode != 0:
         raise AssertionError(f"hutch {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r

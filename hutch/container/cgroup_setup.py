@@ -23,6 +23,15 @@ def create(prep: Prepared) -> None:
             "pick another name with -M, or stop the running one",
         )
     cgroups.create(path)
+    if prep.uid_range is not None:
+        # Delegate the subtree to the container's root, so a systemd guest can create its own cgroups.
+        base = prep.uid_range.base
+        os.chown(path, base, base)
+        for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+            try:
+                os.chown(os.path.join(path, name), base, base)
+            except FileNotFoundError:
+                pass
     prep.cgroup = path
 
 

@@ -21,7 +21,7 @@ import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan
+from hutch.container import cgroup_setup, console, payload, plan, rootfs
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
 from hutch.linux import caps, libc, seccomp, sig
@@ -35,6 +35,8 @@ REBOOT = -1
 
 
 def _report(fd: int, e: BaseException) -> None:
+    if os.environ.get("HUTCH_DEBUG") and "traceback" in sys.modules:
+        sys.modules["traceback"].print_exception(e)
     if isinstance(e, HutchError):
         msg = e.message + (f"\t{e.hint}" if e.hint else "")
     elif isinstance(e, OSError):
@@ -49,21 +51,14 @@ def _report(fd: int, e: BaseException) -> None:
         pass
 
 
-def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
-    # In: PID 1 of a new PID namespace; new mount, UTS, IPC [, net] namespaces (unless not cloned:
-    # then we create them here and join the cgroup the slow way).
+def _child_start() -> None:
     sig.set_wakeup_fd(-1)
     sig.reset(sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP)
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
-    s = prep.settings
-    if not cloned:
-        libc.unshare(_namespace_flags(prep) & ~libc.CLONE_NEWPID)
-        if prep.cgroup:
-            cgroup_setup.join(prep)
-    libc.sethostname(prep.hostname)
-    ctx = plan.Context(prep.root)
-    plan.execute(prep.outer_ops, ctx)
 
+
+def _open_console(prep: Prepared, ctx: plan.Context, status_w: int) -> int:
+    """A pty from the container's devpts, its slave bind-mounted on /dev/console; the master's fd number
+    goes to the supervisor, which copies it out with pidfd_getfd()."""
     master = -1
     if prep.console != "pipe":
         master, slave = console.open_console_pty(ctx.root_fd)
@@ -76,25 +71,142 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
             os.close(target)
             os.close(slave)
     os.write(status_w, f"C {master}\n".encode())
+    return master
 
-    plan.execute(prep.inner_ops, ctx)
+
+def _preload(prep: Prepared) -> None:
     # Modules needed after pivot_root must be imported now: the host's Python is not visible there.
-    if s.as_pid2:
-        from hutch.container import stub_init
-    if s.private_network:
+    if prep.settings.as_pid2:
+        from hutch.container import stub_init  # noqa: F401
+    if prep.settings.private_network:
         import socket  # noqa: F401
+
+
+def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
+    # In: PID 1 of a new PID namespace; new mount, UTS, IPC [, net] namespaces (unless not cloned:
+    # then we create them here and join the cgroup the slow way). No user namespace: --private-users=no.
+    _child_start()
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
+    if not cloned:
+        libc.unshare(_namespace_flags(prep) & ~libc.CLONE_NEWPID)
+        if prep.cgroup:
+            cgroup_setup.join(prep)
+    libc.sethostname(prep.hostname)
+    ctx = plan.Context(prep.root)
+    plan.execute(prep.outer_ops, ctx)
+    master = _open_console(prep, ctx, status_w)
+    plan.execute(prep.inner_ops, ctx)
+    _preload(prep)
     if prep.cgroup:
         # Now, inside its cgroup, PID 1 gets a cgroup namespace rooted there.
         libc.unshare(libc.CLONE_NEWCGROUP)
         cgroup_setup.mount_inside(ctx)
     plan.PivotRoot().execute(ctx)
     os.close(ctx.root_fd)
-    while os.read(ack_r, 64):
-        pass
+    _run_payload(prep, status_w, ack_r, master)
+
+
+def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
+    # In: the host's user and PID namespaces; a new mount namespace (M1), in the machine's cgroup.
+    # Everything mounted here, /proc and its masks included, reaches PID 1 as a copy of M1 made by a
+    # less privileged user namespace: the kernel locks such mounts, so the container cannot unmount
+    # a mask or remount /proc/sys read-write.
+    _child_start()
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
+    s = prep.settings
+    assert prep.uid_range is not None
+    if not cloned:
+        libc.unshare(libc.CLONE_NEWNS)
+        if prep.cgroup:
+            cgroup_setup.join(prep)
+    # PID 1 shares our mount namespace until we pivot_root it away from the host's files: import what it
+    # needs now, so it inherits the modules instead of racing the pivot to load them.
+    _preload(prep)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    # CLONE_PARENT: PID 1 is the supervisor's child, as nspawn's inner child is; it can tie its life to
+    # the supervisor's with PR_SET_PDEATHSIG at once, and the supervisor waits for it directly.
+    flags = (
+        libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_PARENT
+    )
+    if s.private_network:
+        flags |= libc.CLONE_NEWNET
+    pid1, pidfd = libc.clone3_fork(flags)
+    if pid1 == 0:
+        try:
+            os.close(go_w)
+            _pid1_userns(prep, status_w, ack_r, go_r)
+        except BaseException as e:
+            _report(status_w, e)
+        os._exit(1)
+    os.close(go_r)
     os.close(ack_r)
+    line = prep.uid_range.map_line()
+    for f in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid1}/{f}", "w") as m:
+            m.write(line)
+    os.write(status_w, f"P {pid1}\n".encode())
+    ctx = plan.Context(prep.root)
+    ctx.userns_fd = os.open(f"/proc/{pid1}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    ctx.idmap = prep.ownership == "map"
+    rootfs.OWNER = prep.uid_range.base
+    plan.execute(prep.outer_ops, ctx)
+    # /proc, sysfs and mqueue show the namespaces of whoever mounts them: a helper joins the container's
+    # PID (and IPC, network) namespaces but keeps our credentials and mount namespace.
+    libc.setns(pidfd, libc.CLONE_NEWPID)
+    helper = os.fork()
+    if helper == 0:
+        try:
+            libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
+            plan.execute(prep.inner_ops, ctx)
+            os._exit(0)
+        except BaseException as e:
+            _report(status_w, e)
+            os._exit(1)
+    _, status = os.waitpid(helper, 0)
+    if status != 0:
+        os._exit(1)
+    plan.PivotRoot().execute(ctx)
+    os.write(go_w, b"g")
+    os._exit(0)
+
+
+def _pid1_userns(prep: Prepared, status_w: int, ack_r: int, go_r: int) -> None:
+    # In: PID 1 of new user, PID, UTS, IPC [, net] namespaces; still in the outer process's mount
+    # namespace until it says go (then its root is the container's).
+    _child_start()
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
+    if os.read(go_r, 1) != b"g":
+        os._exit(1)  # the outer process failed and said why
+    os.close(go_r)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    # Changing IDs made us non-dumpable, which hands our /proc/self files to the host's root: the
+    # container's root could not even set its own oom_score_adj. Inside its namespace it owns itself.
+    libc.prctl(libc.PR_SET_DUMPABLE, 1)
+    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)  # cleared by the ID change
+    libc.unshare(libc.CLONE_NEWNS | (libc.CLONE_NEWCGROUP if prep.cgroup else 0))
+    os.chdir("/")
+    libc.sethostname(prep.hostname)
+    ctx = plan.Context("/")
+    ctx.open_root()
+    master = _open_console(prep, ctx, status_w)
+    if prep.cgroup:
+        cgroup_setup.mount_inside(ctx)
+    os.close(ctx.root_fd)
+    _run_payload(prep, status_w, ack_r, master)
+
+
+def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None:
+    """Inside the container root: wait for the supervisor to take the console, then become the payload."""
+    s = prep.settings
+    if ack_r >= 0:
+        while os.read(ack_r, 64):
+            pass
+        os.close(ack_r)
     if master >= 0:
         os.close(master)
-    payload.setup_console(prep.console)
+    payload.setup_console(prep.console, s.boot)
     if s.private_network:
         payload.loopback_up()
     payload.apply_limits(s.rlimits, s.oom_score_adjust)
@@ -113,6 +225,7 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
     sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
     payload.close_fds(status_w)
     if s.as_pid2:
+        from hutch.container import stub_init
 
         def child() -> None:
             try:
@@ -166,12 +279,14 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
     cg_fd = -1
     if prep.cgroup:
         cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    userns = prep.uid_range is not None
     try:
-        pid, pidfd = libc.clone3_fork(_namespace_flags(prep), cg_fd)
+        pid, pidfd = libc.clone3_fork(libc.CLONE_NEWNS if userns else _namespace_flags(prep), cg_fd)
         cloned = True
     except OSError:
         # Kernels before 5.7 (no CLONE_INTO_CGROUP) or a seccomp filter hiding clone3: fork the classic way.
-        libc.unshare(libc.CLONE_NEWPID)
+        if not userns:
+            libc.unshare(libc.CLONE_NEWPID)
         pid = os.fork()
         pidfd = os.pidfd_open(pid) if pid else -1
         cloned = False
@@ -182,6 +297,8 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
         try:
             for fd in close_in_child:
                 os.close(fd)
+            if userns:
+                _outer_userns(prep, status_w, ack_r, cloned)
             _container_child(prep, status_w, ack_r, cloned)
         except BaseException as e:
             _report(status_w, e)
@@ -245,9 +362,18 @@ class Supervisor:
         slave = -1
         try:
             line = _read_line(status_r)
+            if line.startswith("P "):
+                # User namespace: `pid` is the outer process; PID 1 its sibling (CLONE_PARENT), our child.
+                self.pid1 = int(line.split()[1])
+                os.close(pidfd)
+                pidfd = os.pidfd_open(self.pid1)
+                line = _read_line(status_r)
             if not line.startswith("C "):
                 os.close(ack_w)
                 self._reap_all(block_for=pid)
+                if self.pid1 != pid:
+                    self._kill(sig.SIGKILL)
+                    self._reap_all()
                 self._fail_from(line + _drain(status_r))
             fd = int(line.split()[1])
             if fd >= 0:
@@ -448,6 +574,8 @@ def cleanup(prep: Prepared) -> None:
     for fd in prep.keep_fds:
         os.close(fd)
     prep.keep_fds = []
+    if prep.uid_range is not None:
+        prep.uid_range.release()
 
 
 def run(prep: Prepared) -> int:

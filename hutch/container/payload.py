@@ -66,13 +66,16 @@ def _read(path: str) -> str | None:
         return None
 
 
-def setup_console(console: str) -> None:
-    """Become a session leader with /dev/console (a pty slave) as controlling terminal and stdio."""
+def setup_console(console: str, boot: bool = False) -> None:
+    """Become a session leader with /dev/console (a pty slave) as stdio and, for a command, as controlling
+    terminal. An init gets no controlling terminal: it hands the console to a getty, which could not take
+    it from PID 1's session inside a user namespace (stealing a tty needs CAP_SYS_ADMIN on the host)."""
     os.setsid()
     if console == "pipe":
         return
-    fd = os.open("/dev/console", os.O_RDWR)
-    fcntl.ioctl(fd, TIOCSCTTY, 0)
+    fd = os.open("/dev/console", os.O_RDWR | (os.O_NOCTTY if boot else 0))
+    if not boot:
+        fcntl.ioctl(fd, TIOCSCTTY, 0)
     for n in (0, 1, 2):
         os.dup2(fd, n)
     if fd > 2:

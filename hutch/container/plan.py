@@ -31,6 +31,25 @@ class Context:
         self.root = root
         self.root_fd = -1
         self.keep_fds: list[int] = []
+        # With a user namespace: its fd, and whether image and binds are shown through idmapped mounts.
+        self.userns_fd = -1
+        self.idmap = False
+
+    def clone_tree(self, path: str, recursive: bool = True) -> int:
+        """A detached copy of the mount tree at PATH, idmapped into the container's user namespace when
+        the ownership mode is 'map'; attach it with libc.move_mount()."""
+        flags = libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | (libc.AT_RECURSIVE if recursive else 0)
+        fd = libc.open_tree(-100, path, flags)
+        if self.idmap and self.userns_fd >= 0:
+            try:
+                libc.mount_setattr_idmap(fd, self.userns_fd, recursive)
+            except OSError as e:
+                os.close(fd)
+                err = e.errno or 0
+                raise OSError(
+                    err, f"Failed to create an idmapped mount of '{path}': {os.strerror(err)}", path
+                ) from e
+        return fd
 
     def open_root(self) -> None:
         if self.root_fd >= 0:
@@ -95,7 +114,14 @@ class RootBind(Op):
         return f"root: bind {self.image}"
 
     def execute(self, ctx: Context) -> None:
-        libc.mount(self.image, ctx.root, None, MS_BIND | MS_REC)
+        if ctx.idmap:
+            fd = ctx.clone_tree(self.image)
+            try:
+                libc.move_mount(fd, ctx.root)
+            finally:
+                os.close(fd)
+        else:
+            libc.mount(self.image, ctx.root, None, MS_BIND | MS_REC)
         ctx.open_root()
 
 
@@ -116,7 +142,7 @@ class RootOverlay(Op):
         return f"root: overlay lower={self.image} upper={where}"
 
     def execute(self, ctx: Context) -> None:
-        lower_fd = libc.open_tree(-100, self.image, libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC)
+        lower_fd = ctx.clone_tree(self.image, recursive=False)
         try:
             upper, work = self.upper, self.work
             if upper is None or work is None:
@@ -151,9 +177,7 @@ class RootVolatileYes(Op):
         return f"root: tmpfs, bind {self.image}/usr ro onto /usr"
 
     def execute(self, ctx: Context) -> None:
-        usr_fd = libc.open_tree(
-            -100, self.image + "/usr", libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | libc.AT_RECURSIVE
-        )
+        usr_fd = ctx.clone_tree(self.image + "/usr")
         try:
             libc.mount("tmpfs", ctx.root, "tmpfs", MS_STRICTATIME, "mode=0755")
             os.mkdir(ctx.root + "/usr", 0o755)
@@ -336,7 +360,7 @@ class Symlink(Op):
                 pass
             except IsADirectoryError:
                 return
-            os.symlink(self.target, name, dir_fd=dfd)
+            rootfs.as_owner(lambda: os.symlink(self.target, name, dir_fd=dfd))
         finally:
             os.close(dfd)
 
@@ -369,12 +393,8 @@ class WriteFile(Op):
                 os.unlink(name, dir_fd=dfd)
             except FileNotFoundError:
                 pass
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                self.mode,
-                dir_fd=dfd,
-            )
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = rootfs.as_owner(lambda: os.open(name, flags, self.mode, dir_fd=dfd))
             try:
                 os.write(fd, self.data)
                 os.fchmod(fd, self.mode)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 
-from hutch.container import plan, rootfs
+from hutch.container import plan, rootfs, userns
 from hutch.container.plan import (
     Inaccessible,
     MakeSlave,
@@ -29,7 +30,7 @@ from hutch.container.plan import (
 from hutch.errors import ImageError, UsageError
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_STRICTATIME
 from hutch.paths import Paths
-from hutch.settings.cmdline import SIGRTMIN, valid_machine_name
+from hutch.settings.cmdline import SIGRTMIN, parse_private_users, valid_machine_name
 from hutch.settings.model import Settings
 
 CONTAINER_MANAGER = "hutch"
@@ -67,6 +68,8 @@ class Prepared:
         self.lock_fd = -1
         self.keep_fds: list[int] = []  # closed by the supervisor at the end; the child closes them too
         self.keep_caps: frozenset[int] = frozenset()
+        self.uid_range: userns.UidRange | None = None
+        self.ownership = "off"
         self.seccomp: bytes | None = None
 
 
@@ -228,6 +231,7 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
 
     read_only = s.read_only or s.volatile in ("yes", "state")
     prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
+    _user_namespace(prep, paths, read_only)
 
     # Machine identity: --uuid, else a valid machine-id in the image, else random.
     mid = (rootfs.read_file_in_root(image, "etc/machine-id") or "").strip()
@@ -257,6 +261,32 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     _check_sources(s, image)
     _build_plan(prep, paths, read_only)
     return prep
+
+
+def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
+    """Pick and lock the UID range, and decide how the image's files get their owners inside."""
+    s = prep.settings
+    mode, base, count = parse_private_users(s.private_users)
+    if mode == "no":
+        if not s.quiet:
+            print(
+                "hutch: warning: --private-users=no: the container's root is the host's root; this "
+                "container is no security boundary.",
+                file=sys.stderr,
+            )
+        return
+    owner = os.stat(prep.image).st_uid
+    rng = userns.acquire(mode, base, count, prep.name, paths.state_dir, owner)
+    prep.uid_range = rng
+    own = s.private_users_ownership
+    if mode == "identity":
+        own = "off"
+    elif own == "auto" or (own == "chown" and (read_only or s.ephemeral or s.volatile != "no")):
+        own = "map"  # a shared or read-only image is never chowned
+    if own == "chown" and owner != rng.base:
+        old = owner if owner % userns.RANGE == 0 and owner >= userns.RANGE else 0
+        userns.chown_tree(prep.image, rng.base, old)
+    prep.ownership = own
 
 
 def _security(prep: Prepared, paths: Paths) -> None:
@@ -412,26 +442,40 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     if read_only:
         ops.append(RemountReadOnly("/"))
     if s.volatile == "state":
-        ops.append(Mount("tmpfs", "/var", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=0755"))
+        shifted = f",uid={prep.uid_range.base},gid={prep.uid_range.base}" if prep.uid_range else ""
+        ops.append(
+            Mount("tmpfs", "/var", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=0755" + shifted)
+        )
 
     nsd = MS_NOSUID | MS_NODEV
+    shift = prep.uid_range.base if prep.uid_range else None
+    # With a user namespace the file systems we create belong to the container's root, as nspawn's do.
+    own = f",uid={shift},gid={shift}" if shift else ""
+    tty_gid = 5 + (shift or 0)
+    sysfs = Mount("sysfs", "/sys", "sysfs", MS_RDONLY | nsd | MS_NOEXEC)
+    mqueue = Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC)
+    # sysfs and mqueue show the mounter's network and IPC namespaces: in a user namespace they are
+    # mounted by the helper that joined the container's (see launch._outer_userns).
+    late: list[Op] = []
     ops += [
-        Mount("tmpfs", "/tmp", "tmpfs", nsd | MS_STRICTATIME, "mode=1777"),
-        Mount("sysfs", "/sys", "sysfs", MS_RDONLY | nsd | MS_NOEXEC),
-        Mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=0755,size=4m,nr_inodes=64k"),
+        Mount("tmpfs", "/tmp", "tmpfs", nsd | MS_STRICTATIME, "mode=1777" + own),
+        *([sysfs] if shift is None or not s.private_network else []),
+        Mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=0755,size=4m,nr_inodes=64k" + own),
         PopulateDev(),
         Mount(
             "devpts",
             "/dev/pts",
             "devpts",
             MS_NOSUID | MS_NOEXEC,
-            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}",
         ),
-        Mount("tmpfs", "/dev/shm", "tmpfs", nsd | MS_STRICTATIME, "mode=1777"),
-        Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC),
-        Mount("tmpfs", "/run", "tmpfs", nsd | MS_STRICTATIME, "mode=0755,size=20%,nr_inodes=800k"),
+        Mount("tmpfs", "/dev/shm", "tmpfs", nsd | MS_STRICTATIME, "mode=1777" + own),
+        *([mqueue] if shift is None else []),
+        Mount("tmpfs", "/run", "tmpfs", nsd | MS_STRICTATIME, "mode=0755,size=20%,nr_inodes=800k" + own),
         Mount("tmpfs", "/run/host", "tmpfs", nsd | MS_NOEXEC, "mode=0755,size=1m"),
     ]
+    if shift is not None:
+        late = [mqueue, *([sysfs] if s.private_network else [])]
     host_os = _read_host("/etc/os-release") or _read_host("/usr/lib/os-release") or b""
     ops += [
         WriteFile("/run/host/os-release", host_os, 0o444, label="the host's os-release"),
@@ -454,6 +498,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     if s.private_network:
         # The network namespace is ours: its sysctls may stay writable.
         inner.append(_RemountWritable("/proc/sys/net"))
+    inner += late
     inner += [Inaccessible("/proc/" + p, optional=True) for p in PROC_MASKED]
     inner += [
         Mount(
@@ -528,12 +573,16 @@ def _custom_mount_ops(prep: Prepared) -> list[Op]:
         items.append(
             (b.destination, i, _BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative))
         )
+    shift = prep.uid_range.base if prep.uid_range else 0
+    owner_opts = (
+        f",uid={shift},gid={shift}" if shift and "uid=" not in "".join(t.options for t in s.tmpfs) else ""
+    )
     for i, t in enumerate(s.tmpfs):
         items.append(
             (
                 t.destination,
                 1000 + i,
-                Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV, t.options),
+                Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV, t.options + owner_opts),
             )
         )
     for i, o in enumerate(s.overlays):
@@ -545,6 +594,8 @@ def _custom_mount_ops(prep: Prepared) -> list[Op]:
                 upper = _make_temp_dir(prep, "/var/tmp", "hutch-overlay-")
                 os.mkdir(upper + "/upper")
                 os.mkdir(upper + "/work")
+                if prep.uid_range is not None:
+                    os.chown(upper + "/upper", prep.uid_range.base, prep.uid_range.base)
                 work = upper + "/work"
                 upper = upper + "/upper"
             elif not upper.startswith("+"):
@@ -576,7 +627,38 @@ class _BindOp(Mount):
                 self.kind = "dir" if os.path.isdir(rootfs.fd_path(fd)) else "file"
             finally:
                 os.close(fd)
+        if ctx.idmap and self.source and not self.source_in_root:
+            # Host files keep their owners inside (upstream shows them as nobody: its issue #5900).
+            try:
+                tree = ctx.clone_tree(self.source, recursive=bool(self.flags & MS_REC))
+            except OSError:
+                tree = -1  # a file system without idmapped mounts: an ordinary bind
+            if tree >= 0:
+                self._attach(ctx, tree)
+                return
         super().execute(ctx)
+
+    def _attach(self, ctx: plan.Context, tree: int) -> None:
+        from hutch.linux import libc
+
+        try:
+            target = ctx.target(self.dest, self.kind)
+            try:
+                libc.move_mount(tree, "", to_dirfd=target)
+            except OSError as e:
+                raise OSError(e.errno, f"Failed to bind {self.source} on {self.dest}: {e.strerror}") from e
+            finally:
+                os.close(target)
+        finally:
+            os.close(tree)
+        if self.read_only_after:
+            fd = ctx.target(self.dest, self.kind)
+            try:
+                libc.mount(
+                    None, rootfs.fd_path(fd), None, libc.MS_REMOUNT | MS_BIND | MS_RDONLY, what=self.dest
+                )
+            finally:
+                os.close(fd)
 
 
 class _OverlayOp(Op):

@@ -7,11 +7,39 @@ the container root, never on the host. Mounts then target the resulting fd throu
 
 from __future__ import annotations
 
+import errno
 import os
 
 from hutch.linux import libc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 _RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+
+# The container root's host UID while the outer process builds a user-namespaced container. Through an
+# idmapped mount the host's root has no identity (creating a file fails with EOVERFLOW), so files are
+# created as the container's root instead: see as_owner().
+OWNER: int | None = None
+
+
+def as_owner(create: Callable[[], T]) -> T:
+    """Run CREATE; if the file system cannot represent our IDs (an idmapped image), run it again as the
+    container's root. Only the file-system IDs change: capabilities stay."""
+    try:
+        return create()
+    except OSError as e:
+        if e.errno != errno.EOVERFLOW or OWNER is None:
+            raise
+    libc.setfsid(OWNER, OWNER)
+    try:
+        return create()
+    finally:
+        libc.setfsid(0, 0)
 
 
 def open_in_root(root_fd: int, path: str, flags: int = libc.O_PATH) -> int:
@@ -44,19 +72,23 @@ def make_path(root_fd: int, path: str, kind: str = "dir", mode: int = 0o755) -> 
             name = parts[idx]
             last = idx == len(parts) - 1
             if last and kind == "file":
-                try:
-                    os.close(
-                        os.open(
-                            name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd
-                        )
-                    )
-                except FileExistsError:
-                    pass
+
+                def create(fd: int = fd, name: str = name) -> None:
+                    try:
+                        flags = os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                        os.close(os.open(name, flags, 0o644, dir_fd=fd))
+                    except FileExistsError:
+                        pass
+
             else:
-                try:
-                    os.mkdir(name, mode, dir_fd=fd)
-                except FileExistsError:
-                    pass
+
+                def create(fd: int = fd, name: str = name) -> None:
+                    try:
+                        os.mkdir(name, mode, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+
+            as_owner(create)
             # The new entry may be a symlink raced in by the container: never follow it.
             nfd = os.open(
                 name,

@@ -54,6 +54,15 @@ class _Libc:
 
 
 class _Func(CFuncPtr):
+    """libc's wrappers return int: reading them as long would turn -1 into 4294967295 on x86_64."""
+
+    _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class _LongFunc(CFuncPtr):
+    """syscall(2) returns long."""
+
     _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
     _restype_ = c_long
 
@@ -77,7 +86,7 @@ class _LibcFuncs:
 
 
 _libc = _LibcFuncs()
-_syscall = _fn("syscall")
+_syscall = _fn("syscall", _LongFunc)
 
 
 def _errno() -> int:
@@ -120,6 +129,7 @@ RESOLVE_IN_ROOT = 0x10
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
 AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 
@@ -183,6 +193,12 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "Failed to set hostname to", name)
 
 
+def setfsid(uid: int, gid: int) -> None:
+    """setfsgid() + setfsuid(): whose files we create. They report the old value, never an error."""
+    _libc.setfsgid(gid)
+    _libc.setfsuid(uid)
+
+
 def prctl5(option: int, arg2: int, arg3: int = 0) -> None:
     _check(_libc.prctl(option, c_ulong(arg2), c_ulong(arg3), 0, 0), "prctl failed")
 
@@ -201,6 +217,7 @@ class _OpenHow(Structure):
 
 
 CLONE_PIDFD = 0x00001000
+CLONE_PARENT = 0x00008000
 CLONE_INTO_CGROUP = 0x200000000
 
 
@@ -238,7 +255,8 @@ def clone3_fork(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
     args = _CloneArgs()
     args.flags = flags | CLONE_PIDFD | (CLONE_INTO_CGROUP if cgroup_fd >= 0 else 0)
     args.pidfd = _ctypes.addressof(pidfd)
-    args.exit_signal = 17  # SIGCHLD
+    # With CLONE_PARENT the kernel takes the exit signal from the caller's own and insists on 0 here.
+    args.exit_signal = 0 if flags & CLONE_PARENT else 17  # SIGCHLD
     args.cgroup = max(cgroup_fd, 0)
     ret = _pysyscall(_NR_CLONE3, byref(args), sizeof(args))
     if ret < 0:
@@ -259,10 +277,38 @@ def open_tree(dirfd: int, path: str, flags: int) -> int:
 
 
 def move_mount(from_fd: int, to_path: str, *, to_dirfd: int = -100) -> None:
+    """Attach the detached tree FROM_FD at TO_PATH, or with to_path="" on the O_PATH fd TO_DIRFD itself
+    (move_mount does not follow /proc/self/fd magic links)."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_T_EMPTY_PATH if not to_path else 0)
     _check(
-        _syscall(_NR_MOVE_MOUNT, from_fd, b"", to_dirfd, _b(to_path), MOVE_MOUNT_F_EMPTY_PATH),
+        _syscall(_NR_MOVE_MOUNT, from_fd, b"", to_dirfd, _b(to_path), flags),
         "Failed to move mount onto",
-        to_path,
+        to_path or f"fd {to_dirfd}",
+    )
+
+
+_NR_MOUNT_SETATTR = 442
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+class _MountAttr(Structure):
+    _fields_ = [  # noqa: RUF012
+        ("attr_set", c_uint64),
+        ("attr_clr", c_uint64),
+        ("propagation", c_uint64),
+        ("userns_fd", c_uint64),
+    ]
+
+
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = True) -> None:
+    """Make the detached mount TREE_FD an idmapped mount through the user namespace USERNS_FD."""
+    attr = _MountAttr()
+    attr.attr_set = MOUNT_ATTR_IDMAP
+    attr.userns_fd = userns_fd
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(
+        _syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)),
+        "Failed to create an idmapped mount",
     )
 
 

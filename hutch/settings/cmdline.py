@@ -56,6 +56,7 @@ SIGNALS = {
     "SYS": 31,
 }
 SIGRTMIN = 34  # glibc reserves 32 and 33 for itself
+RANGE = 0x10000  # one container's UID range: 64K IDs
 SIGRTMAX = 64
 
 
@@ -408,6 +409,49 @@ def _syscall_filter(s: Settings, v: str) -> None:
     s.syscall_deny += remove
 
 
+def parse_private_users(value: str) -> tuple[str, int, int]:
+    """--private-users=: ('no'|'pick'|'identity'|'fixed', base, count)."""
+    v = value.lower()
+    if v in ("no", "false", "0", "off", "n"):
+        return "no", 0, 0
+    if v in ("yes", "true", "1", "on", "y", "pick"):
+        return "pick", 0, RANGE
+    if v == "identity":
+        return "identity", 0, RANGE
+    base_s, _, count_s = value.partition(":")
+    if not base_s.isdigit() or (count_s and not count_s.isdigit()):
+        raise UsageError(
+            f"Invalid --private-users= value: {value!r}", "use no, yes, pick, identity or BASE[:RANGE]"
+        )
+    base, count = int(base_s), int(count_s) if count_s else RANGE
+    if count <= 0 or base + count > 0xFFFFFFFF:
+        raise UsageError(
+            f"Invalid --private-users= range {value!r}: outside the 32-bit ID space",
+            "the range must be non-empty and end below 4294967295",
+        )
+    if base < RANGE:
+        raise UsageError(
+            f"Invalid --private-users= range {value!r}: it overlaps the host's own users",
+            "use a base of 65536 or more, or 'identity' on purpose",
+        )
+    return "fixed", base, count
+
+
+def _private_users(s: Settings, v: str) -> None:
+    parse_private_users(v)  # validate now; prepare() acts on it
+    s.private_users = v
+
+
+def _ownership(s: Settings, v: str) -> None:
+    s.private_users_ownership = _choice(v, ("off", "chown", "map", "auto"), "--private-users-ownership")
+
+
+def _userns_pick(s: Settings, v: str) -> None:
+    """-U: --private-users=pick --private-users-ownership=auto."""
+    s.private_users = "pick"
+    s.private_users_ownership = "auto"
+
+
 def _ignore(s: Settings, v: str) -> None:
     """Options that only concern systemd's service manager; accepted so command lines carry over."""
 
@@ -457,6 +501,10 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "ambient-capability": (True, False, _caps("ambient_capabilities", "--ambient-capability")),
     "no-new-privileges": (True, False, _bool("no_new_privileges", "--no-new-privileges")),
     "system-call-filter": (True, False, _syscall_filter),
+    "private-users": (True, True, _private_users),
+    "private-users-ownership": (True, False, _ownership),
+    "private-users-chown": (False, False, _flag("private_users_ownership", "chown")),
+    "userns-pick": (False, False, _userns_pick),
     "register": (True, False, _bool("register", "--register")),
     "keep-unit": (False, False, _ignore),
     "no-pager": (False, False, _ignore),
@@ -471,6 +519,7 @@ SHORT: dict[str, str] = {
     "a": "as-pid2",
     "E": "setenv",
     "u": "user",
+    "U": "userns-pick",
     "q": "quiet",
     "P": "pipe",
 }

@@ -96,6 +96,8 @@ class Settings:
         "oom_score_adjust",
         "overlays",
         "private_network",
+        "private_users",
+        "private_users_ownership",
         "quiet",
         "read_only",
         "register",
@@ -149,3 +151,6 @@ class Settings:
         self.no_new_privileges = False
         self.syscall_allow: list[str] = []
         self.syscall_deny: list[str] = []
+        # User namespaces are on by default, unlike systemd-nspawn's command line (its service unit has -U).
+        self.private_users = "pick"
+        self.private_users_ownership = "auto"

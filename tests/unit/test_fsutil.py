@@ -26,3 +26,20 @@ def test_rm_rf_removes_tree_without_following_symlinks(tmp_path: Path) -> None:
     f.write_text("z")
     rm_rf(str(f))
     assert not f.exists()
+
+
+def test_libc_errors_are_raised() -> None:
+    """Every wrapper must see libc's -1: an int read as long once hid umount2() failures."""
+    import pytest
+
+    from hutch.linux import libc
+
+    with pytest.raises(OSError) as e:
+        libc.umount("/nonexistent-hutch-test")
+    assert e.value.errno in (2, 22, 1)
+    with pytest.raises(OSError):
+        libc.mount("none", "/nonexistent-hutch-test", "tmpfs")
+    with pytest.raises(OSError):
+        libc.setns(-1)
+    with pytest.raises(OSError):
+        libc.openat2(-1, "x", 0, 0)

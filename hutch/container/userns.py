@@ -1,0 +1,149 @@
+"""The container's user namespace: choosing and locking a UID range, and the image's ownership.
+
+A range is 64K IDs at a multiple of 65536 in 524288..1878982656 (upstream's 'pick' window), chosen from
+the machine name so a machine tends to get the same one, and held for the machine's life by a kernel file
+lock in STATE_DIR/uid-ranges: two running machines never share IDs, and a SIGKILLed supervisor frees its
+range at once. Ownership: 'map' shows the image through an idmapped mount (nothing on disk changes),
+'chown' shifts the files on disk (walking by fd, never following symlinks), 'off' leaves them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from hutch.errors import SetupError
+from hutch.settings.cmdline import RANGE as RANGE
+
+PICK_MIN = 0x00080000
+PICK_MAX = 0x6FFF0000
+NO_USERNS = "no"
+
+
+class UidRange:
+    __slots__ = ("base", "count", "lock_fds")
+
+    def __init__(self, base: int, count: int) -> None:
+        self.base = base
+        self.count = count
+        self.lock_fds: list[int] = []
+
+    def map_line(self) -> str:
+        return f"0 {self.base} {self.count}\n"
+
+    def release(self) -> None:
+        for fd in self.lock_fds:
+            os.close(fd)
+        self.lock_fds = []
+
+
+def _name_hash(name: str) -> int:
+    # FNV-1a: stable across runs and Python versions, unlike hash().
+    h = 0xCBF29CE484222325
+    for b in name.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _lock_blocks(state_dir: str, base: int, count: int, name: str) -> list[int] | None:
+    """Lock every 64K block the range touches; None (and nothing held) if another machine holds one."""
+    d = os.path.join(state_dir, "uid-ranges")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    fds: list[int] = []
+    first, last = base // RANGE, (base + count - 1) // RANGE
+    for block in range(first, last + 1):
+        fd = os.open(os.path.join(d, f"{block * RANGE}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            for f in fds:
+                os.close(f)
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{name}\n".encode())
+        fds.append(fd)
+    return fds
+
+
+def holder(state_dir: str, base: int) -> str:
+    try:
+        with open(os.path.join(state_dir, "uid-ranges", f"{base - base % RANGE}")) as f:
+            return f.read().strip() or "another machine"
+    except OSError:
+        return "another machine"
+
+
+def acquire(mode: str, base: int, count: int, name: str, state_dir: str, image_owner: int) -> UidRange:
+    """Choose and lock the range for MODE ('pick', 'fixed', 'identity')."""
+    if mode == "identity":
+        return UidRange(0, count)
+    if mode == "fixed":
+        r = UidRange(base, count)
+        fds = _lock_blocks(state_dir, base, count, name)
+        if fds is None:
+            raise SetupError(
+                f"UID range {base}:{count} overlaps one held by {holder(state_dir, base)}.",
+                "pick another range, or let hutch pick with -U",
+            )
+        r.lock_fds = fds
+        return r
+    slots = (PICK_MAX - PICK_MIN) // RANGE
+    candidates: list[int] = []
+    if image_owner >= PICK_MIN and image_owner % RANGE == 0 and image_owner < PICK_MAX:
+        # An image chowned for a range before: reuse that range, as upstream's pick does.
+        candidates.append(image_owner)
+    start = _name_hash(name) % slots
+    for i in range(64):
+        candidates.append(PICK_MIN + ((start + i) % slots) * RANGE)
+    for cand in candidates:
+        fds = _lock_blocks(state_dir, cand, RANGE, name)
+        if fds is not None:
+            r = UidRange(cand, RANGE)
+            r.lock_fds = fds
+            return r
+        if cand == image_owner:
+            raise SetupError(
+                f"The image is owned by UID range {cand}, which {holder(state_dir, cand)} holds.",
+                "stop that machine, or run this one with --ephemeral or a copy of the image",
+            )
+    raise SetupError("No free UID range found.", "too many machines are running")
+
+
+def chown_tree(root: str, shift: int, old_base: int) -> None:
+    """Shift every file's owner and group from OLD_BASE+id to SHIFT+id, by fd, never following symlinks
+    (CVE-2018-6954 was a chown that followed one). Iterative: deep trees must not exhaust the stack."""
+
+    def new(i: int) -> int:
+        rel = i - old_base if old_base <= i < old_base + RANGE else i
+        return shift + rel if rel < RANGE else i
+
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(top)
+    os.chown(top, new(st.st_uid), new(st.st_gid))
+    os.chmod(top, st.st_mode & 0o7777)  # chown clears setuid bits; keep the mode
+    stack = [top]
+    dev = st.st_dev
+    try:
+        while stack:
+            dfd = stack.pop()
+            try:
+                with os.scandir(dfd) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                for name, is_dir in entries:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    os.chown(name, new(st.st_uid), new(st.st_gid), dir_fd=dfd, follow_symlinks=False)
+                    if (st.st_mode & 0o170000) != 0o120000 and st.st_mode & 0o6000:
+                        os.chmod(name, st.st_mode & 0o7777, dir_fd=dfd)
+                    if is_dir and st.st_dev == dev:
+                        stack.append(
+                            os.open(
+                                name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd
+                            )
+                        )
+            finally:
+                os.close(dfd)
+    except BaseException:
+        for fd in stack:
+            os.close(fd)
+        raise
