@@ -150,21 +150,27 @@ def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> No
     ctx.idmap = prep.ownership == "map"
     rootfs.OWNER = prep.uid_range.base
     plan.execute(prep.outer_ops, ctx)
-    # /proc, sysfs and mqueue show the namespaces of whoever mounts them: a helper joins the container's
-    # PID (and IPC, network) namespaces but keeps our credentials and mount namespace.
-    libc.setns(pidfd, libc.CLONE_NEWPID)
-    helper = os.fork()
-    if helper == 0:
-        try:
-            libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
-            plan.execute(prep.inner_ops, ctx)
-            os._exit(0)
-        except BaseException as e:
-            _report(status_w, e)
+    # mqueue and sysfs show the IPC and network namespaces of whoever mounts them: join the container's
+    # (we keep our credentials and mount namespace); /proc takes the PID namespace as an option.
+    libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
+    ctx.pidns_fd = os.open(f"/proc/{pid1}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        plan.execute(prep.inner_ops[:1], ctx)
+    except OSError:
+        # No pidns= for procfs (before Linux 6.15): a helper inside the PID namespace mounts it.
+        ctx.pidns_fd = -1
+        libc.setns(pidfd, libc.CLONE_NEWPID)
+        helper = os.fork()
+        if helper == 0:
+            try:
+                plan.execute(prep.inner_ops[:1], ctx)
+                os._exit(0)
+            except BaseException as e:
+                _report(status_w, e)
+                os._exit(1)
+        if os.waitpid(helper, 0)[1] != 0:
             os._exit(1)
-    _, status = os.waitpid(helper, 0)
-    if status != 0:
-        os._exit(1)
+    plan.execute(prep.inner_ops[1:], ctx)
     plan.PivotRoot().execute(ctx)
     os.write(go_w, b"g")
     os._exit(0)

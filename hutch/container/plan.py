@@ -34,6 +34,8 @@ class Context:
         # With a user namespace: its fd, and whether image and binds are shown through idmapped mounts.
         self.userns_fd = -1
         self.idmap = False
+        # The container's PID namespace, for a /proc mounted from outside it (procfs's pidns= option).
+        self.pidns_fd = -1
 
     def clone_tree(self, path: str, recursive: bool = True) -> int:
         """A detached copy of the mount tree at PATH, idmapped into the container's user namespace when
@@ -299,6 +301,33 @@ class Mount(Op):
             os.close(fd)
             if src_fd >= 0:
                 os.close(src_fd)
+
+
+class ProcMount(Op):
+    """/proc of the container's PID namespace. Mounted from inside it, or, in a user namespace, by the
+    outer process through procfs's pidns= option (Linux 6.15), so the mount belongs to the more
+    privileged mount namespace and reaches the container locked."""
+
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+
+    def describe(self) -> str:
+        return f"mount proc on /proc ({_flags_text(self.flags)})"
+
+    def execute(self, ctx: Context) -> None:
+        if ctx.pidns_fd < 0:
+            Mount("proc", "/proc", "proc", self.flags).execute(ctx)
+            return
+        # MOUNT_ATTR_NOSUID | NODEV | NOEXEC
+        fd = libc.fsmount_detached("proc", fd_options={"pidns": ctx.pidns_fd}, mount_flags=0x2 | 0x4 | 0x8)
+        try:
+            target = ctx.target("/proc")
+            try:
+                libc.move_mount(fd, "", to_dirfd=target)
+            finally:
+                os.close(target)
+        finally:
+            os.close(fd)
 
 
 # name, major, minor: the pseudo devices a container gets (nspawn's copy_devnodes()).

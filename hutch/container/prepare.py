@@ -492,7 +492,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
 
     pns = MS_NOSUID | MS_NODEV | MS_NOEXEC
     inner: list[Op] = [
-        Mount("proc", "/proc", "proc", pns),
+        plan.ProcMount(pns),
         Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=True),
     ]
     if s.private_network:

@@ -316,14 +316,26 @@ _NR_FSOPEN = 430
 _NR_FSCONFIG = 431
 _NR_FSMOUNT = 432
 FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
 
 
-def fsmount_detached(fstype: str, options: dict[str, str] | None = None) -> int:
+def fsmount_detached(
+    fstype: str,
+    options: dict[str, str] | None = None,
+    fd_options: dict[str, int] | None = None,
+    mount_flags: int = 0,
+) -> int:
     """A new file system mounted nowhere: an fd to its root, usable as a directory fd and through
     /proc/self/fd. It is freed when the last fd is closed, so a crash leaves nothing on the host."""
     fs = _check(_syscall(_NR_FSOPEN, _b(fstype), 1), "Failed to open file system", fstype)  # FSOPEN_CLOEXEC
     try:
+        for key, fd in (fd_options or {}).items():
+            _check(
+                _syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_FD, _b(key), None, fd),
+                f"Failed to set {key} on",
+                fstype,
+            )
         for key, value in (options or {}).items():
             _check(
                 _syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_STRING, _b(key), _b(value), 0),
@@ -331,7 +343,9 @@ def fsmount_detached(fstype: str, options: dict[str, str] | None = None) -> int:
                 fstype,
             )
         _check(_syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "Failed to create", fstype)
-        return _check(_syscall(_NR_FSMOUNT, fs, 1, 0), "Failed to mount", fstype)  # FSMOUNT_CLOEXEC
+        return _check(
+            _syscall(_NR_FSMOUNT, fs, 1, mount_flags), "Failed to mount", fstype
+        )  # FSMOUNT_CLOEXEC
     finally:
         os.close(fs)
 
