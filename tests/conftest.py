@@ -141,3 +141,16 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"cannot build the probe (gcc and libc6-dev are installed by setup.sh):\n{r.stderr}"
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/probe/audit.c: the escape-class probes of security.md section 2, run inside containers."""
+    out = tmp_path_factory.mktemp("audit") / "audit"
+    r = subprocess.run(
+        ["gcc", "-static", "-O2", "-o", str(out), str(REPO / "tests/probe/audit.c")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, f"cannot build the audit probe:\n{r.stderr}"
+    return out

@@ -88,7 +88,12 @@ def make_path(root_fd: int, path: str, kind: str = "dir", mode: int = 0o755) -> 
                     except FileExistsError:
                         pass
 
-            as_owner(create)
+            try:
+                as_owner(create)
+            except OSError as e:
+                raise OSError(
+                    e.errno, f"Failed to create mount point '/{rel}': {e.strerror}", "/" + rel
+                ) from e
             # The new entry may be a symlink raced in by the container: never follow it.
             nfd = os.open(
                 name,

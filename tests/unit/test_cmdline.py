@@ -145,3 +145,21 @@ def test_machine_names() -> None:
     assert cmdline.valid_machine_name("a.b-c_d")
     for bad in ("", ".a", "a.", "a..b", "x" * 65, "a/b", "ä"):
         assert not cmdline.valid_machine_name(bad)
+
+
+def test_private_users_values() -> None:
+    from hutch.settings.cmdline import parse_private_users
+
+    assert parse_private_users("no")[0] == "no"
+    assert parse_private_users("yes") == ("pick", 0, 65536) == parse_private_users("pick")
+    assert parse_private_users("identity")[0] == "identity"
+    assert parse_private_users("1048576") == ("fixed", 1048576, 65536)
+    assert parse_private_users("1048576:1000") == ("fixed", 1048576, 1000)
+    for bad in ("0:65536", "1:1", "4294967295:2", "abc", "65536:0", "-5"):
+        with pytest.raises(UsageError):
+            parse_private_users(bad)
+    s = parse(["-U", "--private-users-ownership=chown"])
+    assert (s.private_users, s.private_users_ownership) == ("pick", "chown")
+    assert parse([]).private_users == "pick"  # on by default
+    with pytest.raises(UsageError):
+        parse(["--private-users-ownership=sideways"])
