@@ -55,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         print(f"hutch: unknown verb '{verb}'. Hint: see 'hutch --help'.", file=sys.stderr)
         return 1
-    import importlib
-
-    mod = importlib.import_module(module)
+    # __import__ rather than importlib.import_module: the importlib package costs ~0.5 ms to load.
+    mod = __import__(module, fromlist=["run"])
     debug = "--debug" in args
     try:
         rc: int = mod.run(args[1:])

@@ -23,6 +23,7 @@ def create(prep: Prepared) -> None:
             "pick another name with -M, or stop the running one",
         )
     cgroups.create(path)
+    prep.devices_cgroup = devices_cgroup(prep)
     if prep.uid_range is not None:
         # Delegate the subtree to the container's root, so a systemd guest can create its own cgroups.
         base = prep.uid_range.base
@@ -33,6 +34,42 @@ def create(prep: Prepared) -> None:
             except FileNotFoundError:
                 pass
     prep.cgroup = path
+
+
+# systemd-nspawn's DevicePolicy=closed plus its DeviceAllow= list: the pseudo devices, ptys, tun, fuse.
+DEVICE_ALLOW = (
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rw",
+    "c 10:200 rwm",
+    "c 10:229 rwm",
+)
+DEVICES_V1 = "/sys/fs/cgroup/devices"
+
+
+def devices_cgroup(prep: Prepared) -> str | None:
+    """Without a user namespace the container's root can create device nodes (CAP_MKNOD): on hosts with a
+    v1 devices controller, a cgroup that allows only the pseudo devices keeps them unusable. (With a user
+    namespace the kernel refuses to open device nodes the container creates, on every host.)"""
+    if prep.uid_range is not None:
+        return None
+    base = os.environ.get("HUTCH_CGROUP_ROOT", cgroups.CGROUP_ROOT) + "/devices"
+    if not os.path.exists(base + "/devices.deny"):
+        return None
+    path = f"{base}/machine.slice/machine-{prep.name}.scope"
+    os.makedirs(path, exist_ok=True)
+    with open(path + "/devices.deny", "w") as f:
+        f.write("a")
+    for rule in DEVICE_ALLOW:
+        with open(path + "/devices.allow", "w") as f:
+            f.write(rule)
+    return path
 
 
 def join(prep: Prepared) -> None:
@@ -57,3 +94,5 @@ def mount_inside(ctx: plan.Context) -> None:
 def remove(prep: Prepared) -> None:
     if prep.cgroup:
         cgroups.remove_tree(prep.cgroup)
+    if prep.devices_cgroup:
+        cgroups.remove_tree(prep.devices_cgroup)

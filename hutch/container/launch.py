@@ -24,7 +24,7 @@ import time
 from hutch.container import cgroup_setup, console, payload, plan, rootfs
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
-from hutch.linux import caps, libc, seccomp, sig
+from hutch.linux import caps, cgroups, libc, seccomp, sig
 from hutch.settings.cmdline import signal_name
 
 TYPE_CHECKING = False
@@ -91,6 +91,8 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
         libc.unshare(_namespace_flags(prep) & ~libc.CLONE_NEWPID)
         if prep.cgroup:
             cgroup_setup.join(prep)
+    if prep.devices_cgroup:
+        cgroups.join(prep.devices_cgroup)
     libc.sethostname(prep.hostname)
     ctx = plan.Context(prep.root)
     plan.execute(prep.outer_ops, ctx)
@@ -330,6 +332,9 @@ class Supervisor:
     def run(self) -> int:
         prep = self.prep
         s = prep.settings
+        # Non-dumpable: no core dumps of our memory and no ptrace or /proc/PID/fd access for anyone but
+        # the host's root, even from processes that end up with our UID.
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
         sig.set_wakeup_fd(self.wake_w)
         for signo in (sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP):
             sig.signal(signo, self._on_signal)

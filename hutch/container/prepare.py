@@ -65,6 +65,7 @@ class Prepared:
         self.inner_ops: list[Op] = []
         self.cleanup_dirs: list[str] = []
         self.cgroup: str | None = None
+        self.devices_cgroup: str | None = None
         self.lock_fd = -1
         self.keep_fds: list[int] = []  # closed by the supervisor at the end; the child closes them too
         self.keep_caps: frozenset[int] = frozenset()

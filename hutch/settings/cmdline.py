@@ -7,7 +7,6 @@ Like nspawn (getopt "+..."), parsing stops at the first non-option: the rest is 
 from __future__ import annotations
 
 import os
-import resource
 
 from hutch.errors import UsageError
 from hutch.settings.model import (
@@ -215,6 +214,8 @@ def parse_overlay(spec: str, read_only: bool) -> Overlay:
 
 
 def parse_rlimit(spec: str) -> tuple[int, tuple[int, int]]:
+    import resource  # imported here, once: also what payload.apply_limits() uses inside the container
+
     name, eq, value = spec.partition("=")
     if not eq:
         raise UsageError(f"Invalid --rlimit= specification: {spec!r}", "expected RLIMIT_NAME=SOFT[:HARD]")

@@ -211,15 +211,18 @@ int main(void) {
                 fclose(f);
         result("cgroup_host_tree_not_visible", !foreign, "processes outside the container are listed");
         /* devices */
-        const char *devs[] = {"/dev/sda", "/dev/vda", "/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", NULL};
+        const char *devs[] = {"/dev/sda", "/dev/vda", "/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/vcs", NULL};
         int opened = 0;
         for (int i = 0; devs[i]; i++)
                 if (readable_bytes(devs[i]) > 0)
                         opened = 1;
         result("no_host_devices", !opened, "a host device node is readable");
+        /* In /dev and / (no nodev there, unlike /tmp). */
         struct { const char *name; mode_t mode; dev_t dev; } nodes[] = {
-                {"/tmp/.audit-vda", S_IFBLK | 0600, makedev(254, 0)}, {"/tmp/.audit-sda", S_IFBLK | 0600, makedev(8, 0)},
-                {"/tmp/.audit-mem", S_IFCHR | 0600, makedev(1, 1)}, {"/tmp/.audit-kmsg", S_IFCHR | 0600, makedev(1, 11)},
+                {"/dev/.audit-vda", S_IFBLK | 0600, makedev(254, 0)}, {"/dev/.audit-sda", S_IFBLK | 0600, makedev(8, 0)},
+                {"/dev/.audit-mem", S_IFCHR | 0600, makedev(1, 1)}, {"/dev/.audit-kmsg", S_IFCHR | 0600, makedev(1, 11)},
+                {"/.audit-vda", S_IFBLK | 0600, makedev(254, 0)}, {"/.audit-mem", S_IFCHR | 0600, makedev(1, 1)},
+                {"/dev/.audit-vcs", S_IFCHR | 0600, makedev(7, 0)}, /* the host console's text */
                 {NULL, 0, 0}};
         int usable = 0;
         for (int i = 0; nodes[i].name; i++) {

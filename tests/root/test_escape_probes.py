@@ -90,3 +90,14 @@ def test_readonly_root_cannot_be_remounted(busybox: Path, audit: Path) -> None:
     passed, failed = run_audit(busybox, audit, "--read-only")
     assert "readonly_root_enforced" in passed and not failed
     subprocess.run(["rm", "-f", str(busybox / ".hutch-ro")], check=True)
+
+
+def test_device_cgroup_without_userns(busybox: Path) -> None:
+    """On a v1 devices host, --private-users=no still cannot use devices it creates (nspawn's
+    DevicePolicy=closed); the pseudo devices keep working."""
+    script = (
+        "mknod /dev/vcsx c 7 0 2>/dev/null && echo made; mknod /dev/nullx c 1 3 && echo hi > /dev/nullx "
+        "&& echo null-ok; cat /sys/fs/cgroup/devices.list 2>/dev/null | head -1"
+    )
+    r = spawn(busybox, "/bin/sh", "-c", script, opts=("-P", "--private-users=no"))
+    assert "made" not in r.stdout and "null-ok" in r.stdout
