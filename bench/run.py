@@ -75,12 +75,19 @@ def p1(tmp: Path, runs: int) -> bool:
         {
             "hutch": f"{HUTCH} spawn -q -D {bb} /bin/true",
             "nspawn": " ".join([*NSPAWN, "-q", "-D", str(bb), "/bin/true"]),
+            # Like for like: both with a user namespace, both without (hutch's default has one).
+            "hutch-noU": f"{HUTCH} spawn -q --private-users=no -D {bb} /bin/true",
+            "nspawn-U": " ".join([*NSPAWN, "-q", "-U", "-D", str(bb), "/bin/true"]),
             "bwrap": f"bwrap --bind {bb} / --proc /proc --dev /dev --unshare-pid --unshare-ipc "
             "--unshare-uts --unshare-net /bin/true",
         },
         runs,
     )
-    return report("P1: start a container that runs /bin/true (busybox image)", times, "nspawn", 0.3)
+    ok = report("P1: start a container that runs /bin/true (busybox image)", times, "nspawn", 0.3)
+    for a, b in (("hutch", "nspawn-U"), ("hutch-noU", "nspawn")):
+        r = statistics.median(times[a]) / statistics.median(times[b])
+        print(f"  like for like: {a}/{b} = {r:.3f}")
+    return ok
 
 
 def _boot_once(argv: list[str], timeout: float = 60) -> float:

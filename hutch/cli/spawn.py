@@ -37,6 +37,15 @@ System identity:
 Resources:
      --rlimit=NAME=SOFT[:HARD]  Resource limit for the payload
      --oom-score-adjust=VALUE   OOM score adjustment (-1000..1000)
+Security (all on by default):
+  -U                        User namespace with a picked UID range, idmapped image (the default)
+     --private-users=MODE   pick (default), yes, identity, no (no security boundary), BASE[:RANGE]
+     --private-users-ownership=MODE  auto (default), map (idmapped mounts), chown, off
+     --capability=CAP,...   Keep these capabilities too (or 'all')
+     --drop-capability=CAP,...  Drop these from nspawn's default bounding set
+     --ambient-capability=CAP,...  Ambient capabilities for the payload
+     --no-new-privileges=BOOL  Set PR_SET_NO_NEW_PRIVS
+     --system-call-filter=[~]NAME|@GROUP ...  Allow (or with ~ deny) system calls in the seccomp filter
 Networking:
      --private-network      Only a loopback device in the container
 Mounts:
