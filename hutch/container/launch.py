@@ -108,7 +108,7 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
     _run_payload(prep, status_w, ack_r, master)
 
 
-def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
+def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool, cg_fd: int) -> None:
     # In: the host's user and PID namespaces; a new mount namespace (M1), in the machine's cgroup.
     # Everything mounted here, /proc and its masks included, reaches PID 1 as a copy of M1 made by a
     # less privileged user namespace: the kernel locks such mounts, so the container cannot unmount
@@ -119,8 +119,6 @@ def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> No
     assert prep.uid_range is not None
     if not cloned:
         libc.unshare(libc.CLONE_NEWNS)
-        if prep.cgroup:
-            cgroup_setup.join(prep)
     # PID 1 shares our mount namespace until we pivot_root it away from the host's files: import what it
     # needs now, so it inherits the modules instead of racing the pivot to load them.
     _preload(prep)
@@ -132,16 +130,23 @@ def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> No
     )
     if s.private_network:
         flags |= libc.CLONE_NEWNET
-    pid1, pidfd = libc.clone3_fork(flags)
+    try:
+        pid1, pidfd = libc.clone3_fork(flags, cg_fd)
+    except OSError:
+        if cg_fd < 0:
+            raise
+        pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+        if pid1 == 0:
+            cgroup_setup.join(prep)
     if pid1 == 0:
         try:
             os.close(go_w)
-            _pid1_userns(prep, status_w, ack_r, go_r)
+            os.close(ack_r)
+            _pid1_userns(prep, status_w, go_r)
         except BaseException as e:
             _report(status_w, e)
         os._exit(1)
     os.close(go_r)
-    os.close(ack_r)
     line = prep.uid_range.map_line()
     for f in ("uid_map", "gid_map"):
         with open(f"/proc/{pid1}/{f}", "w") as m:
@@ -173,12 +178,17 @@ def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> No
         if os.waitpid(helper, 0)[1] != 0:
             os._exit(1)
     plan.execute(prep.inner_ops[1:], ctx)
+    # The console pty is ours to open (devpts gives new slaves to the container's root, uid=), so PID 1
+    # need not wait for the supervisor to take the master: we hold it until the supervisor has it.
+    _open_console(prep, ctx, status_w)
     plan.PivotRoot().execute(ctx)
     os.write(go_w, b"g")
+    while os.read(ack_r, 64):
+        pass
     os._exit(0)
 
 
-def _pid1_userns(prep: Prepared, status_w: int, ack_r: int, go_r: int) -> None:
+def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
     # In: PID 1 of new user, PID, UTS, IPC [, net] namespaces; still in the outer process's mount
     # namespace until it says go (then its root is the container's).
     _child_start()
@@ -196,13 +206,12 @@ def _pid1_userns(prep: Prepared, status_w: int, ack_r: int, go_r: int) -> None:
     libc.unshare(libc.CLONE_NEWNS | (libc.CLONE_NEWCGROUP if prep.cgroup else 0))
     os.chdir("/")
     libc.sethostname(prep.hostname)
-    ctx = plan.Context("/")
-    ctx.open_root()
-    master = _open_console(prep, ctx, status_w)
     if prep.cgroup:
+        ctx = plan.Context("/")
+        ctx.open_root()
         cgroup_setup.mount_inside(ctx)
-    os.close(ctx.root_fd)
-    _run_payload(prep, status_w, ack_r, master)
+        os.close(ctx.root_fd)
+    _run_payload(prep, status_w, -1, -1)
 
 
 def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None:
@@ -289,7 +298,11 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
         cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     userns = prep.uid_range is not None
     try:
-        pid, pidfd = libc.clone3_fork(libc.CLONE_NEWNS if userns else _namespace_flags(prep), cg_fd)
+        # With a user namespace the outer process stays out of the machine's cgroup: only PID 1 goes in
+        # (its clone3 gets the cgroup fd), so the container never sees a process it cannot name.
+        pid, pidfd = libc.clone3_fork(
+            libc.CLONE_NEWNS if userns else _namespace_flags(prep), -1 if userns else cg_fd
+        )
         cloned = True
     except OSError:
         # Kernels before 5.7 (no CLONE_INTO_CGROUP) or a seccomp filter hiding clone3: fork the classic way.
@@ -299,18 +312,20 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
         pidfd = os.pidfd_open(pid) if pid else -1
         cloned = False
     finally:
-        if cg_fd >= 0:
+        if cg_fd >= 0 and not userns:
             os.close(cg_fd)
     if pid == 0:
         try:
             for fd in close_in_child:
                 os.close(fd)
             if userns:
-                _outer_userns(prep, status_w, ack_r, cloned)
+                _outer_userns(prep, status_w, ack_r, cloned, cg_fd)
             _container_child(prep, status_w, ack_r, cloned)
         except BaseException as e:
             _report(status_w, e)
         os._exit(1)
+    if cg_fd >= 0 and userns:
+        os.close(cg_fd)
     return pid, pidfd
 
 
@@ -375,9 +390,8 @@ class Supervisor:
             line = _read_line(status_r)
             if line.startswith("P "):
                 # User namespace: `pid` is the outer process; PID 1 its sibling (CLONE_PARENT), our child.
+                # The console's master comes from the outer process (`pidfd`), which opened it.
                 self.pid1 = int(line.split()[1])
-                os.close(pidfd)
-                pidfd = os.pidfd_open(self.pid1)
                 line = _read_line(status_r)
             if not line.startswith("C "):
                 os.close(ack_w)

@@ -468,7 +468,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
             "/dev/pts",
             "devpts",
             MS_NOSUID | MS_NOEXEC,
-            f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}",
+            f"newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}" + (f",uid={shift}" if shift else ""),
         ),
         Mount("tmpfs", "/dev/shm", "tmpfs", nsd | MS_STRICTATIME, "mode=1777" + own),
         *([mqueue] if shift is None else []),
