@@ -24,9 +24,10 @@ install() {
         /usr/bin/python3 -m venv "$VENV"
     fi
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "$HERE[test]" --config-settings editable_mode=compat
-    # The launcher starts Python with -I -S: no site-packages scan (~2 ms) for the start-up path.
+    # The launcher starts Python with -I -S (no site-packages scan, ~2 ms) and frozen stdlib modules
+    # (Debian builds 3.11 with them off by default; on, the interpreter starts ~1.5 ms sooner).
     cat > "$VENV/bin/hutch" <<LAUNCHER
-#!$VENV/bin/python -IS
+#!$VENV/bin/python -ISXfrozen_modules=on
 import sys
 sys.path.insert(0, "$HERE")
 from hutch.cli import main
