@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,29 +130,38 @@ def mounts() -> list[str]:
         return [line.split()[4] for line in f]
 
 
-@pytest.fixture(scope="session")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/probe/probe.c, built static, to bind into containers: the checks run from inside."""
-    out = tmp_path_factory.mktemp("probe") / "probe"
+def _build_static(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """Build tests/probe/NAME.c as a static binary, to bind into containers (gcc and libc6-dev come from
+    setup.sh)."""
+    out = tmp_path_factory.mktemp(name) / name
     r = subprocess.run(
-        ["gcc", "-static", "-O2", "-o", str(out), str(REPO / "tests/probe/probe.c")],
+        ["gcc", "-static", "-O2", "-o", str(out), str(REPO / f"tests/probe/{name}.c")],
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 0, (
-        f"cannot build the probe (gcc and libc6-dev are installed by setup.sh):\n{r.stderr}"
-    )
+    assert r.returncode == 0, f"cannot build tests/probe/{name}.c:\n{r.stderr}"
     return out
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Single system calls, made from inside a container."""
+    return _build_static(tmp_path_factory, "probe")
 
 
 @pytest.fixture(scope="session")
 def audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/probe/audit.c: the escape-class probes of security.md section 2, run inside containers."""
-    out = tmp_path_factory.mktemp("audit") / "audit"
-    r = subprocess.run(
-        ["gcc", "-static", "-O2", "-o", str(out), str(REPO / "tests/probe/audit.c")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, f"cannot build the audit probe:\n{r.stderr}"
-    return out
+    """The escape-class probes of security.md section 2, run inside containers."""
+    return _build_static(tmp_path_factory, "audit")
+
+
+@contextlib.contextmanager
+def running(image: Path, *opts: str, seconds: int = 5) -> Iterator[subprocess.Popen[bytes]]:
+    """A container that sleeps in the background while the block runs; killed (by PID) afterwards."""
+    p = subprocess.Popen([HUTCH, "spawn", "-q", "-P", *opts, "-D", str(image), "/bin/sleep", str(seconds)])
+    try:
+        time.sleep(0.7)
+        yield p
+    finally:
+        p.kill()
+        p.wait()

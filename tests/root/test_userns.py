@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from pathlib import Path
 
-from conftest import HUTCH, spawn
+from conftest import running, spawn
 from hutch.container import userns
 
 
@@ -26,17 +24,10 @@ def test_default_is_a_picked_range(busybox: Path) -> None:
 
 
 def test_two_machines_never_share_a_range(busybox: Path, hutch_env: Path) -> None:
-    p = subprocess.Popen(
-        [HUTCH, "spawn", "-q", "-P", "-x", "-M", "bb", "-D", str(busybox), "/bin/sleep", "5"]
-    )
-    try:
-        time.sleep(0.7)
+    with running(busybox, "-x", "-M", "bb") as p:
         first = Path(f"/proc/{_child_of(p.pid)}/uid_map").read_text().split()[1]
         second = uid_map(busybox, "-x", "-M", "bb")[1]
         assert int(first) != second
-    finally:
-        p.kill()
-        p.wait()
 
 
 def _child_of(pid: int) -> int:
@@ -57,28 +48,10 @@ def test_fixed_range_and_its_errors(busybox: Path) -> None:
 
 
 def test_overlapping_range_is_refused(busybox: Path) -> None:
-    p = subprocess.Popen(
-        [
-            HUTCH,
-            "spawn",
-            "-q",
-            "-P",
-            "-x",
-            "--private-users=2097152:131072",
-            "-D",
-            str(busybox),
-            "/bin/sleep",
-            "5",
-        ]
-    )
-    try:
-        time.sleep(0.7)
+    with running(busybox, "-x", "--private-users=2097152:131072"):
         r = spawn(busybox, "/bin/true", opts=("-x", "--private-users=2162688:65536"))
         assert r.returncode == 1 and "overlaps one held by" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
-    finally:
-        p.kill()
-        p.wait()
 
 
 def test_map_leaves_the_image_untouched(busybox: Path) -> None:
@@ -111,30 +84,10 @@ def test_chown_shifts_the_image_once(busybox: Path) -> None:
 def test_image_owned_by_a_held_range(busybox: Path) -> None:
     spawn(busybox, "/bin/true", opts=("-U", "--private-users-ownership=chown"))
     base = os.stat(busybox).st_uid
-    p = subprocess.Popen(
-        [
-            HUTCH,
-            "spawn",
-            "-q",
-            "-P",
-            "-x",
-            f"--private-users={base}:65536",
-            "-M",
-            "other",
-            "-D",
-            str(busybox),
-            "/bin/sleep",
-            "5",
-        ]
-    )
-    try:
-        time.sleep(0.7)
+    with running(busybox, "-x", f"--private-users={base}:65536", "-M", "other"):
         # --read-only shares the image lock with the -x run; the range the image is owned by is still held.
         r = spawn(busybox, "/bin/true", opts=("--read-only", "-U", "--private-users-ownership=chown"))
         assert r.returncode == 1 and "which other-" in r.stderr and "holds" in r.stderr, r.stderr
-    finally:
-        p.kill()
-        p.wait()
 
 
 def test_binds_show_host_owners(busybox: Path, tmp_path: Path) -> None:
