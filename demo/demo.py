@@ -38,7 +38,7 @@ def main() -> int:
         if sh("bootstrap", "busybox", NAME) != 0:
             return 1
 
-        step("2. Run a command in it: own user (a private UID range), PID, mount, UTS, IPC and cgroup namespaces")
+        step("2. Run a command in it: own user (private UID range), PID, mount, UTS, IPC, cgroup namespaces")
         sh("spawn", "-q", "-M", NAME, "--console=pipe", "/bin/sh", "-c",
            "echo \"I am PID $$ on $(hostname)\"; . /etc/os-release; echo \"OS: $PRETTY_NAME\"; "
            "echo \"uid_map (inside, host, count): $(cat /proc/self/uid_map)\"; ls /dev")
