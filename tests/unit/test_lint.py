@@ -18,7 +18,7 @@ def test_mypy_strict() -> None:
 
 def test_ruff() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "hutch", "tests", "bench"],
+        [sys.executable, "-m", "ruff", "check", "hutch", "tests", "bench", "demo"],
         cwd=REPO,
         capture_output=True,
         text=True,
