@@ -33,7 +33,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") and os.geteuid() != 0:
         if CI:
             pytest.fail("privileged test cannot run: not root (CI must run the suite as root)")
-        pytest.skip("needs root")
+        pytest.skip("needs root (under CI=true this is a failure, not a skip)")
 
 
 @pytest.fixture(autouse=True)
