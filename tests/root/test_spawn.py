@@ -372,3 +372,25 @@ def test_no_cgroup_left_behind(busybox: Path) -> None:
     for _ in range(3):
         assert sh(busybox, "true", "-P").returncode == 0
     assert not os.path.exists(cgroups.machine_cgroup(root, "bb"))
+
+
+def test_container_dies_with_its_supervisor(busybox: Path) -> None:
+    import signal
+    import time
+
+    from conftest import HUTCH
+
+    for opts in ((), ("--private-users=no",)):
+        p = subprocess.Popen([HUTCH, "spawn", "-q", "-P", *opts, "-D", str(busybox), "/bin/sleep", "60"])
+        time.sleep(0.8)
+        kids = [int(k) for k in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+        assert kids, "no PID 1"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{k}").exists() for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(Path(f"/proc/{k}").exists() for k in kids), "the container outlived its supervisor"
+        # Nothing left behind blocks the next start: the lock and the UID range died with the process.
+        r = sh(busybox, "echo again", "-P", *opts)
+        assert r.stdout.strip() == "again", r.stderr
