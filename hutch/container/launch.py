@@ -1,13 +1,16 @@
 """The only module that forks a container.
 
-Two processes, where systemd-nspawn has three:
+Two processes: the supervisor (host namespaces; owns the console, waits for PID 1, handles reboot,
+cleans up) and the container's PID 1, created by clone3() already in its namespaces and its cgroup.
 
-  supervisor  (host namespaces)  owns the console, waits for PID 1, handles reboot, cleans up.
-    PID 1     (created by clone3() already in new mount, UTS, IPC, PID [and net] namespaces and inside
-               the machine's cgroup)  runs the mount plan, opens the console pty, mounts /proc, enters a
-               cgroup namespace, pivots into the root and execs the payload.
+With a user namespace (the default), the supervisor builds the tree itself in a mount namespace of
+its own (M1), then steps back into the host's (see _build_userns). PID 1, in a new user namespace,
+copies M1 into a mount namespace its user namespace owns: the copied mounts are locked, so the /proc
+masks cannot be unmounted. The supervisor opens the console pty itself.
+  1. PID 1 waits on a 'go' pipe until the tree is complete and M1 pivoted into the container's root;
+  2. PID 1 writes "E <message>" on the status pipe if it fails before execve; EOF means it exec'd.
 
-Sync points (a status pipe, PID 1 -> supervisor, close-on-exec; an ack pipe, supervisor -> PID 1):
+Without one (--private-users=no), PID 1 builds the tree in its own mount namespace, as before:
   1. PID 1 writes "C <ptmx-fd>" once the console exists (-1 without one), or "E <message>" on failure;
   2. the supervisor copies the pty master out of PID 1 (pidfd_getfd) and closes the ack pipe;
   3. PID 1 waits for that EOF before closing its descriptors and calling execve;
@@ -108,84 +111,137 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
     _run_payload(prep, status_w, ack_r, master)
 
 
-def _outer_userns(prep: Prepared, status_w: int, ack_r: int, cloned: bool, cg_fd: int) -> None:
-    # In: the host's user and PID namespaces; a new mount namespace (M1), in the machine's cgroup.
-    # Everything mounted here, /proc and its masks included, reaches PID 1 as a copy of M1 made by a
-    # less privileged user namespace: the kernel locks such mounts, so the container cannot unmount
-    # a mask or remount /proc/sys read-write.
-    _child_start()
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
+def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
+    """The supervisor's part with a user namespace; returns (pid1, pidfd, console master or -1).
+
+    We step into a new mount namespace (M1) of our own, build the container's tree there, /proc and its
+    masks included, clone PID 1 into a new user namespace and pivot M1 into the container's root. PID 1
+    then copies M1 into a mount namespace its user namespace owns: the kernel locks every copied mount,
+    so the container cannot unmount a mask or remount /proc/sys read-write. We step back into the host's
+    mount, IPC and network namespaces through fds kept from before, whatever happens.
+    """
     s = prep.settings
     assert prep.uid_range is not None
-    if not cloned:
-        libc.unshare(libc.CLONE_NEWNS)
-    # PID 1 shares our mount namespace until we pivot_root it away from the host's files: import what it
-    # needs now, so it inherits the modules instead of racing the pivot to load them.
-    _preload(prep)
+    keep = {
+        "mnt": os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC),
+        "ipc": os.open("/proc/self/ns/ipc", os.O_RDONLY | os.O_CLOEXEC),
+        "net": os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC),
+    }
+    cwd = os.open(".", libc.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if prep.cgroup else -1
+    pid1 = pidfd = master = -1
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    # CLONE_PARENT: PID 1 is the supervisor's child, as nspawn's inner child is; it can tie its life to
-    # the supervisor's with PR_SET_PDEATHSIG at once, and the supervisor waits for it directly.
-    flags = (
-        libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_PARENT
-    )
-    if s.private_network:
-        flags |= libc.CLONE_NEWNET
     try:
-        pid1, pidfd = libc.clone3_fork(flags, cg_fd)
-    except OSError:
-        if cg_fd < 0:
-            raise
-        pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
-        if pid1 == 0:
-            cgroup_setup.join(prep)
-    if pid1 == 0:
+        libc.unshare(libc.CLONE_NEWNS)
+        # PID 1 shares M1 until we pivot it away from the host's files: it must inherit every module it
+        # needs rather than load one later.
+        _preload(prep)
+        flags = libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+        if s.private_network:
+            flags |= libc.CLONE_NEWNET
         try:
-            os.close(go_w)
-            os.close(ack_r)
-            _pid1_userns(prep, status_w, go_r)
-        except BaseException as e:
-            _report(status_w, e)
-        os._exit(1)
-    os.close(go_r)
-    line = prep.uid_range.map_line()
-    for f in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid1}/{f}", "w") as m:
-            m.write(line)
-    os.write(status_w, f"P {pid1}\n".encode())
-    ctx = plan.Context(prep.root)
-    ctx.userns_fd = os.open(f"/proc/{pid1}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    ctx.idmap = prep.ownership == "map"
-    rootfs.OWNER = prep.uid_range.base
-    plan.execute(prep.outer_ops, ctx)
-    # mqueue and sysfs show the IPC and network namespaces of whoever mounts them: join the container's
-    # (we keep our credentials and mount namespace); /proc takes the PID namespace as an option.
-    libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
-    ctx.pidns_fd = os.open(f"/proc/{pid1}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        plan.execute(prep.inner_ops[:1], ctx)
-    except OSError:
-        # No pidns= for procfs (before Linux 6.15): a helper inside the PID namespace mounts it.
-        ctx.pidns_fd = -1
-        libc.setns(pidfd, libc.CLONE_NEWPID)
-        helper = os.fork()
-        if helper == 0:
+            pid1, pidfd = libc.clone3_fork(flags, cg_fd)
+        except OSError:
+            if cg_fd < 0:
+                raise
+            pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+            if pid1 == 0:
+                cgroup_setup.join(prep)
+        if pid1 == 0:
             try:
-                plan.execute(prep.inner_ops[:1], ctx)
-                os._exit(0)
+                os.close(go_w)
+                _pid1_userns(prep, status_w, go_r)
             except BaseException as e:
                 _report(status_w, e)
-                os._exit(1)
-        if os.waitpid(helper, 0)[1] != 0:
             os._exit(1)
-    plan.execute(prep.inner_ops[1:], ctx)
-    # The console pty is ours to open (devpts gives new slaves to the container's root, uid=), so PID 1
-    # need not wait for the supervisor to take the master: we hold it until the supervisor has it.
-    _open_console(prep, ctx, status_w)
-    plan.PivotRoot().execute(ctx)
-    os.write(go_w, b"g")
-    while os.read(ack_r, 64):
-        pass
-    os._exit(0)
+        os.close(go_r)
+        line = prep.uid_range.map_line()
+        for f in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid1}/{f}", "w") as m:
+                m.write(line)
+        ctx = plan.Context(prep.root)
+        ctx.userns_fd = os.open(f"/proc/{pid1}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        ctx.idmap = prep.ownership == "map"
+        rootfs.OWNER = prep.uid_range.base
+        try:
+            plan.execute(prep.outer_ops, ctx)
+            # mqueue and sysfs show the IPC and network namespaces of whoever mounts them: join the
+            # container's for a moment; /proc takes the PID namespace as an option.
+            libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
+            ctx.pidns_fd = os.open(f"/proc/{pid1}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                plan.execute(prep.inner_ops[:1], ctx)
+            except OSError:
+                _proc_by_helper(prep, ctx, pidfd)
+            plan.execute(prep.inner_ops[1:], ctx)
+            if prep.console != "pipe":
+                # devpts gives new slaves to the container's root (uid=): the pty is ours to open.
+                master, slave = console.open_console_pty(ctx.root_fd)
+                target = ctx.target("dev/console", "file")
+                try:
+                    libc.mount(
+                        f"/proc/self/fd/{slave}",
+                        f"/proc/self/fd/{target}",
+                        None,
+                        libc.MS_BIND,
+                        what="/dev/console",
+                    )
+                finally:
+                    os.close(target)
+                    os.close(slave)
+            plan.PivotRoot().execute(ctx)
+        finally:
+            rootfs.OWNER = None
+            for fd in (ctx.userns_fd, ctx.pidns_fd, ctx.root_fd):
+                if fd >= 0:
+                    os.close(fd)
+        os.write(go_w, b"g")
+    except BaseException:
+        if pid1 > 0:
+            os.kill(pid1, sig.SIGKILL)
+            os.waitpid(pid1, 0)
+            os.close(pidfd)
+        if master >= 0:
+            os.close(master)
+        raise
+    finally:
+        libc.setns(keep["mnt"], libc.CLONE_NEWNS)
+        libc.setns(keep["ipc"], libc.CLONE_NEWIPC)
+        libc.setns(keep["net"], libc.CLONE_NEWNET)
+        os.fchdir(cwd)
+        for fd in (*keep.values(), cwd, cg_fd, go_w):
+            if fd >= 0:
+                os.close(fd)
+    return pid1, pidfd, master
+
+
+def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
+    """No pidns= for procfs (before Linux 6.15): a helper inside the PID namespace mounts /proc."""
+    ctx.pidns_fd = -1
+    r, w = os.pipe2(os.O_CLOEXEC)
+    helper = os.fork()
+    if helper == 0:
+        try:
+            libc.setns(pidfd, libc.CLONE_NEWPID)
+            inner = os.fork()  # setns(CLONE_NEWPID) only applies to children
+            if inner == 0:
+                try:
+                    plan.execute(prep.inner_ops[:1], ctx)
+                    os._exit(0)
+                except BaseException as e:
+                    _report(w, e)
+                    os._exit(1)
+            os._exit(1 if os.waitpid(inner, 0)[1] else 0)
+        except BaseException as e:
+            _report(w, e)
+            os._exit(1)
+    os.close(w)
+    failed = os.waitpid(helper, 0)[1] != 0
+    text = _drain(r)
+    os.close(r)
+    if failed:
+        message, _, hint = (text[2:] if text.startswith("E ") else text).strip().partition("\t")
+        raise SetupError(message or "Failed to mount /proc", hint or None)
 
 
 def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
@@ -296,36 +352,26 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
     cg_fd = -1
     if prep.cgroup:
         cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    userns = prep.uid_range is not None
     try:
-        # With a user namespace the outer process stays out of the machine's cgroup: only PID 1 goes in
-        # (its clone3 gets the cgroup fd), so the container never sees a process it cannot name.
-        pid, pidfd = libc.clone3_fork(
-            libc.CLONE_NEWNS if userns else _namespace_flags(prep), -1 if userns else cg_fd
-        )
+        pid, pidfd = libc.clone3_fork(_namespace_flags(prep), cg_fd)
         cloned = True
     except OSError:
         # Kernels before 5.7 (no CLONE_INTO_CGROUP) or a seccomp filter hiding clone3: fork the classic way.
-        if not userns:
-            libc.unshare(libc.CLONE_NEWPID)
+        libc.unshare(libc.CLONE_NEWPID)
         pid = os.fork()
         pidfd = os.pidfd_open(pid) if pid else -1
         cloned = False
     finally:
-        if cg_fd >= 0 and not userns:
+        if cg_fd >= 0:
             os.close(cg_fd)
     if pid == 0:
         try:
             for fd in close_in_child:
                 os.close(fd)
-            if userns:
-                _outer_userns(prep, status_w, ack_r, cloned, cg_fd)
             _container_child(prep, status_w, ack_r, cloned)
         except BaseException as e:
             _report(status_w, e)
         os._exit(1)
-    if cg_fd >= 0 and userns:
-        os.close(cg_fd)
     return pid, pidfd
 
 
@@ -379,6 +425,24 @@ class Supervisor:
         self.kill_sent = False
         self.errors = []
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        if prep.uid_range is not None:
+            try:
+                pid, pidfd, master = _build_userns(prep, status_w)
+            finally:
+                os.close(status_w)
+            self.pid1 = pid
+            slave = -1
+            try:
+                if master >= 0:
+                    import fcntl
+
+                    slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+                self._forward(master, status_r)
+            finally:
+                for f in (master, slave, status_r, pidfd):
+                    if f >= 0:
+                        os.close(f)
+            return self._result()
         ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
         pid, pidfd = _spawn(prep, status_w, ack_r, (status_r, ack_w))
         self.pid1 = pid
@@ -388,17 +452,9 @@ class Supervisor:
         slave = -1
         try:
             line = _read_line(status_r)
-            if line.startswith("P "):
-                # User namespace: `pid` is the outer process; PID 1 its sibling (CLONE_PARENT), our child.
-                # The console's master comes from the outer process (`pidfd`), which opened it.
-                self.pid1 = int(line.split()[1])
-                line = _read_line(status_r)
             if not line.startswith("C "):
                 os.close(ack_w)
                 self._reap_all(block_for=pid)
-                if self.pid1 != pid:
-                    self._kill(sig.SIGKILL)
-                    self._reap_all()
                 self._fail_from(line + _drain(status_r))
             fd = int(line.split()[1])
             if fd >= 0:
