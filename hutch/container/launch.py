@@ -285,7 +285,8 @@ def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None
     payload.apply_limits(s.rlimits, s.oom_score_adjust)
     env = dict(prep.env)
     user = payload.user_from_container(s.user) if s.user else None
-    shell = user.shell if user else payload.root_shell()
+    # The login shell only matters when there is no command and no init to run.
+    shell = user.shell if user else (None if s.command or s.boot else payload.root_shell())
     if s.chdir:
         try:
             os.chdir(s.chdir)

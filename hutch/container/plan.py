@@ -414,6 +414,12 @@ class WriteFile(Op):
         try:
             try:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if (
+                    (st.st_mode & 0o170000) == 0o100000
+                    and st.st_size == len(self.data)
+                    and _same(dfd, name, self.data)
+                ):
+                    return  # already there: leave the file (and its inode) alone
                 if (st.st_mode & 0o170000) != 0o100000:
                     if not self.replace:
                         return
@@ -431,6 +437,17 @@ class WriteFile(Op):
                 os.close(fd)
         finally:
             os.close(dfd)
+
+
+def _same(dfd: int, name: str, data: bytes) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(data) + 1) == data
+    finally:
+        os.close(fd)
 
 
 class Unlink(Op):

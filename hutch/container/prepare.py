@@ -97,6 +97,15 @@ def _read_host(path: str) -> bytes | None:
         return None
 
 
+_HOST_OS: list[bytes] = []
+
+
+def _host_os_release() -> bytes:
+    if not _HOST_OS:
+        _HOST_OS.append(_read_host("/etc/os-release") or _read_host("/usr/lib/os-release") or b"")
+    return _HOST_OS[0]
+
+
 def parse_os_release(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
@@ -324,9 +333,7 @@ def _check_sources(s: Settings, image: str) -> None:
 
 def _environment(prep: Prepared, console: str) -> dict[str, str]:
     s = prep.settings
-    host_os = parse_os_release(
-        (_read_host("/etc/os-release") or _read_host("/usr/lib/os-release") or b"").decode(errors="replace")
-    )
+    host_os = parse_os_release(_host_os_release().decode(errors="replace"))
     term = os.environ.get("TERM", "vt220") if console in ("interactive", "pipe") else "vt220"
     env = {
         "PATH": DEFAULT_PATH,
@@ -477,7 +484,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     ]
     if shift is not None:
         late = [mqueue, *([sysfs] if s.private_network else [])]
-    host_os = _read_host("/etc/os-release") or _read_host("/usr/lib/os-release") or b""
+    host_os = _host_os_release()
     ops += [
         WriteFile("/run/host/os-release", host_os, 0o444, label="the host's os-release"),
         WriteFile("/run/host/container-manager", (prep.env["container"] + "\n").encode(), 0o444),

@@ -64,8 +64,13 @@ def retained(add: set[int], drop: set[int], private_network: bool) -> frozenset[
 
 
 def supported() -> int:
-    """How many capabilities this kernel knows (PR_CAPBSET_READ fails past the last)."""
-    n = 0
+    """How many capabilities this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read()) + 1
+    except (OSError, ValueError):
+        pass
+    n = 0  # PR_CAPBSET_READ fails past the last one
     while n < 64:
         try:
             libc.prctl(PR_CAPBSET_READ, n)
