@@ -1,0 +1,170 @@
+"""--bind, --bind-ro, --tmpfs, --overlay, --overlay-ro and --inaccessible as mount plan operations.
+
+Imported only when one of these options is given.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hutch.container import plan, rootfs
+from hutch.container.plan import Inaccessible, Mount, Op
+from hutch.container.prepare import Prepared, make_temp_dir
+from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC
+
+
+def custom_mount_ops(prep: Prepared) -> list[Op]:
+    """--bind, --tmpfs, --overlay and --inaccessible, parents before children (as nspawn sorts them)."""
+    s = prep.settings
+    items: list[tuple[str, int, Op]] = []
+    for i, b in enumerate(s.binds):
+        src = b.source
+        if src == "":
+            src = make_temp_dir(prep, "/var/tmp", "hutch-bind-")
+        kind = "dir" if b.image_relative or os.path.isdir(src) else "file"
+        if b.image_relative:
+            kind = "auto"
+        flags = MS_BIND | (MS_REC if b.recursive else 0)
+        items.append(
+            (b.destination, i, _BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative))
+        )
+    shift = prep.uid_range.base if prep.uid_range else 0
+    owner_opts = (
+        f",uid={shift},gid={shift}" if shift and "uid=" not in "".join(t.options for t in s.tmpfs) else ""
+    )
+    for i, t in enumerate(s.tmpfs):
+        items.append(
+            (
+                t.destination,
+                1000 + i,
+                Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV, t.options + owner_opts),
+            )
+        )
+    for i, o in enumerate(s.overlays):
+        lowers = list(o.lowers)
+        upper = o.upper
+        work = None
+        if not o.read_only:
+            if upper == "":
+                upper = make_temp_dir(prep, "/var/tmp", "hutch-overlay-")
+                os.mkdir(upper + "/upper")
+                os.mkdir(upper + "/work")
+                if prep.uid_range is not None:
+                    os.chown(upper + "/upper", prep.uid_range.base, prep.uid_range.base)
+                work = upper + "/work"
+                upper = upper + "/upper"
+            elif not upper.startswith("+"):
+                parent, base = os.path.split(upper)
+                work = make_temp_dir(prep, parent, f".#{base}.overlay-work-")
+        else:
+            if upper:
+                lowers.append(upper)
+            upper = ""
+        items.append((o.destination, 2000 + i, _OverlayOp(lowers, upper, work, o.destination, o.read_only)))
+    for i, p in enumerate(s.inaccessible):
+        items.append((p, 3000 + i, Inaccessible(p)))
+    items.sort(key=lambda t: (t[0].count("/") if t[0] != "/" else 0, t[1]))
+    return [op for _, _, op in items]
+
+
+class _BindOp(Mount):
+    def __init__(
+        self, source: str, dest: str, flags: int, kind: str, read_only: bool, in_root: bool
+    ) -> None:
+        super().__init__(
+            source, dest, None, flags, kind=kind, read_only_after=read_only, source_in_root=in_root
+        )
+
+    def execute(self, ctx: plan.Context) -> None:
+        if self.kind == "auto" and self.source is not None:
+            fd = rootfs.open_in_root(ctx.root_fd, self.source)
+            try:
+                self.kind = "dir" if os.path.isdir(rootfs.fd_path(fd)) else "file"
+            finally:
+                os.close(fd)
+        if ctx.idmap and self.source and not self.source_in_root:
+            # Host files keep their owners inside (upstream shows them as nobody: its issue #5900).
+            try:
+                tree = ctx.clone_tree(self.source, recursive=bool(self.flags & MS_REC))
+            except OSError:
+                tree = -1  # a file system without idmapped mounts: an ordinary bind
+            if tree >= 0:
+                self._attach(ctx, tree)
+                return
+        super().execute(ctx)
+
+    def _attach(self, ctx: plan.Context, tree: int) -> None:
+        from hutch.linux import libc
+
+        try:
+            target = ctx.target(self.dest, self.kind)
+            try:
+                libc.move_mount(tree, "", to_dirfd=target)
+            except OSError as e:
+                raise OSError(e.errno, f"Failed to bind {self.source} on {self.dest}: {e.strerror}") from e
+            finally:
+                os.close(target)
+        finally:
+            os.close(tree)
+        if self.read_only_after:
+            fd = ctx.target(self.dest, self.kind)
+            try:
+                libc.mount(
+                    None, rootfs.fd_path(fd), None, libc.MS_REMOUNT | MS_BIND | MS_RDONLY, what=self.dest
+                )
+            finally:
+                os.close(fd)
+
+
+class _OverlayOp(Op):
+    def __init__(self, lowers: list[str], upper: str, work: str | None, dest: str, read_only: bool) -> None:
+        self.lowers = lowers
+        self.upper = upper
+        self.work = work
+        self.dest = dest
+        self.read_only = read_only
+
+    def describe(self) -> str:
+        return f"mount overlay on {self.dest} lower={':'.join(self.lowers)} upper={self.upper or '-'}"
+
+    def execute(self, ctx: plan.Context) -> None:
+        from hutch.linux import libc
+
+        fds: list[int] = []
+
+        def host(p: str) -> str:
+            if p.startswith("+"):
+                fd = rootfs.open_in_root(ctx.root_fd, p[1:])
+                fds.append(fd)
+                return rootfs.fd_path(fd)
+            return p
+
+        try:
+            # overlayfs lists lower layers top first; the option lists them bottom first.
+            opts = "lowerdir=" + ":".join(host(p) for p in reversed(self.lowers))
+            if not self.read_only:
+                upper = host(self.upper)
+                work = self.work
+                if work is None:
+                    work = _sibling_work_dir(upper)
+                opts += f",upperdir={upper},workdir={work}"
+            target = ctx.target(self.dest)
+            fds.append(target)
+            libc.mount(
+                "overlay",
+                rootfs.fd_path(target),
+                "overlay",
+                MS_RDONLY if self.read_only else 0,
+                opts,
+                what=self.dest,
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _sibling_work_dir(upper: str) -> str:
+    real = os.path.realpath(upper)
+    work = os.path.join(os.path.dirname(real), f".#{os.path.basename(real)}.overlay-work")
+    os.makedirs(work, exist_ok=True)
+    return work
