@@ -426,52 +426,48 @@ class Supervisor:
         self.kill_sent = False
         self.errors = []
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        if prep.uid_range is not None:
-            try:
-                pid, pidfd, master = _build_userns(prep, status_w)
-            finally:
-                os.close(status_w)
-            self.pid1 = pid
-            slave = -1
-            try:
-                if master >= 0:
-                    import fcntl
-
-                    slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-                self._forward(master, status_r)
-            finally:
-                for f in (master, slave, status_r, pidfd):
-                    if f >= 0:
-                        os.close(f)
-            return self._result()
-        ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
-        pid, pidfd = _spawn(prep, status_w, ack_r, (status_r, ack_w))
-        self.pid1 = pid
-        os.close(status_w)
-        os.close(ack_r)
-        master = -1
-        slave = -1
+        master = slave = pidfd = -1
         try:
-            line = _read_line(status_r)
-            if not line.startswith("C "):
-                os.close(ack_w)
-                self._reap_all(block_for=pid)
-                self._fail_from(line + _drain(status_r))
-            fd = int(line.split()[1])
-            if fd >= 0:
-                master = libc.pidfd_getfd(pidfd, fd)
+            if prep.uid_range is not None:
+                try:
+                    self.pid1, pidfd, master = _build_userns(prep, status_w)
+                finally:
+                    os.close(status_w)
+            else:
+                self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+            if master >= 0:
                 # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
                 # has not opened /dev/console yet.
                 import fcntl
 
                 slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-            os.close(ack_w)
             self._forward(master, status_r)
         finally:
             for f in (master, slave, status_r, pidfd):
                 if f >= 0:
                     os.close(f)
         return self._result()
+
+    def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:
+        """Without a user namespace PID 1 builds its own tree and hands us the console's master."""
+        ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
+        pid, pidfd = _spawn(self.prep, status_w, ack_r, (status_r, ack_w))
+        self.pid1 = pid
+        os.close(status_w)
+        os.close(ack_r)
+        try:
+            line = _read_line(status_r)
+            if not line.startswith("C "):
+                self._reap_all(block_for=pid)
+                self._fail_from(line + _drain(status_r))
+            fd = int(line.split()[1])
+            master = libc.pidfd_getfd(pidfd, fd) if fd >= 0 else -1
+        except BaseException:
+            os.close(pidfd)
+            raise
+        finally:
+            os.close(ack_w)
+        return pid, pidfd, master
 
     def _fail_from(self, text: str) -> None:
         first = text.strip().splitlines()[0] if text.strip() else "E container setup failed"
