@@ -107,13 +107,7 @@ class _BindOp(Mount):
         finally:
             os.close(tree)
         if self.read_only_after:
-            fd = ctx.target(self.dest, self.kind)
-            try:
-                libc.mount(
-                    None, rootfs.fd_path(fd), None, libc.MS_REMOUNT | MS_BIND | MS_RDONLY, what=self.dest
-                )
-            finally:
-                os.close(fd)
+            plan.RemountReadOnly(self.dest).execute(ctx)
 
 
 class _OverlayOp(Op):

@@ -59,22 +59,35 @@ def _child_start() -> None:
     sig.reset(sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP)
 
 
+def _console_pty(prep: Prepared, ctx: plan.Context) -> int:
+    """A pty from the container's devpts, its slave bind-mounted on /dev/console; returns the master
+    (-1 with --console=pipe)."""
+    if prep.console == "pipe":
+        return -1
+    master, slave = console.open_console_pty(ctx.root_fd)
+    target = ctx.target("dev/console", "file")
+    try:
+        libc.mount(
+            f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND, what="/dev/console"
+        )
+    finally:
+        os.close(target)
+        os.close(slave)
+    return master
+
+
 def _open_console(prep: Prepared, ctx: plan.Context, status_w: int) -> int:
-    """A pty from the container's devpts, its slave bind-mounted on /dev/console; the master's fd number
-    goes to the supervisor, which copies it out with pidfd_getfd()."""
-    master = -1
-    if prep.console != "pipe":
-        master, slave = console.open_console_pty(ctx.root_fd)
-        target = ctx.target("dev/console", "file")
-        try:
-            libc.mount(
-                f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND, what="/dev/console"
-            )
-        finally:
-            os.close(target)
-            os.close(slave)
+    """The console, its master's fd number told to the supervisor, which copies it out (pidfd_getfd)."""
+    master = _console_pty(prep, ctx)
     os.write(status_w, f"C {master}\n".encode())
     return master
+
+
+def _error_from(text: str, default: str = "container setup failed") -> SetupError:
+    """The error a child reported on a status pipe ("E message<TAB>hint")."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    message, _, hint = (first[2:] if first.startswith("E ") else first).partition("\t")
+    return SetupError(message or default, hint or None)
 
 
 def _preload(prep: Prepared) -> None:
@@ -174,21 +187,8 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             except OSError:
                 _proc_by_helper(prep, ctx, pidfd)
             plan.execute(prep.inner_ops[1:], ctx)
-            if prep.console != "pipe":
-                # devpts gives new slaves to the container's root (uid=): the pty is ours to open.
-                master, slave = console.open_console_pty(ctx.root_fd)
-                target = ctx.target("dev/console", "file")
-                try:
-                    libc.mount(
-                        f"/proc/self/fd/{slave}",
-                        f"/proc/self/fd/{target}",
-                        None,
-                        libc.MS_BIND,
-                        what="/dev/console",
-                    )
-                finally:
-                    os.close(target)
-                    os.close(slave)
+            # devpts gives new slaves to the container's root (uid=): the pty is ours to open.
+            master = _console_pty(prep, ctx)
             plan.PivotRoot().execute(ctx)
         finally:
             rootfs.OWNER = None
@@ -240,17 +240,16 @@ def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
     text = _drain(r)
     os.close(r)
     if failed:
-        message, _, hint = (text[2:] if text.startswith("E ") else text).strip().partition("\t")
-        raise SetupError(message or "Failed to mount /proc", hint or None)
+        raise _error_from(text, "Failed to mount /proc")
 
 
 def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
-    # In: PID 1 of new user, PID, UTS, IPC [, net] namespaces; still in the outer process's mount
-    # namespace until it says go (then its root is the container's).
+    # In: PID 1 of new user, PID, UTS, IPC [, net] namespaces; still in the supervisor's mount namespace
+    # M1 until it says go (by then pivoted into the container's root).
     _child_start()
     libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
     if os.read(go_r, 1) != b"g":
-        os._exit(1)  # the outer process failed and said why
+        os._exit(1)  # the supervisor failed and reports why
     os.close(go_r)
     os.setgroups([])
     os.setresgid(0, 0, 0)
@@ -470,10 +469,7 @@ class Supervisor:
         return pid, pidfd, master
 
     def _fail_from(self, text: str) -> None:
-        first = text.strip().splitlines()[0] if text.strip() else "E container setup failed"
-        msg = first[2:] if first.startswith("E ") else first
-        message, _, hint = msg.partition("\t")
-        raise SetupError(message, hint or None)
+        raise _error_from(text)
 
     def _reap_all(self, block_for: int = -1) -> None:
         while True:

@@ -30,7 +30,6 @@ class Context:
     def __init__(self, root: str) -> None:
         self.root = root
         self.root_fd = -1
-        self.keep_fds: list[int] = []
         # With a user namespace: its fd, and whether image and binds are shown through idmapped mounts.
         self.userns_fd = -1
         self.idmap = False
@@ -283,20 +282,8 @@ class Mount(Op):
                 what=self.dest,
             )
             if self.read_only_after:
-                # A bind mount ignores MS_RDONLY at creation; it needs a remount. Reopen: the fd still
-                # names the directory under the new mount.
-                fd2 = ctx.target(self.dest, self.kind)
-                try:
-                    keep = self.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                    libc.mount(
-                        None,
-                        rootfs.fd_path(fd2),
-                        None,
-                        MS_REMOUNT | MS_BIND | MS_RDONLY | keep,
-                        what=self.dest,
-                    )
-                finally:
-                    os.close(fd2)
+                # A bind mount ignores MS_RDONLY at creation; it needs a remount, of the new mount.
+                RemountReadOnly(self.dest, self.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)).execute(ctx)
         finally:
             os.close(fd)
             if src_fd >= 0:
@@ -305,7 +292,7 @@ class Mount(Op):
 
 class ProcMount(Op):
     """/proc of the container's PID namespace. Mounted from inside it, or, in a user namespace, by the
-    outer process through procfs's pidns= option (Linux 6.15), so the mount belongs to the more
+    supervisor through procfs's pidns= option (Linux 6.15), so the mount belongs to the more
     privileged mount namespace and reaches the container locked."""
 
     def __init__(self, flags: int) -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 
-# The container root's host UID while the outer process builds a user-namespaced container. Through an
+# The container root's host UID while the supervisor builds a user-namespaced container. Through an
 # idmapped mount the host's root has no identity (creating a file fails with EOVERFLOW), so files are
 # created as the container's root instead: see as_owner().
 OWNER: int | None = None
