@@ -26,10 +26,15 @@ install() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "$HERE[test]" --config-settings editable_mode=compat
     # The launcher starts Python with -I -S (no site-packages scan, ~2 ms) and frozen stdlib modules
     # (Debian builds 3.11 with them off by default; on, the interpreter starts ~1.5 ms sooner).
+    # -S also leaves out the environment's site-packages: append it (after the standard library, so
+    # looking a stdlib module up costs nothing more) for the few libraries some verbs use.
+    local site
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
     cat > "$VENV/bin/hutch" <<LAUNCHER
 #!$VENV/bin/python -ISXfrozen_modules=on
 import sys
 sys.path.insert(0, "$HERE")
+sys.path.append("$site")
 from hutch.cli import main
 sys.exit(main())
 LAUNCHER

@@ -1,41 +1,113 @@
-"""File tree helpers that never follow symlinks and cost nothing to import (shutil pulls in `re`, ~6 ms)."""
+"""File tree helpers that never follow symlinks and cost nothing to import (shutil pulls in `re`, ~6 ms).
+
+They walk with an explicit stack: a tree may be deeper than Python's recursion limit (a 1500-deep tree
+breaks os.walk, shutil.copytree and shutil.rmtree; rmtree leaves it half deleted).
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import resource
+import struct
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IMMUTABLE_FL = 0x00000010
 
 
-def _clear(dfd: int) -> None:
-    with os.scandir(dfd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    for name, is_dir in entries:
-        if is_dir:
-            sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-            try:
-                _clear(sub)
-            finally:
-                os.close(sub)
-            os.rmdir(name, dir_fd=dfd)
-        else:
-            os.unlink(name, dir_fd=dfd)
+def raise_fd_limit() -> None:
+    """A deep tree keeps one directory fd per level open (two when copying)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def get_flags(fd: int) -> int:
+    """The inode flags (chattr) of FD; OSError where the file system has none."""
+    buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
+    return int(struct.unpack_from("=I", buf)[0])
+
+
+def set_flags(fd: int, flags: int) -> None:
+    fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=I", flags & 0xFFFFFFFF) + b"\0" * 4)
+
+
+def set_immutable_fd(fd: int, on: bool) -> None:
+    flags = get_flags(fd)
+    new = (flags | FS_IMMUTABLE_FL) if on else (flags & ~FS_IMMUTABLE_FL)
+    if new != flags:
+        set_flags(fd, new)
+
+
+def _clear_immutable(fd: int) -> None:
+    try:
+        set_immutable_fd(fd, False)
+    except OSError:
+        pass
 
 
 def rm_rf(path: str) -> None:
-    """Remove PATH and everything below it, by file descriptor; a symlink is removed, not followed."""
+    """Remove PATH and everything below it, by file descriptor; a symlink is removed, not followed.
+    Clears the immutable flag (chattr +i, a directory image's read-only mark) on the way."""
     try:
-        fd = os.open(path, _DIR_FLAGS)
+        top = os.open(path, DIR_FLAGS | os.O_NONBLOCK)
     except FileNotFoundError:
         return
-    except (NotADirectoryError, OSError):
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
         return
+    raise_fd_limit()
+    _clear_immutable(top)
+    # Each frame: a directory fd and its entries left, (name, is_dir). A directory entry is descended
+    # into first and removed when the walk comes back to it.
+    stack: list[tuple[int, list[tuple[str, bool]]]] = []
+
+    def push(fd: int) -> None:
+        with os.scandir(fd) as it:
+            stack.append((fd, [(e.name, e.is_dir(follow_symlinks=False)) for e in it]))
+
     try:
-        _clear(fd)
+        push(top)
+    except BaseException:
+        os.close(top)
+        raise
+    try:
+        while stack:
+            fd, entries = stack[-1]
+            if not entries:
+                stack.pop()
+                os.close(fd)
+                continue
+            name, is_dir = entries[-1]
+            if is_dir:
+                entries[-1] = (name, False)
+                try:
+                    sub = os.open(name, DIR_FLAGS | os.O_NONBLOCK, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                _clear_immutable(sub)
+                try:
+                    push(sub)
+                except BaseException:
+                    os.close(sub)
+                    raise
+                continue
+            entries.pop()
+            try:
+                os.unlink(name, dir_fd=fd)
+            except IsADirectoryError:
+                os.rmdir(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
     finally:
-        os.close(fd)
+        for fd, _ in stack:
+            os.close(fd)
     os.rmdir(path)

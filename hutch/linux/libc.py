@@ -352,3 +352,36 @@ def fsmount_detached(
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     return _check(_syscall(_NR_PIDFD_GETFD, pidfd, targetfd, 0), "Failed to fetch file descriptor")
+
+
+_STATX_BTIME = 0x800
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def statx_btime_ns(path: str, dir_fd: int = -100) -> int | None:
+    """The birth time of PATH (not following a final symlink) in ns, or None where the file system has
+    none. Python 3.11's os.stat() does not expose it on Linux."""
+    raw = (c_char * 256)()
+    ret = _libc.statx(dir_fd, _b(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, raw)
+    if ret < 0:
+        err = _errno()
+        raise OSError(err, f"Failed to stat '{path}': {os.strerror(err)}", path)
+    data = bytes(raw)
+    if not int.from_bytes(data[0:4], "little") & _STATX_BTIME:
+        return None
+    sec = int.from_bytes(data[80:88], "little", signed=True)
+    nsec = int.from_bytes(data[88:92], "little")
+    return sec * 1_000_000_000 + nsec
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def rename2(old: str, new: str, flags: int) -> None:
+    """renameat2(): RENAME_NOREPLACE fails with EEXIST instead of replacing NEW; RENAME_EXCHANGE
+    swaps the two atomically."""
+    ret = _libc.renameat2(-100, _b(old), -100, _b(new), c_uint(flags))
+    if ret < 0:
+        err = _errno()
+        raise OSError(err, f"Failed to rename '{old}' to '{new}': {os.strerror(err)}", new)

@@ -1,0 +1,424 @@
+"""The image verbs, with machinectl's and importctl's names and options: list-images, image-status,
+show-image, clone, rename, remove, read-only, clean, cat, edit, import-tar, import-fs, export-tar,
+pull-tar."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hutch.cli import output
+from hutch.errors import ImageError, UsageError
+from hutch.images import store
+from hutch.images.store import Image
+from hutch.paths import Paths
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message, f"see '{self.prog} --help'")
+
+
+def _parser(verb: str, usage: str, description: str) -> _Parser:
+    p = _Parser(prog=f"hutch {verb}", usage=f"hutch {verb} {usage}", description=description)
+    p.add_argument("--no-pager", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="print no progress or status messages")
+    return p
+
+
+def _yes_no(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def _progress(ns: argparse.Namespace) -> bool | None:
+    return False if ns.quiet else None
+
+
+def _say(ns: argparse.Namespace, text: str) -> None:
+    if not ns.quiet:
+        print(text, file=sys.stderr)
+
+
+def list_images(args: list[str]) -> int:
+    p = _parser("list-images", "[OPTIONS]", "List the images along the image path.")
+    p.add_argument("-a", "--all", action="store_true", help="also hidden images (.NAME) and .host")
+    p.add_argument("--no-legend", action="store_true", help="no header and footer")
+    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    ns = p.parse_args(args)
+    images = store.discover(Paths.from_env(), hidden=ns.all)
+    if ns.output.startswith("json"):
+        output.print_json([i.as_dict() for i in images], pretty=ns.output == "json-pretty")
+        return 0
+    rows = [
+        [
+            i.name,
+            i.type,
+            _yes_no(i.read_only),
+            output.size(i.usage),
+            output.timestamp(i.crtime),
+            output.timestamp(i.mtime),
+        ]
+        for i in images
+    ]
+    output.table(
+        ["NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"], rows, legend=not ns.no_legend, noun="image"
+    )
+    return 0
+
+
+def _usage(img: Image) -> int | None:
+    if img.usage is not None or img.name == ".host":
+        return img.usage
+    from hutch.images.tree import disk_usage
+
+    try:
+        return disk_usage(img.path)
+    except OSError:
+        return None
+
+
+def image_status(args: list[str]) -> int:
+    p = _parser("image-status", "[NAME...]", "Show an image's properties, for people.")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    images = [store.get(n, paths) for n in ns.names] if ns.names else store.discover(paths)
+    for n, img in enumerate(images):
+        if n:
+            print()
+        rel = store.os_release(img)
+        print(img.name)
+        print(f"\t    Path: {img.path}")
+        print(f"\t    Type: {img.type}")
+        if img.lower:
+            print(f"\t  Source: {img.lower}")
+        hostname = (store.read_in_root(img.lower or img.path, "etc/hostname") or "").strip()
+        if hostname:
+            print(f"\tHostname: {hostname}")
+        if rel.get("PRETTY_NAME"):
+            print(f"\t      OS: {rel['PRETTY_NAME']}")
+        print(f"\t      RO: {'read-only' if img.read_only else 'writable'}")
+        if img.crtime:
+            print(f"\t Created: {output.timestamp(img.crtime)}; {output.timespan_ago(img.crtime)}")
+        if img.mtime:
+            print(f"\tModified: {output.timestamp(img.mtime)}; {output.timespan_ago(img.mtime)}")
+        usage = _usage(img)
+        if usage is not None:
+            print(f"\t   Usage: {output.size(usage)}")
+    return 0
+
+
+def show_image(args: list[str]) -> int:
+    p = _parser(
+        "show-image", "[NAME...] [-p PROPERTY] [--value]", "Show an image's properties as Key=Value."
+    )
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument(
+        "-p", "--property", action="append", default=[], help="only these (repeat or comma-separate)"
+    )
+    p.add_argument("-P", dest="value_property", action="append", default=[], help="like -p PROPERTY --value")
+    p.add_argument("--value", action="store_true", help="print values without names")
+    p.add_argument("-a", "--all", action="store_true", help="also empty properties")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    wanted = ns.property + ns.value_property
+    value_only = ns.value or bool(ns.value_property)
+    if not ns.names:
+        # With no name: the pool's own properties, as machinectl shows the manager's.
+        d = paths.image_dir
+        try:
+            vfs = os.statvfs(d)
+            pool_usage, pool_limit = (
+                str((vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize),
+                str(vfs.f_blocks * vfs.f_frsize),
+            )
+        except OSError:
+            pool_usage = pool_limit = ""
+        props = [("PoolPath", d), ("PoolUsage", pool_usage), ("PoolLimit", pool_limit)]
+        output.properties(props, wanted, value_only, ns.all)
+        return 0
+    for n, name in enumerate(ns.names):
+        img = store.get(name, paths)
+        if n and not value_only:
+            print()
+        usage = _usage(img)
+        props = [
+            ("Name", img.name),
+            ("Path", img.path),
+            ("Type", img.type),
+            ("ReadOnly", _yes_no(img.read_only)),
+            ("CreationTimestamp", output.timestamp(img.crtime) if img.crtime else ""),
+            ("ModificationTimestamp", output.timestamp(img.mtime) if img.mtime else ""),
+            ("Usage", "" if usage is None else str(usage)),
+            ("UsageExclusive", "" if usage is None else str(usage)),
+            ("Limit", ""),
+            ("LimitExclusive", ""),
+        ]
+        if img.lower:
+            props.append(("Source", img.lower))
+        output.properties(props, wanted, value_only, ns.all)
+    return 0
+
+
+def clone(args: list[str]) -> int:
+    from hutch.images import transfer
+
+    p = _parser("clone", "SRC DST [--read-only] [--thin]", "Copy an image (and its .nspawn file).")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--read-only", action="store_true", help="make the copy read-only")
+    p.add_argument(
+        "--thin",
+        action="store_true",
+        help="an O(1) overlay clone over the read-only SRC, which then stays read-only",
+    )
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    if ns.thin:
+        if ns.read_only:
+            raise UsageError(
+                "--thin and --read-only cannot be combined.", "a thin clone exists to be written"
+            )
+        img = transfer.clone_thin(ns.src, ns.dst, paths)
+    else:
+        img = transfer.clone(ns.src, ns.dst, paths, read_only=ns.read_only, progress=_progress(ns))
+    _say(ns, f"Cloned image '{ns.src}' to '{img.name}' at {img.path}.")
+    return 0
+
+
+def rename(args: list[str]) -> int:
+    from hutch.images import manage
+
+    p = _parser("rename", "OLD NEW", "Rename an image (and its .nspawn files).")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+    ns = p.parse_args(args)
+    img = manage.rename(ns.old, ns.new, Paths.from_env())
+    _say(ns, f"Renamed image '{ns.old}' to '{img.name}'.")
+    return 0
+
+
+def remove(args: list[str]) -> int:
+    from hutch.images import manage
+
+    p = _parser("remove", "NAME...", "Remove images (and their .nspawn files).")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    rc = 0
+    for name in ns.names:
+        try:
+            manage.remove(name, paths)
+            _say(ns, f"Removed image '{name}'.")
+        except ImageError as e:
+            if len(ns.names) == 1:
+                raise
+            from hutch.cli import fail
+
+            rc = fail("hutch remove", e)
+    return rc
+
+
+def read_only(args: list[str]) -> int:
+    from hutch.images import manage
+
+    p = _parser("read-only", "NAME [BOOL]", "Mark an image read-only (default) or writable.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("value", nargs="?", default="yes", metavar="BOOL")
+    ns = p.parse_args(args)
+    value = ns.value.lower()
+    if value in ("1", "yes", "y", "true", "t", "on"):
+        flag = True
+    elif value in ("0", "no", "n", "false", "f", "off"):
+        flag = False
+    else:
+        raise UsageError(f"Failed to parse read-only boolean: {ns.value}", "use yes or no")
+    img = manage.set_read_only(ns.name, flag, Paths.from_env())
+    _say(ns, f"Image '{img.name}' is now {'read-only' if img.read_only else 'writable'}.")
+    return 0
+
+
+def clean(args: list[str]) -> int:
+    from hutch.images import manage
+
+    p = _parser(
+        "clean", "[--all]", "Remove hidden images (all with --all) and leftovers of interrupted operations."
+    )
+    p.add_argument("-a", "--all", action="store_true", help="remove every image, not only hidden ones")
+    ns = p.parse_args(args)
+    removed, leftovers = manage.clean(Paths.from_env(), ns.all)
+    for name in removed:
+        _say(ns, f"Removed image '{name}'.")
+    for entry in leftovers:
+        _say(ns, f"Removed leftover {entry}.")
+    return 0
+
+
+def cat(args: list[str]) -> int:
+    from hutch.images import settings_files
+
+    p = _parser("cat", "NAME|FILE...", "Show an image's .nspawn settings file.")
+    p.add_argument("names", nargs="+", metavar="NAME|FILE")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    for n, name in enumerate(ns.names):
+        if "/" in name:
+            files = [name]
+        else:
+            files = settings_files.existing(name, paths)
+            if not files:
+                raise ImageError(f"No settings file for '{name}'.", f"create one with 'hutch edit {name}'")
+        for path in files[:1]:
+            if n:
+                print()
+            print(f"# {os.path.abspath(path)}")
+            try:
+                with open(path) as f:
+                    sys.stdout.write(f.read())
+            except OSError as e:
+                raise ImageError(f"Failed to read {path}: {e.strerror}.") from None
+    return 0
+
+
+def edit(args: list[str]) -> int:
+    import shlex
+    import subprocess
+
+    from hutch.images import settings_files
+
+    p = _parser("edit", "NAME|FILE", "Edit an image's .nspawn settings file with $EDITOR.")
+    p.add_argument("name", metavar="NAME|FILE")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    if "/" in ns.name:
+        target = ns.name
+        current = [target] if os.path.isfile(target) else []
+    else:
+        store.get(ns.name, paths)
+        current = settings_files.existing(ns.name, paths)
+        # Edits go to the first (trusted, administrator's) settings directory, as machinectl edit does.
+        target = os.path.join(paths.settings_path[0], f"{ns.name}.nspawn")
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".#{os.path.basename(target)}.edit")
+    with open(tmp, "w") as f:
+        if current:
+            with open(current[0]) as src:
+                f.write(src.read())
+        else:
+            f.write("[Exec]\n")
+    editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or "vi"
+    try:
+        r = subprocess.run([*shlex.split(editor), tmp])
+        if r.returncode != 0:
+            raise ImageError(
+                f"Editor '{editor}' failed with exit status {r.returncode}; {target} is unchanged."
+            )
+        with open(tmp) as f:
+            settings_files.check_syntax(f.read(), target)
+        os.rename(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _say(ns, f"Saved {target}.")
+    return 0
+
+
+def _import_options(p: _Parser) -> None:
+    p.add_argument("--read-only", action="store_true", help="mark the new image read-only")
+    p.add_argument("--force", action="store_true", help="replace an existing image of that name")
+
+
+def _report(ns: argparse.Namespace, img: Image, stats: dict[str, int]) -> None:
+    notes = []
+    if stats.get("devices"):
+        notes.append(f"{stats['devices']} device nodes skipped")
+    if stats.get("setuid_stripped"):
+        notes.append(f"setuid/setgid dropped from {stats['setuid_stripped']} writable files")
+    if stats.get("xattrs_dropped"):
+        notes.append(f"{stats['xattrs_dropped']} extended attributes dropped")
+    if stats.get("absolute"):
+        notes.append(f"leading '/' stripped from {stats['absolute']} names")
+    tail = f" ({'; '.join(notes)})" if notes else ""
+    _say(ns, f"Imported image '{img.name}' at {img.path}{tail}.")
+
+
+def import_tar(args: list[str]) -> int:
+    from hutch.images import transfer
+
+    p = _parser(
+        "import-tar",
+        "FILE|- [NAME]",
+        "Import a tarball (plain, gzip, xz, bzip2 or zstd, detected from its content) as a new image.",
+    )
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    _import_options(p)
+    ns = p.parse_args(args)
+    img, stats = transfer.import_tar(
+        ns.file, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+    )
+    _report(ns, img, stats)
+    return 0
+
+
+def import_fs(args: list[str]) -> int:
+    from hutch.images import transfer
+
+    p = _parser("import-fs", "DIR [NAME]", "Copy a directory tree in as a new image.")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    _import_options(p)
+    ns = p.parse_args(args)
+    img = transfer.import_fs(
+        ns.dir, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+    )
+    _say(ns, f"Imported image '{img.name}' at {img.path}.")
+    return 0
+
+
+def export_tar(args: list[str]) -> int:
+    from hutch.images import compress, transfer
+
+    p = _parser(
+        "export-tar",
+        "NAME [FILE|-]",
+        "Write an image as a tarball; the compression comes from the file name's suffix or --format.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    p.add_argument("--format", choices=compress.FORMATS, help="compression (default: from the suffix)")
+    ns = p.parse_args(args)
+    if ns.file == "-" and sys.stdout.isatty():
+        raise UsageError("Refusing to write a tarball to a terminal.", "name a FILE or redirect the output")
+    stats = transfer.export_tar(ns.name, ns.file, Paths.from_env(), fmt=ns.format, progress=_progress(ns))
+    if ns.file != "-":
+        _say(ns, f"Exported image '{ns.name}' to {ns.file} ({stats['members']} files).")
+    return 0
+
+
+def pull_tar(args: list[str]) -> int:
+    from hutch.images import transfer
+
+    p = _parser("pull-tar", "URL [NAME]", "Download a tarball and import it as a new image.")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument(
+        "--verify",
+        default="checksum",
+        metavar="no|checksum",
+        help="check the file against SHA256SUMS next to it (default: checksum)",
+    )
+    _import_options(p)
+    ns = p.parse_args(args)
+    img, stats = transfer.pull_tar(
+        ns.url,
+        ns.name,
+        Paths.from_env(),
+        verify=ns.verify,
+        read_only=ns.read_only,
+        force=ns.force,
+        progress=_progress(ns),
+    )
+    _report(ns, img, stats)
+    return 0

@@ -1,0 +1,88 @@
+"""machinectl's output shapes: tables with a legend, `-o json`, Key=Value properties, and systemd's
+timestamp, time span and byte formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+
+def timestamp(usec: int | None) -> str:
+    if not usec:
+        return "n/a"
+    return time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(usec / 1_000_000))
+
+
+def timespan_ago(usec: int | None) -> str:
+    if not usec:
+        return ""
+    secs = max(0, int(time.time() - usec / 1_000_000))
+    parts = []
+    for unit, size in (
+        ("y", 31557600),
+        ("month", 2629800),
+        ("w", 604800),
+        ("d", 86400),
+        ("h", 3600),
+        ("min", 60),
+        ("s", 1),
+    ):
+        if secs >= size:
+            parts.append(f"{secs // size}{unit}")
+            secs %= size
+        if len(parts) == 2:
+            break
+    return (" ".join(parts) or "0s") + " ago"
+
+
+def size(n: int | None) -> str:
+    """systemd's format_bytes(): 1024-based, one decimal, suffixes B K M G T P E."""
+    if n is None:
+        return "n/a"
+    value = float(n)
+    for suffix in ("B", "K", "M", "G", "T", "P"):
+        if value < 1024 or suffix == "P":
+            return f"{int(value)}{suffix}" if suffix == "B" else f"{value:.1f}{suffix}"
+        value /= 1024
+    return f"{value:.1f}E"
+
+
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, legend: bool, noun: str, out: object = None
+) -> None:
+    f = out or sys.stdout
+    if not rows:
+        if legend:
+            print(f"No {noun}s.", file=f)  # type: ignore[arg-type]
+        return
+    widths = [len(c) if legend else 0 for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = [list(columns)] if legend else []
+    lines += [list(r) for r in rows]
+    for line in lines:
+        text = " ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
+        print(text, file=f)  # type: ignore[arg-type]
+    if legend:
+        print(f"\n{len(rows)} {noun}s listed.", file=f)  # type: ignore[arg-type]
+
+
+def print_json(value: object, pretty: bool = False) -> None:
+    if pretty:
+        print(json.dumps(value, indent=2, ensure_ascii=False))
+    else:
+        print(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def properties(props: list[tuple[str, str]], wanted: list[str], value_only: bool, show_all: bool) -> None:
+    """`show`'s Key=Value lines; -p picks keys, --value drops the names."""
+    keys = {w for p in wanted for w in p.split(",") if w}
+    for key, value in props:
+        if keys and key not in keys:
+            continue
+        if not value and not show_all and not keys:
+            continue
+        print(value if value_only else f"{key}={value}")

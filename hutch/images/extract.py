@@ -1,0 +1,334 @@
+"""Tar extraction that a hostile archive cannot steer outside its root (security.md §3).
+
+tarfile only parses here; every file is created by this module from its parent's directory fd:
+- each path component is opened with O_NOFOLLOW|O_DIRECTORY from the one before it, so a symlink (or
+  a file) where a directory should be stops the import instead of redirecting it;
+- `..` anywhere in a name is refused, a leading `/` is stripped (as GNU tar does), and a member that
+  names the root itself may only be a directory;
+- a file is created with O_CREAT|O_EXCL; an existing entry of that name is unlinked first, never
+  opened and truncated, so an earlier member cannot turn a later write into a write elsewhere;
+- hard link targets are resolved inside the root the same way, and never through a symlink;
+- owners are the archive's numeric ids (never names looked up on the host); device nodes are not
+  created (the container gets its /dev at start); setuid/setgid bits are dropped from files others
+  can write; only user.*, POSIX ACL and file capability xattrs are kept;
+- depth, name length, path length and member size are limited before anything is written, and the
+  stream is read to its end so the caller can check the compression's integrity.
+
+It runs in a confined child process (see transfer.py); it raises HostileArchive for what it refuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import stat
+import tarfile
+from urllib.parse import unquote
+
+from hutch.errors import ImageError
+
+MAX_DEPTH = 128  # systemd caps tree depth for copies and removal at the same value
+PATH_MAX = 4096
+NAME_MAX = 255
+MAX_XATTR_VALUE = 64 * 1024
+KEPT_XATTRS = ("user.", "system.posix_acl_access", "system.posix_acl_default", "security.capability")
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FD_CACHE = 256
+
+
+class HostileArchive(ImageError):
+    """The archive tries something no honest OS tarball does; nothing of it is kept."""
+
+
+def shown(name: str) -> str:
+    """A member name fit for one line of output: control characters and bad bytes escaped."""
+    text = repr(name)[1:-1]
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.members = 0
+        self.bytes = 0
+        self.devices = 0
+        self.setuid_stripped = 0
+        self.xattrs_dropped = 0
+        self.absolute = 0
+
+    def as_dict(self) -> dict[str, int]:
+        keys = ("members", "bytes", "devices", "setuid_stripped", "xattrs_dropped", "absolute")
+        return {k: getattr(self, k) for k in keys}
+
+
+def split_name(name: str, stats: Stats | None = None) -> list[str]:
+    if name.startswith("/") and stats is not None:
+        stats.absolute += 1
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    for p in parts:
+        if p == "..":
+            raise HostileArchive(f"Archive member '{shown(name)}' points outside the image with '..'.")
+        if len(os.fsencode(p)) > NAME_MAX:
+            raise HostileArchive(f"Archive member '{shown(name)}' has a name longer than {NAME_MAX} bytes.")
+    if len(parts) > MAX_DEPTH:
+        raise HostileArchive(
+            f"Archive member '{shown(name)}' is nested {len(parts)} levels deep (limit {MAX_DEPTH})."
+        )
+    if len(os.fsencode("/".join(parts))) >= PATH_MAX:
+        raise HostileArchive(f"Archive member '{shown(name)}' has a path longer than {PATH_MAX} bytes.")
+    return parts
+
+
+def _xattrs(member: tarfile.TarInfo, stats: Stats) -> list[tuple[str, bytes]]:
+    out = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            name = key[len("SCHILY.xattr.") :]
+            raw = value.encode("utf-8", "surrogateescape")
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = unquote(key[len("LIBARCHIVE.xattr.") :])
+            try:
+                raw = base64.b64decode(value + "=" * (-len(value) % 4))
+            except ValueError:
+                stats.xattrs_dropped += 1
+                continue
+        else:
+            continue
+        if name.startswith(KEPT_XATTRS) and len(raw) <= MAX_XATTR_VALUE:
+            out.append((name, raw))
+        else:
+            stats.xattrs_dropped += 1
+    return out
+
+
+def mtime_ns(m: tarfile.TarInfo) -> int:
+    """The member's mtime to the nanosecond: from the PAX record's decimal text where there is one
+    (tarfile turns it into a float, which rounds), else the header's whole seconds."""
+    text = m.pax_headers.get("mtime")
+    if text:
+        sec, _, frac = text.partition(".")
+        try:
+            whole = int(sec)
+            ns = int((frac + "000000000")[:9]) if frac else 0
+            return whole * 1_000_000_000 + (-ns if sec.startswith("-") else ns)
+        except ValueError:
+            pass
+    return int(m.mtime * 1_000_000_000)
+
+
+def _safe_mode(mode: int, is_dir: bool, stats: Stats) -> int:
+    mode = stat.S_IMODE(mode)
+    if not is_dir and mode & (stat.S_ISUID | stat.S_ISGID) and mode & 0o022:
+        stats.setuid_stripped += 1
+        mode &= ~(stat.S_ISUID | stat.S_ISGID)
+    return mode
+
+
+def _check_id(value: int, what: str, name: str) -> int:
+    if not 0 <= value < 0xFFFFFFFF:
+        raise HostileArchive(f"Archive member '{shown(name)}' has an invalid {what} {value}.")
+    return value
+
+
+class Extractor:
+    def __init__(self, root_fd: int, max_member: int) -> None:
+        self.root = root_fd
+        self.max_member = max_member
+        self.stats = Stats()
+        self.cache: dict[tuple[str, ...], int] = {}
+        # Directory metadata is applied last, deepest first: files written into a directory change
+        # its mtime, and a read-only mode must not stop the members after it.
+        self.dirs: dict[tuple[str, ...], tarfile.TarInfo] = {}
+
+    def close(self) -> None:
+        for fd in self.cache.values():
+            os.close(fd)
+        self.cache.clear()
+
+    def dir_fd(self, parts: tuple[str, ...], member: str) -> int:
+        """The directory PARTS below the root, made where missing, never through a symlink."""
+        if not parts:
+            return self.root
+        fd = self.cache.get(parts)
+        if fd is not None:
+            return fd
+        parent = self.dir_fd(parts[:-1], member)
+        name = parts[-1]
+        try:
+            fd = os.open(name, _DIR, dir_fd=parent)
+        except FileNotFoundError:
+            os.mkdir(name, 0o755, dir_fd=parent)
+            fd = os.open(name, _DIR, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise HostileArchive(
+                    f"Archive member '{shown(member)}' goes through '{shown('/'.join(parts))}', "
+                    "which is a symlink or a file, not a directory."
+                ) from None
+            raise
+        if len(self.cache) >= _FD_CACHE:
+            for key in list(self.cache)[: _FD_CACHE // 2]:
+                os.close(self.cache.pop(key))
+        self.cache[parts] = fd
+        return fd
+
+    def _clear_name(self, dfd: int, parts: list[str], member: str) -> None:
+        """Make room for a new entry: a later member replaces an earlier one, as tar does."""
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(name, dir_fd=dfd)
+            except OSError as e:
+                raise HostileArchive(
+                    f"Archive member '{shown(member)}' would replace a directory that is not empty."
+                ) from e
+            self.close()  # a cached fd may name the directory just removed
+            self.dirs.pop(tuple(parts), None)
+        else:
+            os.unlink(name, dir_fd=dfd)
+
+    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        self.stats.members += 1
+        try:
+            self._member(tf, m)
+        except OSError as e:
+            raise ImageError(f"Failed to extract '{shown(m.name)}': {e.strerror or e}.") from e
+
+    def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = split_name(m.name, self.stats)
+        uid = _check_id(m.uid, "owner", m.name)
+        gid = _check_id(m.gid, "group", m.name)
+        if not parts:
+            if not m.isdir():
+                raise HostileArchive(f"Archive member '{shown(m.name)}' would replace the image's root.")
+            self.dirs[()] = m
+            return
+        if m.ischr() or m.isblk():
+            self.stats.devices += 1
+            return
+        if m.size > self.max_member and (m.isreg() or m.issparse()):
+            raise HostileArchive(
+                f"Archive member '{shown(m.name)}' is {m.size} bytes, more than the {self.max_member} "
+                "bytes free in the image directory."
+            )
+        dfd = self.dir_fd(tuple(parts[:-1]), m.name)
+        name = parts[-1]
+        if m.isdir():
+            try:
+                os.mkdir(name, 0o700, dir_fd=dfd)
+            except FileExistsError:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(name, dir_fd=dfd)
+                    os.mkdir(name, 0o700, dir_fd=dfd)
+            self.dirs[tuple(parts)] = m
+            return
+        if m.isreg():
+            self._clear_name(dfd, parts, m.name)
+            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+            try:
+                self._data(tf, m, fd)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, _safe_mode(m.mode, False, self.stats))  # after chown, which clears setuid
+                for key, value in _xattrs(m, self.stats):
+                    os.setxattr(fd, key, value)
+                os.utime(fd, ns=(mtime_ns(m), mtime_ns(m)))
+            finally:
+                os.close(fd)
+            return
+        if m.issym():
+            self._clear_name(dfd, parts, m.name)
+            os.symlink(m.linkname, name, dir_fd=dfd)
+        elif m.islnk():
+            tparts = split_name(m.linkname)
+            if not tparts:
+                raise HostileArchive(f"Archive member '{shown(m.name)}' is a hard link to the image's root.")
+            tdfd = self.dir_fd(tuple(tparts[:-1]), m.name)
+            try:
+                tst = os.stat(tparts[-1], dir_fd=tdfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise HostileArchive(
+                    f"Archive member '{shown(m.name)}' is a hard link to '{shown(m.linkname)}', which the "
+                    "archive does not contain before it."
+                ) from None
+            if stat.S_ISDIR(tst.st_mode):
+                raise HostileArchive(f"Archive member '{shown(m.name)}' is a hard link to a directory.")
+            if (tdfd, tparts[-1]) == (dfd, name):
+                return
+            self._clear_name(dfd, parts, m.name)
+            os.link(tparts[-1], name, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
+            return  # a hard link shares its target's owner, mode and times
+        elif m.isfifo():
+            self._clear_name(dfd, parts, m.name)
+            os.mkfifo(name, 0o600, dir_fd=dfd)
+        else:
+            self.stats.devices += 1  # contiguous files and unknown types are read as regular by tarfile
+            return
+        os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        if m.isfifo():
+            os.chmod(name, _safe_mode(m.mode, False, self.stats), dir_fd=dfd)
+        os.utime(name, ns=(mtime_ns(m), mtime_ns(m)), dir_fd=dfd, follow_symlinks=False)
+
+    def _data(self, tf: tarfile.TarFile, m: tarfile.TarInfo, fd: int) -> None:
+        src = tf.fileobj
+        assert src is not None
+        # Read the member's data straight from the stream (tarfile seeks past what is left unread).
+        # A sparse member is written block by block at its offsets: the holes stay holes.
+        sparse: list[tuple[int, int]] | None = m.sparse  # type: ignore[assignment]  # typeshed: list[int]
+        blocks = sparse if sparse is not None else [(0, m.size)]
+        for offset, size in blocks:
+            if offset + size > m.size:
+                raise HostileArchive(f"Archive member '{shown(m.name)}' has a malformed sparse map.")
+            if offset:
+                os.lseek(fd, offset, os.SEEK_SET)
+            left = size
+            while left:
+                buf = src.read(min(left, 1 << 20))
+                if not buf:
+                    raise tarfile.ReadError(f"unexpected end of data in '{shown(m.name)}'")
+                os.write(fd, buf)
+                left -= len(buf)
+                self.stats.bytes += len(buf)
+        if sparse is not None:
+            os.ftruncate(fd, m.size)
+
+    def finish(self) -> None:
+        self.close()
+        for parts in sorted(self.dirs, key=len, reverse=True):
+            m = self.dirs[parts]
+            fd = self.dir_fd(parts, m.name) if parts else self.root
+            os.fchown(fd, _check_id(m.uid, "owner", m.name), _check_id(m.gid, "group", m.name))
+            mode = _safe_mode(m.mode, True, self.stats)
+            if not parts:
+                # The image's root: never world-writable or setuid, whatever the archive says.
+                mode &= 0o755
+            os.fchmod(fd, mode)
+            for key, value in _xattrs(m, self.stats):
+                os.setxattr(fd, key, value)
+            os.utime(fd, ns=(mtime_ns(m), mtime_ns(m)))
+        self.close()
+
+
+def extract(stream: object, root_fd: int, max_member: int) -> Stats:
+    """Extract the plain tar STREAM (an object with read()) below ROOT_FD; read it to its end."""
+    ex = Extractor(root_fd, max_member)
+    try:
+        # ignore_zeros, as importd's `tar --ignore-zeros`: concatenated archives extract whole.
+        with tarfile.open(fileobj=stream, mode="r|", ignore_zeros=True) as tf:  # type: ignore[call-overload]
+            for m in tf:
+                ex.member(tf, m)
+        while stream.read(1 << 20):  # type: ignore[attr-defined]
+            pass
+        ex.finish()
+    except tarfile.TarError as e:
+        raise ImageError(
+            f"Malformed tar archive: {e}.", "is it a tar file? (plain, gzip, xz, bzip2 or zstd)"
+        ) from e
+    finally:
+        ex.close()
+    return ex.stats

@@ -1,0 +1,80 @@
+"""An image's `.nspawn` settings files, where systemd keeps them: NAME.nspawn in each settings
+directory ($HUTCH_SETTINGS_PATH: /etc/systemd/nspawn, /run/systemd/nspawn) and next to the image.
+They follow the image: clone copies them, rename renames them, remove removes them."""
+
+from __future__ import annotations
+
+import os
+
+from hutch.errors import ImageError
+from hutch.paths import Paths
+
+
+def locations(name: str, paths: Paths) -> list[str]:
+    """Every place NAME's settings file may be, in the order systemd-nspawn searches them."""
+    out = [os.path.join(d, f"{name}.nspawn") for d in paths.settings_path]
+    out += [os.path.join(d, f"{name}.nspawn") for d in paths.image_path]
+    return out
+
+
+def existing(name: str, paths: Paths) -> list[str]:
+    return [p for p in locations(name, paths) if os.path.isfile(p)]
+
+
+def _atomic_copy(src: str, dst: str) -> None:
+    with open(src, "rb") as f:
+        data = f.read()
+    tmp = os.path.join(os.path.dirname(dst), f".#{os.path.basename(dst)}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, dst)
+
+
+def copy_along(src: str, dst: str, paths: Paths) -> list[str]:
+    made = []
+    for path in existing(src, paths):
+        target = os.path.join(os.path.dirname(path), f"{dst}.nspawn")
+        if not os.path.lexists(target):
+            _atomic_copy(path, target)
+            made.append(target)
+    return made
+
+
+def rename_along(old: str, new: str, paths: Paths) -> None:
+    for path in existing(old, paths):
+        target = os.path.join(os.path.dirname(path), f"{new}.nspawn")
+        if os.path.lexists(target):
+            raise ImageError(f"Settings file {target} already exists.", "remove it, or pick another name")
+    for path in existing(old, paths):
+        os.rename(path, os.path.join(os.path.dirname(path), f"{new}.nspawn"))
+
+
+def remove_along(name: str, paths: Paths) -> None:
+    for path in existing(name, paths):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def check_syntax(text: str, origin: str) -> None:
+    """The file's shape: [Section] headers and Key=Value lines (the keys are checked at start)."""
+    section = None
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            if section not in ("Exec", "Files", "Network"):
+                raise ImageError(
+                    f"{origin}:{n}: unknown section [{section}].", "use [Exec], [Files] or [Network]"
+                )
+            continue
+        if "=" not in line:
+            raise ImageError(f"{origin}:{n}: expected Key=Value, got {line[:60]!r}.")
+        if section is None:
+            raise ImageError(f"{origin}:{n}: assignment outside of a section.", "put it under [Exec]")

@@ -1,0 +1,648 @@
+"""Making new images atomically: import-tar, import-fs, pull-tar, clone; and export-tar.
+
+Every new image is built under a hidden name next to its target (.#NAME.import-XXXX), made read-only
+if asked, and renamed into place only when complete, under the image name's lock. A crash or SIGKILL
+leaves only the hidden directory, which the next operation on that name (or `clean`) removes; nothing
+half-made ever carries the image's name.
+
+Tar data is decompressed here and extracted by a child process confined as importd confines tar: no
+network (a new network namespace), a bounding set cut to the file-owning capabilities, no new
+privileges, no more processes, a memory cap, and death with its parent.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hutch.errors import HutchError, ImageError
+from hutch.images import names, store
+from hutch.images.compress import CHUNK, Reader
+from hutch.images.store import Image
+from hutch.linux import libc
+from hutch.linux.fsutil import rm_rf
+from hutch.paths import Paths
+
+# The extractor keeps only what creating files with their owners, modes and capabilities needs.
+_EXTRACT_CAPS = frozenset((0, 1, 2, 3, 4, 31))  # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID SETFCAP
+_EXTRACT_MEMORY = 2 << 30
+PR_SET_NO_NEW_PRIVS = 38
+
+
+class _Counted:
+    """The raw input: counted for the progress bar and hashed for --verify=checksum."""
+
+    def __init__(self, src: Reader, progress: Callable[[int], None] | None, hasher: Any = None) -> None:
+        self.src = src
+        self.progress = progress
+        self.hasher = hasher
+        self.total = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self.src.read(CHUNK if n < 0 else n)
+        if data:
+            self.total += len(data)
+            if self.hasher is not None:
+                self.hasher.update(data)
+            if self.progress is not None:
+                self.progress(len(data))
+        return data
+
+
+class FdReader:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, n: int = -1, /) -> bytes:
+        return os.read(self.fd, CHUNK if n < 0 else n)
+
+
+def _confine(keep: set[int]) -> None:
+    import resource
+
+    from hutch.linux import caps
+
+    libc.prctl(libc.PR_SET_PDEATHSIG, 9)
+    libc.unshare(libc.CLONE_NEWNET | libc.CLONE_NEWIPC)
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    resource.setrlimit(resource.RLIMIT_AS, (_EXTRACT_MEMORY, _EXTRACT_MEMORY))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    caps.drop_bounding(_EXTRACT_CAPS)
+    caps.set_caps(_EXTRACT_CAPS)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _extract_child(root_fd: int, max_member: int) -> tuple[int, int, int]:
+    """Fork the confined extractor reading plain tar from a pipe. Returns (pid, the pipe's write end,
+    the read end of its one-line JSON report)."""
+    data_r, data_w = os.pipe2(os.O_CLOEXEC)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        import fcntl
+
+        fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        msg: dict[str, Any]
+        try:
+            os.close(data_w)
+            os.close(report_r)
+            _confine({data_r, report_w, root_fd})
+            from hutch.images.extract import extract
+
+            with open(data_r, "rb", buffering=CHUNK) as f:
+                stats = extract(f, root_fd, max_member)
+            msg = {"ok": stats.as_dict()}
+            code = 0
+        except HutchError as e:
+            msg = {"error": e.message, "hint": e.hint}
+        except MemoryError:
+            msg = {"error": "The archive needs more memory than an import may use (a header bomb?)."}
+        except KeyboardInterrupt:
+            msg = {"error": "Interrupted."}
+        except BaseException as e:
+            msg = {"error": f"Extraction failed: {e}"}
+        try:
+            os.write(report_w, json.dumps(msg).encode())
+        finally:
+            os._exit(code)
+    os.close(data_r)
+    os.close(report_w)
+    return pid, data_w, report_r
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _extract_stream(raw: Reader, what: str, temp: str) -> dict[str, int]:
+    """Detect the compression of RAW, decompress it here and extract it into TEMP in the child."""
+    from hutch.images import compress
+
+    head = b""
+    while len(head) < 6:
+        more = raw.read(6 - len(head))
+        if not more:
+            break
+        head += more
+    if not head:
+        raise ImageError(f"{what} is empty.", "is it a tar archive?")
+    fmt = compress.detect(head)
+    reader = compress.decompressor(fmt, compress.Peeked(head, raw))
+    vfs = os.statvfs(temp)
+    root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        pid, data_w, report_r = _extract_child(root_fd, vfs.f_bavail * vfs.f_frsize)
+    finally:
+        os.close(root_fd)
+    errors = compress.decode_errors()
+    try:
+        try:
+            while True:
+                buf = reader.read(CHUNK)
+                if not buf:
+                    break
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(data_w, view) :]
+        except BrokenPipeError:
+            pass  # the extractor stopped: its report says why
+        except errors as e:
+            _kill(pid)
+            raise ImageError(
+                f"Corrupt or truncated {fmt} data in {what}: {e}.", "download or copy the file again"
+            ) from e
+        finally:
+            os.close(data_w)
+        with os.fdopen(report_r, "rb") as f:
+            report_r = -1
+            text = f.read()
+        _, status = os.waitpid(pid, 0)
+        pid = -1
+        try:
+            msg = json.loads(text) if text else {}
+        except ValueError:
+            msg = {}
+        if "ok" in msg:
+            return dict(msg["ok"])
+        if "error" in msg:
+            raise ImageError(f"Failed to import {what}: {msg['error'].rstrip('.')}.", msg.get("hint"))
+        raise ImageError(f"Failed to import {what}: the extractor died ({_describe(status)}).")
+    finally:
+        if report_r >= 0:
+            os.close(report_r)
+        if pid > 0:
+            _kill(pid)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def looks_like_os_tree(path: str) -> bool:
+    """An os-release file where systemd looks for one (not following symlinked directories)."""
+    for d, f in (("etc", "os-release"), ("usr/lib", "os-release")):
+        parts = d.split("/")
+        dirs_real = all(_is_dir(os.path.join(path, *parts[: i + 1])) for i in range(len(parts)))
+        if dirs_real and os.path.lexists(os.path.join(path, d, f)):
+            return True
+    return _is_dir(os.path.join(path, "usr"))
+
+
+def _unwrap(temp: str, name: str) -> str:
+    """A tarball that wraps the OS tree in one top-level directory: that directory becomes the image,
+    as importd's import_mangle_os_tree() does."""
+    if looks_like_os_tree(temp):
+        return temp
+    entries = os.listdir(temp)
+    if len(entries) != 1 or not _is_dir(os.path.join(temp, entries[0])):
+        return temp
+    inner = os.path.join(temp, entries[0])
+    if not looks_like_os_tree(inner):
+        return temp
+    moved = os.path.join(os.path.dirname(temp), names.temp_name(name, "unwrap"))
+    os.rename(inner, moved)
+    os.rmdir(temp)
+    return moved
+
+
+class NewImage:
+    """The frame every image-making operation runs in: name checks, locks, a hidden build directory,
+    and the final rename. Use as a context manager; call commit() when the tree is complete."""
+
+    def __init__(self, name: str, paths: Paths, *, force: bool = False, what: str = "import") -> None:
+        self.name = names.check_image_name(name)
+        if name == ".host":
+            raise ImageError("The name '.host' is reserved for the host's own root.")
+        self.paths = paths
+        self.force = force
+        self.what = what
+        self.store_dir = ""
+        self.temp = ""
+        self.target = ""
+        self.locks: list[store.Lock] = []
+        self.replaced: Image | None = None
+
+    def __enter__(self) -> NewImage:
+        self.store_dir = store.ensure_store(self.paths)
+        self.locks.append(store.lock_name(self.name, self.paths))
+        try:
+            reap(self.store_dir, self.name)
+            existing = store.find(self.name, self.paths)
+            if existing is not None:
+                if not self.force:
+                    raise ImageError(
+                        f"Image '{self.name}' already exists at {existing.path}.",
+                        "pick another name, or pass --force to replace it",
+                    )
+                if os.path.dirname(existing.path) != self.store_dir or existing.type == "raw":
+                    raise ImageError(
+                        f"Image '{self.name}' exists at {existing.path}, which --force does not replace.",
+                        "remove it there first",
+                    )
+                check_removable(existing, self.paths)
+                lock = store.lock_path(existing.path)
+                if lock is not None:
+                    self.locks.append(lock)
+                self.replaced = existing
+            self.target = os.path.join(self.store_dir, self.name)
+            self.temp = os.path.join(self.store_dir, names.temp_name(self.name, self.what))
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def make_dir(self) -> str:
+        os.mkdir(self.temp, 0o700)
+        return self.temp
+
+    def commit(self, *, read_only: bool = False, unwrap: bool = False) -> Image:
+        if unwrap:
+            self.temp = _unwrap(self.temp, self.name)
+        store.set_crtime(self.temp, time.time_ns() // 1000)
+        if read_only:
+            store.set_immutable(self.temp, True)
+        try:
+            if self.replaced is not None:
+                libc.rename2(self.temp, self.target, libc.RENAME_EXCHANGE)
+                # The old tree now has the hidden name: remove it, nothing refers to it any more.
+                rm_rf(self.temp)
+            else:
+                libc.rename2(self.temp, self.target, libc.RENAME_NOREPLACE)
+        except OSError as e:
+            if e.errno == errno.EEXIST:
+                raise ImageError(f"Image '{self.name}' appeared while it was being made.") from e
+            raise
+        self.temp = ""
+        return store.get(self.name, self.paths)
+
+    def release(self) -> None:
+        for lock in reversed(self.locks):
+            lock.release()
+        self.locks.clear()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self.temp:
+                rm_rf(self.temp)
+        finally:
+            self.release()
+
+
+def reap(store_dir: str, name: str) -> list[str]:
+    """Remove what an interrupted operation on NAME left behind. Only call with NAME's lock held: then
+    no live operation owns any of it."""
+    removed: list[str] = []
+    try:
+        entries = os.listdir(store_dir)
+    except OSError:
+        return removed
+    for entry in entries:
+        if names.is_temp_of(entry, name):
+            rm_rf(os.path.join(store_dir, entry))
+            removed.append(entry)
+    return removed
+
+
+def check_removable(img: Image, paths: Paths) -> None:
+    if img.name == ".host":
+        raise ImageError("The host's image '.host' cannot be changed or removed.")
+    if img.path.startswith(store.ALWAYS_READ_ONLY):
+        raise ImageError(f"Image '{img.name}' is in {os.path.dirname(img.path)}, which is read-only.")
+    clones = store.thin_clones_of(img, paths)
+    if clones:
+        raise ImageError(
+            f"Image '{img.name}' is the source of thin clones: {', '.join(c.name for c in clones)}.",
+            "remove those first",
+        )
+
+
+def _open_input(path: str) -> tuple[Reader, int | None, str]:
+    if path == "-":
+        return FdReader(0), None, "standard input"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"Failed to open {path}: {e.strerror}.") from None
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise ImageError(f"{path} is a directory.", "use 'hutch import-fs' for directory trees")
+    return FdReader(fd), (st.st_size if stat.S_ISREG(st.st_mode) else None), path
+
+
+def import_tar(
+    path: str,
+    name: str | None,
+    paths: Paths,
+    *,
+    read_only: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+) -> tuple[Image, dict[str, int]]:
+    from hutch.images.progress import Progress
+
+    if name is None:
+        if path == "-":
+            raise ImageError("An image name is needed when importing from standard input.")
+        name = names.image_name_from_path(path)
+    names.check_image_name(name)
+    with NewImage(name, paths, force=force) as new:
+        raw, size, what = _open_input(path)
+        try:
+            new.make_dir()
+            with Progress(f"Importing {name}", size, progress) as bar:
+                stats = _extract_stream(_Counted(raw, bar), what, new.temp)
+        finally:
+            if isinstance(raw, FdReader) and raw.fd != 0:
+                os.close(raw.fd)
+        return new.commit(read_only=read_only, unwrap=True), stats
+
+
+def import_fs(
+    path: str,
+    name: str | None,
+    paths: Paths,
+    *,
+    read_only: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+) -> Image:
+    from hutch.images import tree
+    from hutch.images.progress import Progress
+
+    if not _is_dir(path) and not os.path.isdir(path):
+        raise ImageError(f"{path} is not a directory.", "import-fs copies a directory tree")
+    name = name or names.image_name_from_path(os.path.abspath(path))
+    with NewImage(name, paths, force=force) as new, Progress(f"Copying {name}", None, progress) as bar:
+        tree.copy_tree(os.path.realpath(path), new.temp, bar)
+        return new.commit(read_only=read_only)
+
+
+def clone(
+    src_name: str, dst_name: str, paths: Paths, *, read_only: bool = False, progress: bool | None = None
+) -> Image:
+    from hutch.images import settings_files, tree
+    from hutch.images.progress import Progress
+
+    src = store.get(src_name, paths)
+    if src.name == ".host":
+        raise ImageError("Cloning the host's root ('.host') is not supported.")
+    with NewImage(dst_name, paths, what="clone") as new:
+        # A shared lock on the source: a container may run read-only on it, but no writer.
+        src_lock = store.lock_path(src.path, exclusive=False)
+        try:
+            if src.type == "raw":
+                _copy_raw(src.path, new.temp)
+                new.target += ".raw"
+            elif src.type == "thin":
+                _clone_thin_image(src, new.temp)
+            else:
+                with Progress(f"Cloning {src.name}", None, progress) as bar:
+                    tree.copy_tree(src.path, new.temp, bar)
+        finally:
+            if src_lock is not None:
+                src_lock.release()
+        img = new.commit(read_only=read_only)
+    settings_files.copy_along(src.name, dst_name, paths)
+    return img
+
+
+def _copy_raw(src: str, dst: str) -> None:
+    from hutch.images.tree import _Copier
+
+    sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(sfd)
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            _Copier(None).data(sfd, dfd, st)
+            os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def _clone_thin_image(src: Image, dst: str) -> None:
+    """A copy of a thin image is another thin image over the same source, with a copy of its upper."""
+    from hutch.images import tree
+
+    os.mkdir(dst, 0o700)
+    tree.copy_tree(os.path.join(src.path, "upper"), os.path.join(dst, "upper"))
+    os.mkdir(os.path.join(dst, "work"), 0o700)
+    assert src.lower is not None
+    os.setxattr(dst, store.THIN_XATTR, src.lower.encode())
+    st = os.stat(src.path)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+
+
+def clone_thin(src_name: str, dst_name: str, paths: Paths) -> Image:
+    """An O(1) clone: an overlay upper layer over SRC, which must be (and stays) read-only."""
+    from hutch.images import settings_files
+
+    src = store.get(src_name, paths)
+    if src.type != "directory":
+        raise ImageError(f"Image '{src.name}' is a {src.type} image; a thin clone needs a directory image.")
+    if not src.read_only:
+        raise ImageError(
+            f"Image '{src.name}' is writable; a thin clone needs a read-only source.",
+            f"make it read-only first: 'hutch read-only {src.name}'",
+        )
+    with NewImage(dst_name, paths, what="thin") as new:
+        os.mkdir(new.temp, 0o700)
+        os.mkdir(os.path.join(new.temp, "upper"), 0o755)
+        os.mkdir(os.path.join(new.temp, "work"), 0o700)
+        st = os.stat(src.path)
+        os.chown(os.path.join(new.temp, "upper"), st.st_uid, st.st_gid)
+        os.chmod(os.path.join(new.temp, "upper"), stat.S_IMODE(st.st_mode))
+        os.setxattr(new.temp, store.THIN_XATTR, os.path.realpath(src.path).encode())
+        img = new.commit()
+    settings_files.copy_along(src.name, dst_name, paths)
+    return img
+
+
+def export_tar(
+    name: str, path: str, paths: Paths, *, fmt: str | None = None, progress: bool | None = None
+) -> dict[str, int]:
+    from hutch.images import compress, export
+    from hutch.images.progress import Progress
+
+    img = store.get(name, paths)
+    if img.type == "raw":
+        raise ImageError(f"Image '{name}' is a raw disk image.", "export-tar exports directory images")
+    if fmt is None:
+        fmt = "uncompressed" if path == "-" else (compress.format_from_name(path) or "uncompressed")
+    if fmt not in compress.FORMATS:
+        raise ImageError(
+            f"Unknown compression format '{fmt}'.", "use one of: " + ", ".join(compress.FORMATS)
+        )
+    lock = store.lock_path(img.path, exclusive=False) if img.name != ".host" else None
+    tmp = ""
+    try:
+        if path == "-":
+            out_fd = 1
+        else:
+            d = os.path.dirname(os.path.abspath(path))
+            tmp = os.path.join(d, f".#{os.path.basename(path)}.export-{os.urandom(6).hex()}")
+            try:
+                out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                raise ImageError(f"Failed to create {path}: {e.strerror}.") from None
+        try:
+            sink = compress.Compressor(fmt, _FdWriter(out_fd))
+            with Progress(f"Exporting {name}", None, progress) as bar:
+                root = _root_of(img)
+                stats = export.write_tar(root, sink, bar)
+            sink.close()
+            if tmp:
+                os.fsync(out_fd)
+        finally:
+            if out_fd != 1:
+                os.close(out_fd)
+        if tmp:
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+            tmp = ""
+        return stats
+    finally:
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if lock is not None:
+            lock.release()
+
+
+def _root_of(img: Image) -> str:
+    if img.type == "thin":
+        raise ImageError(
+            f"Image '{img.name}' is a thin clone.",
+            f"clone it to a full image first: 'hutch clone {img.name} NEW'",
+        )
+    return img.path
+
+
+class _FdWriter:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return len(data)
+
+
+def pull_tar(
+    url: str,
+    name: str | None,
+    paths: Paths,
+    *,
+    verify: str = "checksum",
+    read_only: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+) -> tuple[Image, dict[str, int]]:
+    import hashlib
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from hutch.images.progress import Progress
+
+    if verify not in ("no", "checksum"):
+        raise ImageError(
+            f"Unsupported --verify={verify}.", "use --verify=checksum (SHA256SUMS next to the file) or no"
+        )
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ImageError(f"Invalid URL '{url}'.", "pull-tar takes an http:// or https:// URL to a tarball")
+    filename = os.path.basename(urllib.parse.unquote(parsed.path))
+    if not filename:
+        raise ImageError(f"URL '{url}' names no file.")
+    if name is None:
+        name = names.image_name_from_path(filename)
+    names.check_image_name(name)
+    expected = _fetch_checksum(url, filename) if verify == "checksum" else None
+    with NewImage(name, paths, force=force, what="pull") as new:
+        try:
+            resp = urllib.request.urlopen(url, timeout=60)
+        except (urllib.error.URLError, OSError) as e:
+            raise ImageError(f"Failed to download {url}: {getattr(e, 'reason', e)}.") from None
+        with resp:
+            length = resp.headers.get("Content-Length")
+            size = int(length) if length and length.isdigit() else None
+            new.make_dir()
+            hasher = hashlib.sha256()
+            counted = _Counted(resp, None, hasher)
+            try:
+                with Progress(f"Downloading {name}", size, progress) as bar:
+                    counted.progress = bar
+                    stats = _extract_stream(counted, url, new.temp)
+            except (OSError, TimeoutError) as e:
+                raise ImageError(f"Failed to download {url}: {e}.") from None
+            if size is not None and counted.total != size:
+                raise ImageError(
+                    f"Download of {url} is truncated: {counted.total} of {size} bytes.", "try again"
+                )
+        if expected is not None and hasher.hexdigest() != expected:
+            raise ImageError(
+                f"Checksum of {filename} does not match SHA256SUMS: got {hasher.hexdigest()}, "
+                f"expected {expected}.",
+                "the download is corrupt or was tampered with; nothing was imported",
+            )
+        return new.commit(read_only=read_only, unwrap=True), stats
+
+
+def _fetch_checksum(url: str, filename: str) -> str:
+    """The file's SHA-256 from SHA256SUMS in the same directory, as importd's --verify=checksum."""
+    import urllib.error
+    import urllib.request
+
+    sums_url = url.rsplit("/", 1)[0] + "/SHA256SUMS"
+    try:
+        with urllib.request.urlopen(sums_url, timeout=60) as r:
+            text = r.read(1 << 20).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as e:
+        raise ImageError(
+            f"Failed to download {sums_url}: {getattr(e, 'reason', e)}.",
+            "pass --verify=no to import without checking",
+        ) from None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == filename and len(parts[0]) == 64:
+            return str(parts[0]).lower()
+    raise ImageError(f"{sums_url} lists no checksum for {filename}.", "pass --verify=no to skip the check")
