@@ -11,6 +11,8 @@ import os
 from hutch.container.console import TIOCSCTTY
 from hutch.errors import SetupError
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 INIT_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
 
 
@@ -122,6 +124,27 @@ def close_fds(keep: int) -> None:
     os.closerange(keep + 1, 65536)
 
 
+def _exec_path(command: list[str], env: dict[str, str]) -> None:
+    """execvpe() without os.get_exec_path(), which imports `warnings`: after pivot_root the host's
+    standard library is out of reach, so nothing may be imported here."""
+    name = command[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [f"{d or '.'}/{name}" for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    first: OSError | None = None
+    for path in candidates:
+        try:
+            os.execve(path, command, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            first = first or e
+        except OSError as e:
+            if first is None or isinstance(first, (FileNotFoundError, NotADirectoryError)):
+                first = e  # like execvp: a found but unrunnable file says more than "not found"
+    err = first.strerror if first else "No such file or directory"
+    raise SetupError(f"Failed to execute {name}: {err}")
+
+
 def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str | None) -> None:
     """execve the payload; returns only by raising SetupError."""
     if boot:
@@ -137,10 +160,7 @@ def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str
             "is systemd or busybox installed in the image?",
         )
     if command:
-        try:
-            os.execvpe(command[0], command, env)
-        except OSError as e:
-            raise SetupError(f"Failed to execute {command[0]}: {e.strerror}") from e
+        _exec_path(command, env)
     for sh in ([shell] if shell else []) + ["/bin/bash", "/bin/sh"]:
         try:
             os.execve(sh, ["-" + os.path.basename(sh)], env)

@@ -23,6 +23,9 @@ from hutch.linux.libc import (
     MS_STRICTATIME,
 )
 
+PR_SET_SECUREBITS = 28
+SECBIT_NO_SETUID_FIXUP = 1 << 2
+
 
 class Context:
     """The state the operations share: where the root is, and an fd of it once it is mounted."""
@@ -131,40 +134,61 @@ class RootOverlay(Op):
 
     With upper=None a tmpfs holds upper and work; it is mounted on the root path first and the image
     is reached through a detached clone taken beforehand, so nothing is left on the host afterwards.
+    With LAYERS (a thin clone's directory) upper and work are LAYERS/upper and LAYERS/work, reached
+    through a clone of LAYERS that is idmapped like the image, so files the container writes are kept
+    with the image's own owners.
     """
 
-    def __init__(self, image: str, upper: str | None, work: str | None) -> None:
+    def __init__(self, image: str, upper: str | None, work: str | None, layers: str | None = None) -> None:
         self.image = image
         self.upper = upper
         self.work = work
+        self.layers = layers
 
     def describe(self) -> str:
+        if self.layers:
+            return f"root: overlay lower={self.image} upper={self.layers}/upper"
         where = "tmpfs" if self.upper is None or self.upper.startswith("/proc/self/fd/") else self.upper
         return f"root: overlay lower={self.image} upper={where}"
 
     def execute(self, ctx: Context) -> None:
         lower_fd = ctx.clone_tree(self.image, recursive=False)
+        layers_fd = -1
         try:
             upper, work = self.upper, self.work
-            if upper is None or work is None:
+            if self.layers:
+                layers_fd = ctx.clone_tree(self.layers, recursive=False)
+                upper = rootfs.fd_path(layers_fd) + "/upper"
+                work = rootfs.fd_path(layers_fd) + "/work"
+            elif upper is None or work is None:
                 libc.mount("tmpfs", ctx.root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
                 os.mkdir(ctx.root + "/.upper", 0o755)
                 os.mkdir(ctx.root + "/.work", 0o700)
                 upper, work = ctx.root + "/.upper", ctx.root + "/.work"
-            # The image root's mode and owner become the overlay root's: copy them onto the upper.
-            st = os.stat(rootfs.fd_path(lower_fd))
-            os.chmod(upper, st.st_mode & 0o7777)
-            os.chown(upper, st.st_uid, st.st_gid)
-            libc.mount(
-                "overlay",
-                ctx.root,
-                "overlay",
-                0,
-                f"lowerdir={rootfs.fd_path(lower_fd)},upperdir={upper},workdir={work}",
-                what=ctx.root,
-            )
+            if not self.layers:
+                # The image root's mode and owner become the overlay root's: copy them onto the upper.
+                st = os.stat(rootfs.fd_path(lower_fd))
+                os.chmod(upper, st.st_mode & 0o7777)
+                os.chown(upper, st.st_uid, st.st_gid)
+            assert upper is not None and work is not None
+            opts = f"lowerdir={rootfs.fd_path(lower_fd)},upperdir={upper},workdir={work}"
+            if self.layers and ctx.idmap and rootfs.OWNER is not None:
+                # overlayfs works in its upper layer with the mounter's credentials. Host root has no
+                # ID on an idmapped upper (EOVERFLOW), so mount as the container's root, keeping the
+                # capabilities a change of file-system UID would otherwise clear.
+                libc.prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP)
+                libc.setfsid(rootfs.OWNER, rootfs.OWNER)
+                try:
+                    libc.mount("overlay", ctx.root, "overlay", 0, opts, what=ctx.root)
+                finally:
+                    libc.setfsid(0, 0)
+                    libc.prctl(PR_SET_SECUREBITS, 0)
+            else:
+                libc.mount("overlay", ctx.root, "overlay", 0, opts, what=ctx.root)
         finally:
             os.close(lower_fd)
+            if layers_fd >= 0:
+                os.close(layers_fd)
         ctx.open_root()
 
 

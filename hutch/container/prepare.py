@@ -11,6 +11,7 @@ import os
 import sys
 
 from hutch.container import plan, rootfs, userns
+from hutch.container.payload import DEFAULT_PATH
 from hutch.container.plan import (
     Inaccessible,
     MakeSlave,
@@ -34,7 +35,6 @@ from hutch.settings.cmdline import SIGRTMIN, parse_private_users, valid_machine_
 from hutch.settings.model import Settings
 
 CONTAINER_MANAGER = "hutch"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # /proc files that leak host state or allow host actions (nspawn's mount table; see security.md).
 PROC_MASKED = ("kallsyms", "kcore", "keys", "sysrq-trigger", "timer_list")
@@ -57,6 +57,7 @@ class Prepared:
         self.hostname = ""
         self.image = ""
         self.root = ""
+        self.thin_lower = ""
         self.uuid = ""
         self.console = "read-only"
         self.kill_signal = 9
@@ -178,6 +179,21 @@ def _instantiate_template(template: str, target: str) -> None:
     os.rename(tmp, target)
 
 
+def _marked_read_only(image: str) -> bool:
+    from hutch.linux.fsutil import FS_IMMUTABLE_FL, get_flags
+
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return bool(get_flags(fd) & FS_IMMUTABLE_FL)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _lock_image(image: str, exclusive: bool) -> int:
     """A lock file next to the image, as nspawn's image_path_lock(): shared for read-only use."""
     parent, base = os.path.split(image)
@@ -210,6 +226,13 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     image = resolve_image(s, paths)
     prep.image = image
     prep.root = image
+    # A thin clone (hutch clone --thin): IMAGE holds an overlay's upper and work directories, and the
+    # tree below them is the read-only image named by this xattr.
+    try:
+        prep.thin_lower = os.getxattr(image, "user.hutch.lower").decode()
+    except OSError:
+        pass
+    tree = prep.thin_lower or image
 
     if s.machine:
         name = s.machine
@@ -222,8 +245,8 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     prep.name = name
     prep.hostname = s.hostname or name
 
-    has_os_release = rootfs.exists_in_root(image, "etc/os-release") or rootfs.exists_in_root(
-        image, "usr/lib/os-release"
+    has_os_release = rootfs.exists_in_root(tree, "etc/os-release") or rootfs.exists_in_root(
+        tree, "usr/lib/os-release"
     )
     if s.boot and not has_os_release:
         raise ImageError(
@@ -231,7 +254,7 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
             "missing). Refusing.",
             "an OS tree needs /etc/os-release or /usr/lib/os-release",
         )
-    if not s.boot and not os.path.isdir(os.path.join(image, "usr")) and s.volatile == "no":
+    if not s.boot and not os.path.isdir(os.path.join(tree, "usr")) and s.volatile == "no":
         raise ImageError(
             f"Directory {image} doesn't look like it has an OS tree (/usr/ directory is missing). Refusing.",
             "an OS tree needs at least /usr",
@@ -239,12 +262,13 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     if s.volatile == "yes" and not os.path.isdir(os.path.join(image, "usr")):
         raise ImageError(f"Directory {image}/usr is missing; --volatile=yes needs it.")
 
-    read_only = s.read_only or s.volatile in ("yes", "state")
+    # An image marked read-only (chattr +i, as `hutch read-only` and systemd set it) runs read-only.
+    read_only = s.read_only or s.volatile in ("yes", "state") or _marked_read_only(image)
     prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
     _user_namespace(prep, paths, read_only)
 
     # Machine identity: --uuid, else a valid machine-id in the image, else random.
-    mid = (rootfs.read_file_in_root(image, "etc/machine-id") or "").strip()
+    mid = (rootfs.read_file_in_root(tree, "etc/machine-id") or "").strip()
     if s.uuid:
         prep.uuid = s.uuid
     elif len(mid) == 32 and all(c in "0123456789abcdef" for c in mid):
@@ -267,7 +291,7 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
         # Checked again inside the container; failing here means nothing has been set up yet.
         from hutch.container.payload import resolve_user
 
-        resolve_user(s.user, rootfs.read_file_in_root(image, "etc/passwd"), None)
+        resolve_user(s.user, rootfs.read_file_in_root(tree, "etc/passwd"), None)
     _check_sources(s, image)
     _build_plan(prep, paths, read_only)
     return prep
@@ -285,13 +309,15 @@ def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
                 file=sys.stderr,
             )
         return
-    owner = os.stat(prep.image).st_uid
+    owner = os.stat(prep.thin_lower or prep.image).st_uid
     rng = userns.acquire(mode, base, count, prep.name, paths.state_dir, owner)
     prep.uid_range = rng
     own = s.private_users_ownership
     if mode == "identity":
         own = "off"
-    elif own == "auto" or (own == "chown" and (read_only or s.ephemeral or s.volatile != "no")):
+    elif own == "auto" or (
+        own == "chown" and (read_only or s.ephemeral or s.volatile != "no" or prep.thin_lower)
+    ):
         own = "map"  # a shared or read-only image is never chowned
     if own == "chown" and owner != rng.base:
         old = owner if owner % userns.RANGE == 0 and owner >= userns.RANGE else 0
@@ -439,7 +465,9 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         # A tmpfs upper layer in the container's own mount namespace: gone at every reboot, as upstream.
         ops.append(RootOverlay(image, None, None))
     elif s.volatile == "yes":
-        ops.append(RootVolatileYes(image))
+        ops.append(RootVolatileYes(prep.thin_lower or image))
+    elif prep.thin_lower:
+        ops.append(RootOverlay(prep.thin_lower, None, None, layers=image))
     else:
         ops.append(RootBind(image))
 
