@@ -165,3 +165,41 @@ def running(image: Path, *opts: str, seconds: int = 5) -> Iterator[subprocess.Po
     finally:
         p.kill()
         p.wait()
+
+
+def tree_snapshot(root: Path | str) -> dict[str, tuple[object, ...]]:
+    """Everything an image copy must keep, per path: type and mode bits (setuid included), owners,
+    size, mtime, symlink target, extended attributes, device number, and which paths share an inode.
+    Directory sizes are left out: they depend on the file system's allocation, not on the tree."""
+    import stat as st_
+
+    out: dict[str, tuple[object, ...]] = {}
+    first_of: dict[int, str] = {}
+    root = str(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            is_dir = st_.S_ISDIR(st.st_mode)
+            try:
+                xattrs = sorted(
+                    (k, os.getxattr(p, k, follow_symlinks=False))
+                    for k in os.listxattr(p, follow_symlinks=False)
+                )
+            except OSError:
+                xattrs = []
+            link = os.readlink(p) if st_.S_ISLNK(st.st_mode) else None
+            group = first_of.setdefault(st.st_ino, rel) if st.st_nlink > 1 and not is_dir else None
+            out[rel] = (
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                None if is_dir else st.st_size,
+                st.st_mtime_ns,
+                link,
+                tuple(xattrs),
+                group,
+                st.st_rdev,
+            )
+    return out

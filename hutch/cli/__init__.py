@@ -101,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         return fail(f"hutch {verb}", e)
+    except OSError as e:
+        # Library code raises OSError with the path in its message; one line, no traceback.
+        if debug or os.environ.get("HUTCH_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        text = e.strerror or str(e)
+        if e.filename and str(e.filename) not in text:
+            text = f"{text}: {e.filename}"
+        print(f"hutch {verb}: {text}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hutch {verb}: interrupted", file=sys.stderr)
         return 130

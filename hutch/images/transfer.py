@@ -291,8 +291,14 @@ class NewImage:
         if unwrap:
             self.temp = _unwrap(self.temp, self.name)
         store.set_crtime(self.temp, time.time_ns() // 1000)
-        if read_only:
-            store.set_immutable(self.temp, True)
+        # An immutable directory cannot be renamed: the read-only mark goes on after the rename, while
+        # the image's path lock keeps containers off it until then.
+        if self.replaced is None:
+            lock = store.lock_path(self.target)
+            if lock is not None:
+                self.locks.append(lock)
+        elif store.is_immutable(self.target):
+            store.set_immutable(self.target, False)
         try:
             if self.replaced is not None:
                 libc.rename2(self.temp, self.target, libc.RENAME_EXCHANGE)
@@ -305,6 +311,11 @@ class NewImage:
                 raise ImageError(f"Image '{self.name}' appeared while it was being made.") from e
             raise
         self.temp = ""
+        if read_only:
+            if self.target.endswith(".raw"):
+                os.chmod(self.target, os.stat(self.target).st_mode & 0o7555)
+            else:
+                store.set_immutable(self.target, True)
         return store.get(self.name, self.paths)
 
     def release(self) -> None:
