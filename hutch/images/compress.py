@@ -29,6 +29,10 @@ XZ_MEMLIMIT = 1 << 30
 ZSTD_MAX_WINDOW = 1 << 30
 
 
+class CorruptData(Exception):
+    """A decompressor refused the data."""
+
+
 class Reader(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
@@ -96,7 +100,10 @@ class _Concatenated:
                     raise EOFError(f"{self.what} stream ended before its end-of-stream marker")
             else:
                 data = b""
-            out: bytes = self.dec.decompress(data, n)
+            try:
+                out: bytes = self.dec.decompress(data, n)
+            except (OSError, ValueError) as e:  # bz2 reports bad data as OSError
+                raise CorruptData(str(e)) from e
             if out:
                 return out
 
@@ -158,7 +165,7 @@ def decode_errors() -> tuple[type[BaseException], ...]:
     import lzma
     import zlib
 
-    errors: list[type[BaseException]] = [EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError]
+    errors: list[type[BaseException]] = [CorruptData, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError]
     try:
         import zstandard
 

@@ -318,12 +318,24 @@ def extract(stream: object, root_fd: int, max_member: int) -> Stats:
     """Extract the plain tar STREAM (an object with read()) below ROOT_FD; read it to its end."""
     ex = Extractor(root_fd, max_member)
     try:
-        # ignore_zeros, as importd's `tar --ignore-zeros`: concatenated archives extract whole.
-        with tarfile.open(fileobj=stream, mode="r|", ignore_zeros=True) as tf:  # type: ignore[call-overload]
+        # Not ignore_zeros: tarfile would then also skip headers with bad checksums, silently
+        # dropping members of a corrupt archive. After the end-of-archive blocks only padding may follow.
+        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for m in tf:
                 ex.member(tf, m)
-        while stream.read(1 << 20):  # type: ignore[attr-defined]
-            pass
+            # What tarfile has read ahead past the end marker counts as the rest too.
+            rest = bytes(getattr(tf.fileobj, "buf", b""))
+        while True:
+            if not rest:
+                rest = stream.read(1 << 20)  # type: ignore[attr-defined]
+            if not rest:
+                break
+            if rest.count(0) != len(rest):
+                raise ImageError(
+                    "Malformed tar archive: data after the end-of-archive marker.",
+                    "concatenated archives are not supported; extract and re-create it as one",
+                )
+            rest = b""
         ex.finish()
     except tarfile.TarError as e:
         raise ImageError(
