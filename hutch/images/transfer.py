@@ -588,6 +588,7 @@ def pull_tar(
     progress: bool | None = None,
 ) -> tuple[Image, dict[str, int]]:
     import hashlib
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -612,7 +613,7 @@ def pull_tar(
         try:
             resp = urllib.request.urlopen(url, timeout=60)
         except (urllib.error.URLError, OSError) as e:
-            raise ImageError(f"Failed to download {url}: {getattr(e, 'reason', e)}.") from None
+            raise ImageError(f"Failed to download {url}: {_why(e)}.") from None
         with resp:
             length = resp.headers.get("Content-Length")
             size = int(length) if length and length.isdigit() else None
@@ -623,8 +624,8 @@ def pull_tar(
                 with Progress(f"Downloading {name}", size, progress) as bar:
                     counted.progress = bar
                     stats = _extract_stream(counted, url, new.temp)
-            except (OSError, TimeoutError) as e:
-                raise ImageError(f"Failed to download {url}: {e}.") from None
+            except (OSError, TimeoutError, http.client.HTTPException) as e:
+                raise ImageError(f"Failed to download {url}: {e!r}.", "try again") from None
             if size is not None and counted.total != size:
                 raise ImageError(
                     f"Download of {url} is truncated: {counted.total} of {size} bytes.", "try again"
@@ -638,6 +639,12 @@ def pull_tar(
         return new.commit(read_only=read_only, unwrap=True), stats
 
 
+def _why(e: BaseException) -> str:
+    code = getattr(e, "code", None)
+    reason = getattr(e, "reason", None) or e
+    return f"HTTP {code} {reason}" if isinstance(code, int) else str(reason)
+
+
 def _fetch_checksum(url: str, filename: str) -> str:
     """The file's SHA-256 from SHA256SUMS in the same directory, as importd's --verify=checksum."""
     import urllib.error
@@ -649,7 +656,7 @@ def _fetch_checksum(url: str, filename: str) -> str:
             text = r.read(1 << 20).decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as e:
         raise ImageError(
-            f"Failed to download {sums_url}: {getattr(e, 'reason', e)}.",
+            f"Failed to download {sums_url}: {_why(e)}.",
             "pass --verify=no to import without checking",
         ) from None
     for line in text.splitlines():

@@ -43,6 +43,7 @@ class _Copier:
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
         self.reflink = True
+        self.in_kernel = True
         self.links: dict[tuple[int, int], str] = {}
 
     def data(self, sfd: int, dfd: int, st: os.stat_result) -> None:
@@ -73,7 +74,7 @@ class _Copier:
             else:
                 end = size
             while pos < end:
-                n = os.copy_file_range(sfd, dfd, end - pos, pos, pos)
+                n = self._chunk(sfd, dfd, end - pos, pos)
                 if n == 0:
                     break
                 pos += n
@@ -83,6 +84,22 @@ class _Copier:
                 break
         if sparse:
             os.ftruncate(dfd, size)
+
+    def _chunk(self, sfd: int, dfd: int, count: int, pos: int) -> int:
+        """Copy up to COUNT bytes at POS: in the kernel where it can (copy_file_range refuses to
+        cross file systems of different types), else through a buffer."""
+        if self.in_kernel:
+            try:
+                return os.copy_file_range(sfd, dfd, count, pos, pos)
+            except OSError as e:
+                if e.errno not in _NOT_SUPPORTED:
+                    raise
+                self.in_kernel = False
+        data = os.pread(sfd, min(count, 1 << 20), pos)
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(dfd, view, pos + len(data) - len(view)) :]
+        return len(data)
 
     def file(self, sfd: int, dfd: int, name: str, st: os.stat_result) -> None:
         fs = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
