@@ -134,27 +134,36 @@ def decompressor(fmt: str, src: Reader) -> Reader:
 
 
 class _ZstdReader(_Concatenated):
-    """zstandard's decompressobj has no output bound: feed it small inputs so one call cannot expand
-    into gigabytes, and insist on a complete last frame."""
+    """zstandard's decompressobj has no output bound: feed it small slices of input, so one call
+    cannot expand into gigabytes (zstd reaches ~32000:1 on zeros), and insist on a complete last frame."""
+
+    FEED = 16384
 
     def __init__(self, factory: Any, src: Reader) -> None:
         super().__init__(src, factory, "zstd")
         self.buffer = b""
+        self.pos = 0  # how much of self.pending has been fed
 
     def read(self, n: int = -1, /) -> bytes:
         while not self.buffer:
-            if self.dec.eof:
-                rest = self.dec.unused_data or self.src.read(CHUNK)
-                if not rest:
-                    return b""
+            if self.dec.eof:  # a frame ended: the next one, if any, starts in what is left
+                self.pending, self.pos = self.dec.unused_data + self.pending[self.pos :], 0
+                if not self.pending:
+                    self.pending = self.src.read(CHUNK)
+                    if not self.pending:
+                        return b""
                 self.dec = self.factory()
-                self.pending = rest
-            data = self.pending or self.src.read(CHUNK)
-            if not data:
-                raise EOFError("zstd stream ended before the end of its last frame")
-            feed, self.pending = data[:4096], data[4096:]
+                continue
+            if self.pos >= len(self.pending):
+                self.pending, self.pos = self.src.read(CHUNK), 0
+                if not self.pending:
+                    raise EOFError("zstd stream ended before the end of its last frame")
+            feed = self.pending[self.pos : self.pos + self.FEED]
+            self.pos += len(feed)
             self.buffer = self.dec.decompress(feed)
-        n = len(self.buffer) if n < 0 else n
+        if n < 0 or n >= len(self.buffer):
+            out, self.buffer = self.buffer, b""
+            return out
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
 

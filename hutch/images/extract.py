@@ -1,6 +1,6 @@
 """Tar extraction that a hostile archive cannot steer outside its root (security.md §3).
 
-tarfile only parses here; every file is created by this module from its parent's directory fd:
+tarstream only parses; every file is created by this module from its parent's directory fd:
 - each path component is opened with O_NOFOLLOW|O_DIRECTORY from the one before it, so a symlink (or
   a file) where a directory should be stops the import instead of redirecting it;
 - `..` anywhere in a name is refused, a leading `/` is stripped (as GNU tar does), and a member that
@@ -19,14 +19,13 @@ It runs in a confined child process (see transfer.py); it raises HostileArchive 
 
 from __future__ import annotations
 
-import base64
 import errno
 import os
 import stat
-import tarfile
-from urllib.parse import unquote
 
 from hutch.errors import ImageError
+from hutch.images import tarstream
+from hutch.images.tarstream import Member, TarError, TarReader
 
 MAX_DEPTH = 128  # systemd caps tree depth for copies and removal at the same value
 PATH_MAX = 4096
@@ -66,55 +65,29 @@ def split_name(name: str, stats: Stats | None = None) -> list[str]:
     if name.startswith("/") and stats is not None:
         stats.absolute += 1
     parts = [p for p in name.split("/") if p not in ("", ".")]
-    for p in parts:
-        if p == "..":
-            raise HostileArchive(f"Archive member '{shown(name)}' points outside the image with '..'.")
-        if len(os.fsencode(p)) > NAME_MAX:
-            raise HostileArchive(f"Archive member '{shown(name)}' has a name longer than {NAME_MAX} bytes.")
+    if ".." in parts:
+        raise HostileArchive(f"Archive member '{shown(name)}' points outside the image with '..'.")
     if len(parts) > MAX_DEPTH:
         raise HostileArchive(
             f"Archive member '{shown(name)}' is nested {len(parts)} levels deep (limit {MAX_DEPTH})."
         )
-    if len(os.fsencode("/".join(parts))) >= PATH_MAX:
+    # A character is at most 4 bytes: only long names need encoding to be measured.
+    for p in parts:
+        if len(p) * 4 > NAME_MAX and len(os.fsencode(p)) > NAME_MAX:
+            raise HostileArchive(f"Archive member '{shown(name)}' has a name longer than {NAME_MAX} bytes.")
+    if len(name) * 4 >= PATH_MAX and len(os.fsencode("/".join(parts))) >= PATH_MAX:
         raise HostileArchive(f"Archive member '{shown(name)}' has a path longer than {PATH_MAX} bytes.")
     return parts
 
 
-def _xattrs(member: tarfile.TarInfo, stats: Stats) -> list[tuple[str, bytes]]:
+def _xattrs(m: Member, stats: Stats) -> list[tuple[str, bytes]]:
     out = []
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            name = key[len("SCHILY.xattr.") :]
-            raw = value.encode("utf-8", "surrogateescape")
-        elif key.startswith("LIBARCHIVE.xattr."):
-            name = unquote(key[len("LIBARCHIVE.xattr.") :])
-            try:
-                raw = base64.b64decode(value + "=" * (-len(value) % 4))
-            except ValueError:
-                stats.xattrs_dropped += 1
-                continue
-        else:
-            continue
+    for name, raw in m.xattrs:
         if name.startswith(KEPT_XATTRS) and len(raw) <= MAX_XATTR_VALUE:
             out.append((name, raw))
         else:
             stats.xattrs_dropped += 1
     return out
-
-
-def mtime_ns(m: tarfile.TarInfo) -> int:
-    """The member's mtime to the nanosecond: from the PAX record's decimal text where there is one
-    (tarfile turns it into a float, which rounds), else the header's whole seconds."""
-    text = m.pax_headers.get("mtime")
-    if text:
-        sec, _, frac = text.partition(".")
-        try:
-            whole = int(sec)
-            ns = int((frac + "000000000")[:9]) if frac else 0
-            return whole * 1_000_000_000 + (-ns if sec.startswith("-") else ns)
-        except ValueError:
-            pass
-    return int(m.mtime * 1_000_000_000)
 
 
 def _safe_mode(mode: int, is_dir: bool, stats: Stats) -> int:
@@ -139,7 +112,7 @@ class Extractor:
         self.cache: dict[tuple[str, ...], int] = {}
         # Directory metadata is applied last, deepest first: files written into a directory change
         # its mtime, and a read-only mode must not stop the members after it.
-        self.dirs: dict[tuple[str, ...], tarfile.TarInfo] = {}
+        self.dirs: dict[tuple[str, ...], Member] = {}
 
     def close(self) -> None:
         for fd in self.cache.values():
@@ -192,33 +165,46 @@ class Extractor:
         else:
             os.unlink(name, dir_fd=dfd)
 
-    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def member(self, tar: TarReader, m: Member) -> None:
         self.stats.members += 1
         try:
-            self._member(tf, m)
+            self._member(tar, m)
         except OSError as e:
             raise ImageError(f"Failed to extract '{shown(m.name)}': {e.strerror or e}.") from e
 
-    def _member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def _create(self, dfd: int, parts: list[str], member: str, mode: int) -> int:
+        """A new regular file; an entry of that name an earlier member made is removed first, never
+        opened and truncated."""
+        try:
+            return os.open(parts[-1], _NEW_FILE, mode, dir_fd=dfd)
+        except FileExistsError:
+            self._clear_name(dfd, parts, member)
+            return os.open(parts[-1], _NEW_FILE, mode, dir_fd=dfd)
+
+    def _member(self, tar: TarReader, m: Member) -> None:
         parts = split_name(m.name, self.stats)
         uid = _check_id(m.uid, "owner", m.name)
         gid = _check_id(m.gid, "group", m.name)
+        kind = m.type
         if not parts:
-            if not m.isdir():
+            if kind != tarstream.DIR:
                 raise HostileArchive(f"Archive member '{shown(m.name)}' would replace the image's root.")
             self.dirs[()] = m
             return
-        if m.ischr() or m.isblk():
+        if kind in (tarstream.CHR, tarstream.BLK):
             self.stats.devices += 1
             return
-        if m.size > self.max_member and (m.isreg() or m.issparse()):
+        if kind not in (tarstream.DIR, tarstream.SYM, tarstream.HARD, tarstream.FIFO, tarstream.REG, "7"):
+            self.stats.devices += 1  # an unknown type: its data is skipped, nothing is made
+            return
+        if m.size > self.max_member:
             raise HostileArchive(
                 f"Archive member '{shown(m.name)}' is {m.size} bytes, more than the {self.max_member} "
                 "bytes free in the image directory."
             )
         dfd = self.dir_fd(tuple(parts[:-1]), m.name)
         name = parts[-1]
-        if m.isdir():
+        if kind == tarstream.DIR:
             try:
                 os.mkdir(name, 0o700, dir_fd=dfd)
             except FileExistsError:
@@ -228,23 +214,30 @@ class Extractor:
                     os.mkdir(name, 0o700, dir_fd=dfd)
             self.dirs[tuple(parts)] = m
             return
-        if m.isreg():
-            self._clear_name(dfd, parts, m.name)
-            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+        if kind in (tarstream.REG, "7"):
+            mode = _safe_mode(m.mode, False, self.stats)
+            # Created with its final permission bits (the umask is 0 here): chown and chmod are needed
+            # only for other owners and for setuid bits, which chown would clear.
+            fd = self._create(dfd, parts, m.name, mode & 0o777)
             try:
-                self._data(tf, m, fd)
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, _safe_mode(m.mode, False, self.stats))  # after chown, which clears setuid
+                self._data(tar, m, fd)
+                if uid or gid:
+                    os.fchown(fd, uid, gid)
+                if mode & 0o7000:
+                    os.fchmod(fd, mode)
                 for key, value in _xattrs(m, self.stats):
                     os.setxattr(fd, key, value)
-                os.utime(fd, ns=(mtime_ns(m), mtime_ns(m)))
+                os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
             finally:
                 os.close(fd)
             return
-        if m.issym():
-            self._clear_name(dfd, parts, m.name)
-            os.symlink(m.linkname, name, dir_fd=dfd)
-        elif m.islnk():
+        if kind == tarstream.SYM:
+            try:
+                os.symlink(m.linkname, name, dir_fd=dfd)
+            except FileExistsError:
+                self._clear_name(dfd, parts, m.name)
+                os.symlink(m.linkname, name, dir_fd=dfd)
+        elif kind == tarstream.HARD:
             tparts = split_name(m.linkname)
             if not tparts:
                 raise HostileArchive(f"Archive member '{shown(m.name)}' is a hard link to the image's root.")
@@ -258,43 +251,37 @@ class Extractor:
                 ) from None
             if stat.S_ISDIR(tst.st_mode):
                 raise HostileArchive(f"Archive member '{shown(m.name)}' is a hard link to a directory.")
-            if (tdfd, tparts[-1]) == (dfd, name):
+            if tparts == parts:
                 return
             self._clear_name(dfd, parts, m.name)
             os.link(tparts[-1], name, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
             return  # a hard link shares its target's owner, mode and times
-        elif m.isfifo():
+        else:  # FIFO
             self._clear_name(dfd, parts, m.name)
-            os.mkfifo(name, 0o600, dir_fd=dfd)
-        else:
-            self.stats.devices += 1  # contiguous files and unknown types are read as regular by tarfile
-            return
-        os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
-        if m.isfifo():
+            os.mkfifo(name, _safe_mode(m.mode, False, self.stats) & 0o777, dir_fd=dfd)
+        if uid or gid:
+            os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        if kind == tarstream.FIFO and m.mode & 0o7000:
             os.chmod(name, _safe_mode(m.mode, False, self.stats), dir_fd=dfd)
-        os.utime(name, ns=(mtime_ns(m), mtime_ns(m)), dir_fd=dfd, follow_symlinks=False)
+        os.utime(name, ns=(m.mtime_ns, m.mtime_ns), dir_fd=dfd, follow_symlinks=False)
 
-    def _data(self, tf: tarfile.TarFile, m: tarfile.TarInfo, fd: int) -> None:
-        src = tf.fileobj
-        assert src is not None
-        # Read the member's data straight from the stream (tarfile seeks past what is left unread).
+    def _data(self, tar: TarReader, m: Member, fd: int) -> None:
         # A sparse member is written block by block at its offsets: the holes stay holes.
-        sparse: list[tuple[int, int]] | None = m.sparse  # type: ignore[assignment]  # typeshed: list[int]
-        blocks = sparse if sparse is not None else [(0, m.size)]
+        blocks = m.sparse if m.sparse is not None else [(0, m.size)]
         for offset, size in blocks:
-            if offset + size > m.size:
+            if offset < 0 or size < 0 or offset + size > m.size:
                 raise HostileArchive(f"Archive member '{shown(m.name)}' has a malformed sparse map.")
-            if offset:
+            if m.sparse is not None:
                 os.lseek(fd, offset, os.SEEK_SET)
             left = size
             while left:
-                buf = src.read(min(left, 1 << 20))
+                buf = tar.read_data(min(left, 1 << 20))
                 if not buf:
-                    raise tarfile.ReadError(f"unexpected end of data in '{shown(m.name)}'")
+                    raise HostileArchive(f"Archive member '{shown(m.name)}' has less data than its map.")
                 os.write(fd, buf)
                 left -= len(buf)
                 self.stats.bytes += len(buf)
-        if sparse is not None:
+        if m.sparse is not None:
             os.ftruncate(fd, m.size)
 
     def finish(self) -> None:
@@ -310,24 +297,24 @@ class Extractor:
             os.fchmod(fd, mode)
             for key, value in _xattrs(m, self.stats):
                 os.setxattr(fd, key, value)
-            os.utime(fd, ns=(mtime_ns(m), mtime_ns(m)))
+            os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
         self.close()
 
 
 def extract(stream: object, root_fd: int, max_member: int) -> Stats:
     """Extract the plain tar STREAM (an object with read()) below ROOT_FD; read it to its end."""
     ex = Extractor(root_fd, max_member)
+    old_umask = os.umask(0)
     try:
-        # Not ignore_zeros: tarfile would then also skip headers with bad checksums, silently
-        # dropping members of a corrupt archive. After the end-of-archive blocks only padding may follow.
-        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
-            for m in tf:
-                ex.member(tf, m)
-            # What tarfile has read ahead past the end marker counts as the rest too.
-            rest = bytes(getattr(tf.fileobj, "buf", b""))
+        tar = TarReader(stream)
         while True:
-            if not rest:
-                rest = stream.read(1 << 20)  # type: ignore[attr-defined]
+            m = tar.next()
+            if m is None:
+                break
+            ex.member(tar, m)
+        # After the end-of-archive blocks only padding may follow: not a second archive, not garbage.
+        while True:
+            rest = stream.read(1 << 20)  # type: ignore[attr-defined]
             if not rest:
                 break
             if rest.count(0) != len(rest):
@@ -335,12 +322,12 @@ def extract(stream: object, root_fd: int, max_member: int) -> Stats:
                     "Malformed tar archive: data after the end-of-archive marker.",
                     "concatenated archives are not supported; extract and re-create it as one",
                 )
-            rest = b""
         ex.finish()
-    except tarfile.TarError as e:
+    except TarError as e:
         raise ImageError(
             f"Malformed tar archive: {e}.", "is it a tar file? (plain, gzip, xz, bzip2 or zstd)"
         ) from e
     finally:
+        os.umask(old_umask)
         ex.close()
     return ex.stats
