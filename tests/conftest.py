@@ -177,6 +177,7 @@ def tree_snapshot(root: Path | str) -> dict[str, tuple[object, ...]]:
     first_of: dict[int, str] = {}
     root = str(root)
     for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()  # the same walk order in both trees: hard link groups get the same first path
         for name in sorted(dirnames + filenames):
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
