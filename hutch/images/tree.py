@@ -107,10 +107,15 @@ class _Copier:
     def file(self, sfd: int, dfd: int, name: str, st: os.stat_result) -> None:
         fs = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
         try:
-            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+            # Created with its final permission bits (copy_tree sets the umask to 0); chown and chmod
+            # only where needed: another owner, or setuid bits (which chown clears).
+            fd = os.open(name, _NEW_FILE, stat.S_IMODE(st.st_mode) & 0o777, dir_fd=dfd)
             try:
                 self.data(fs, fd, st)
-                _meta(fd, st)
+                if st.st_uid or st.st_gid:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                if st.st_mode & 0o7000:
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
                 copy_xattrs(fs, fd)
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
@@ -155,6 +160,7 @@ def copy_tree(src: str, dst: str, progress: Progress | None = None) -> None:
     except BaseException:
         os.close(sroot)
         raise
+    old_umask = os.umask(0)
     # Directories in creation order: relative path, stat and xattrs of the source directory.
     dirs: list[tuple[str, os.stat_result, list[tuple[str, bytes]]]] = []
     links: list[tuple[str, str]] = []
@@ -229,6 +235,7 @@ def copy_tree(src: str, dst: str, progress: Progress | None = None) -> None:
             finally:
                 os.close(dfd)
     finally:
+        os.umask(old_umask)
         os.close(sroot)
         os.close(droot)
 
