@@ -271,16 +271,10 @@ class Extractor:
         for offset, size in blocks:
             if offset < 0 or size < 0 or offset + size > m.size:
                 raise HostileArchive(f"Archive member '{shown(m.name)}' has a malformed sparse map.")
-            if m.sparse is not None:
-                os.lseek(fd, offset, os.SEEK_SET)
-            left = size
-            while left:
-                buf = tar.read_data(min(left, 1 << 20))
-                if not buf:
-                    raise HostileArchive(f"Archive member '{shown(m.name)}' has less data than its map.")
-                os.write(fd, buf)
-                left -= len(buf)
-                self.stats.bytes += len(buf)
+            done = 0
+            while done < size:
+                done += tar.copy_data(fd, size - done, offset + done)
+            self.stats.bytes += size
         if m.sparse is not None:
             os.ftruncate(fd, m.size)
 

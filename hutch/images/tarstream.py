@@ -9,6 +9,7 @@ never skipped.
 
 from __future__ import annotations
 
+import errno
 import os
 
 BLOCK = 512
@@ -72,6 +73,50 @@ def _mtime_ns(text: bytes) -> int:
     return whole * 1_000_000_000 + (-ns if sec.startswith(b"-") else ns)
 
 
+class FdStream:
+    """A buffered reader over a file descriptor that can also hand data on without copying it through
+    Python: splice(2) moves a large member's bytes from the pipe straight into its file."""
+
+    BUFSIZE = 1 << 16
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.pos = 0
+        self.can_splice = True
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n < 0:
+            n = self.BUFSIZE
+        if self.pos < len(self.buf):
+            out = self.buf[self.pos : self.pos + n]
+            self.pos += len(out)
+            return out
+        if n >= self.BUFSIZE:
+            return os.read(self.fd, n)
+        self.buf = os.read(self.fd, self.BUFSIZE)
+        self.pos = min(n, len(self.buf))
+        return self.buf[: self.pos]
+
+    def copy_to(self, out: int, n: int, offset: int) -> int:
+        """Up to N bytes into OUT at OFFSET; 0 at the end of the stream."""
+        if self.pos < len(self.buf):
+            data = self.read(n)
+            return os.pwrite(out, data, offset) if data else 0
+        if self.can_splice and n >= 4096:
+            try:
+                return os.splice(self.fd, out, n, offset_dst=offset)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                self.can_splice = False  # neither end a pipe, or a file system without splice
+        data = self.read(min(n, 1 << 20))
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(out, view, offset + len(data) - len(view)) :]
+        return len(data)
+
+
 class TarReader:
     """Iterate over the members of a plain tar stream (an object with read()). After each member,
     read its data with read_data() (or not: next() skips what is left)."""
@@ -101,6 +146,25 @@ class TarReader:
         while n > 0:
             chunk = self._exact(min(n, 1 << 20))
             n -= len(chunk)
+
+    def copy_data(self, out: int, n: int, offset: int) -> int:
+        """Up to N bytes of the current member's data into the file OUT at OFFSET."""
+        n = min(n, self.left)
+        if n <= 0:
+            return 0
+        copy = getattr(self.f, "copy_to", None)
+        if copy is not None:
+            moved = int(copy(out, n, offset))
+        else:
+            data = self.f.read(n)  # type: ignore[attr-defined]
+            moved = len(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.pwrite(out, view, offset + moved - len(view)) :]
+        if moved <= 0:
+            raise TarError("unexpected end of data: the archive is truncated")
+        self.left -= moved
+        return moved
 
     def read_data(self, n: int) -> bytes:
         """Up to N bytes of the current member's stored data."""

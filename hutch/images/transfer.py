@@ -104,9 +104,9 @@ def _extract_child(root_fd: int, max_member: int) -> tuple[int, int, int]:
             os.close(report_r)
             _confine({data_r, report_w, root_fd})
             from hutch.images.extract import extract
+            from hutch.images.tarstream import FdStream
 
-            with open(data_r, "rb", buffering=CHUNK) as f:
-                stats = extract(f, root_fd, max_member)
+            stats = extract(FdStream(data_r), root_fd, max_member)
             msg = {"ok": stats.as_dict()}
             code = 0
         except HutchError as e:
