@@ -1,7 +1,8 @@
-"""The demo: bootstrap a busybox image, run a command in it, boot it, use it, power it off.
+"""The demo: bootstrap a busybox image, run a command in it, boot it, use it, power it off; then the
+image store: export it as zstd, import it back, list, thin-clone, run the clone.
 
 Run by `./setup.sh demo`. Uses the real image store ($HUTCH_IMAGE_PATH, default /var/lib/machines) and
-removes its image, hutch-demo, at the end.
+removes its images (hutch-demo*) at the end.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,9 +41,17 @@ def main() -> int:
             return 1
 
         step("2. Run a command in it: own user (private UID range), PID, mount, UTS, IPC, cgroup namespaces")
-        sh("spawn", "-q", "-M", NAME, "--console=pipe", "/bin/sh", "-c",
-           "echo \"I am PID $$ on $(hostname)\"; . /etc/os-release; echo \"OS: $PRETTY_NAME\"; "
-           "echo \"uid_map (inside, host, count): $(cat /proc/self/uid_map)\"; ls /dev")
+        sh(
+            "spawn",
+            "-q",
+            "-M",
+            NAME,
+            "--console=pipe",
+            "/bin/sh",
+            "-c",
+            'echo "I am PID $$ on $(hostname)"; . /etc/os-release; echo "OS: $PRETTY_NAME"; '
+            'echo "uid_map (inside, host, count): $(cat /proc/self/uid_map)"; ls /dev',
+        )
 
         step("3. Boot it: busybox init as PID 1, a getty on the console; log in and look around")
         print(f"$ hutch spawn -b -M {NAME}", flush=True)
@@ -66,9 +76,34 @@ def main() -> int:
         sh("spawn", "-q", "-x", "-M", NAME, "-P", "/bin/sh", "-c", "rm -rf /etc /bin/ls; echo removed /etc")
         print(f"$ ls {image}/etc | head -3")
         subprocess.run(f"ls {image}/etc | head -3", shell=True)
-        print("\nDone: the demo image is removed again.")
+
+        step("5. The image store: export as zstd, import back (format read from the content), thin clone")
+        with tempfile.TemporaryDirectory() as t:
+            archive = f"{t}/{NAME}.tar.zst"
+            if sh("export-tar", NAME, archive) != 0 or sh("import-tar", archive, f"{NAME}-copy") != 0:
+                return 1
+        sh("read-only", f"{NAME}-copy")
+        if sh("clone", "--thin", f"{NAME}-copy", f"{NAME}-thin") != 0:
+            return 1
+        sh("list-images")
+        sh(
+            "spawn",
+            "-q",
+            "-M",
+            f"{NAME}-thin",
+            "-P",
+            "/bin/sh",
+            "-c",
+            "echo hello > /etc/motd; echo wrote /etc/motd in the thin clone",
+        )
+        sh("image-status", f"{NAME}-thin")
+        sh("remove", f"{NAME}-thin")
+        sh("remove", f"{NAME}-copy")
+        print("\nDone: the demo images are removed again.")
         return 0
     finally:
+        for name in (f"{NAME}-thin", f"{NAME}-copy"):
+            subprocess.run([HUTCH, "remove", "-q", name], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(image)])
         for p in image.parent.glob(f".#{NAME}*"):
             subprocess.run(["rm", "-rf", "--one-file-system", str(p)])
