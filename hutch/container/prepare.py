@@ -233,6 +233,11 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     except OSError:
         pass
     tree = prep.thin_lower or image
+    if prep.thin_lower and (s.ephemeral or s.volatile != "no"):
+        raise ImageError(
+            f"Image {image} is a thin clone; --ephemeral and --volatile do not stack on it.",
+            "run them on its source image, or make a full copy with 'hutch clone'",
+        )
 
     if s.machine:
         name = s.machine

@@ -150,6 +150,8 @@ def test_thin_clone(busybox: Path, hutch_env: Path) -> None:
     for verb in (("remove", "bb"), ("read-only", "bb", "no"), ("rename", "bb", "bb2")):
         r = run(*verb)
         assert r.returncode != 0 and "thin clones: thin" in r.stderr, verb
+    r = run("spawn", "-q", "-x", "-M", "thin", "/bin/true")
+    assert r.returncode != 0 and "thin clone" in r.stderr and len(r.stderr.splitlines()) == 1
     r = run("clone", "thin", "thin2")  # a copy of a thin image is another thin image
     assert r.returncode == 0, r.stderr
     assert (hutch_env / "images/thin2/upper/etc/new").read_text() == "new\n"
