@@ -77,7 +77,7 @@ class FdStream:
     """A buffered reader over a file descriptor that can also hand data on without copying it through
     Python: splice(2) moves a large member's bytes from the pipe straight into its file."""
 
-    BUFSIZE = 1 << 16
+    BUFSIZE = 1 << 18
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -199,7 +199,7 @@ class TarReader:
                 self.ended = True
                 return None
             stored = _num(hdr[148:156])
-            plain = sum(hdr[:148]) + 256 + sum(hdr[156:])
+            plain = sum(hdr) - sum(hdr[148:156]) + 256
             if stored != plain:
                 # Some old tars summed signed chars.
                 high = sum(1 for b in hdr[:148] + hdr[156:] if b > 127)
