@@ -179,21 +179,6 @@ def _instantiate_template(template: str, target: str) -> None:
     os.rename(tmp, target)
 
 
-def _marked_read_only(image: str) -> bool:
-    from hutch.linux.fsutil import FS_IMMUTABLE_FL, get_flags
-
-    try:
-        fd = os.open(image, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        return bool(get_flags(fd) & FS_IMMUTABLE_FL)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _lock_image(image: str, exclusive: bool) -> int:
     """A lock file next to the image, as nspawn's image_path_lock(): shared for read-only use."""
     parent, base = os.path.split(image)
@@ -268,7 +253,9 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
         raise ImageError(f"Directory {image}/usr is missing; --volatile=yes needs it.")
 
     # An image marked read-only (chattr +i, as `hutch read-only` and systemd set it) runs read-only.
-    read_only = s.read_only or s.volatile in ("yes", "state") or _marked_read_only(image)
+    from hutch.linux.fsutil import is_immutable
+
+    read_only = s.read_only or s.volatile in ("yes", "state") or is_immutable(image)
     prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
     _user_namespace(prep, paths, read_only)
 

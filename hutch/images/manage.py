@@ -11,7 +11,7 @@ from hutch.images import names, settings_files, store
 from hutch.images.store import Image
 from hutch.images.transfer import check_removable, reap
 from hutch.linux import libc
-from hutch.linux.fsutil import rm_rf
+from hutch.linux.fsutil import is_immutable, rm_rf
 from hutch.paths import Paths
 
 
@@ -32,7 +32,7 @@ def remove(name: str, paths: Paths) -> Image:
         # leftover for the next operation or `clean`, never a half image under NAME.
         parent = os.path.dirname(img.path)
         hidden = os.path.join(parent, names.temp_name(img.name, "remove"))
-        if img.type != "raw" and store.is_immutable(img.path):
+        if img.type != "raw" and is_immutable(img.path):
             store.set_immutable(img.path, False)  # an immutable directory cannot be renamed
         try:
             os.rename(img.path, hidden)
@@ -61,7 +61,7 @@ def rename(old: str, new: str, paths: Paths) -> Image:
     try:
         new_lock = store.lock_name(new, paths)
         target = os.path.join(os.path.dirname(img.path), new + (".raw" if img.type == "raw" else ""))
-        immutable = img.type != "raw" and store.is_immutable(img.path)
+        immutable = img.type != "raw" and is_immutable(img.path)
         if immutable:
             store.set_immutable(img.path, False)  # an immutable directory cannot be renamed
         try:
@@ -131,18 +131,13 @@ def clean(paths: Paths, everything: bool = False) -> tuple[list[str], list[str]]
                 removed.append(img.name)
             except ImageError:
                 pass  # in use, or the source of thin clones: kept
-    for d in paths.image_path:
-        try:
-            entries = sorted(os.listdir(d))
-        except OSError:
+    for d, entry in store.entries(paths):
+        if not entry.startswith(".#") or entry.endswith(".lck"):
             continue
-        for entry in entries:
-            if not entry.startswith(".#") or entry.endswith(".lck"):
-                continue
-            name = entry[2:].rsplit(".", 1)[0]
-            try:
-                with store.lock_name(name, paths):
-                    leftovers += reap(d, name)
-            except (ImageError, OSError):
-                continue
+        name = entry[2:].rsplit(".", 1)[0]
+        try:
+            with store.lock_name(name, paths):
+                leftovers += reap(d, name)
+        except (ImageError, OSError):
+            continue
     return removed, leftovers

@@ -13,11 +13,12 @@ import fcntl
 import os
 import stat
 import struct
+from collections.abc import Iterator
 
 from hutch.errors import ImageError
 from hutch.images.names import check_image_name
 from hutch.linux import libc
-from hutch.linux.fsutil import FS_IMMUTABLE_FL, get_flags, set_immutable_fd
+from hutch.linux.fsutil import is_immutable, set_immutable_fd
 from hutch.paths import Paths
 
 CRTIME_XATTR = "user.crtime_usec"  # what systemd's image code writes and reads for directories
@@ -58,19 +59,6 @@ def set_immutable(path: str, on: bool) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         set_immutable_fd(fd, on)
-    finally:
-        os.close(fd)
-
-
-def is_immutable(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        return bool(get_flags(fd) & FS_IMMUTABLE_FL)
-    except OSError:  # the file system has no flags (ENOTTY, EOPNOTSUPP)
-        return False
     finally:
         os.close(fd)
 
@@ -138,29 +126,35 @@ def host_image() -> Image:
     return img
 
 
+def entries(paths: Paths) -> Iterator[tuple[str, str]]:
+    """(directory, entry) for everything along the image path, in order, sorted within a directory."""
+    for d in paths.image_path:
+        try:
+            listed = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for entry in listed:
+            yield d, entry
+
+
 def discover(paths: Paths, *, hidden: bool = False) -> list[Image]:
     """Every image along the image path, the first of a name winning, sorted by name. Temporary and
     lock files (.#...) are never images."""
     seen: dict[str, Image] = {}
-    for d in paths.image_path:
+    for d, entry in entries(paths):
+        if entry.startswith(".#"):
+            continue
+        name = entry[:-4] if entry.endswith(".raw") else entry
+        if name in seen or name == ".host":
+            continue
+        path = os.path.join(d, entry)
         try:
-            entries = sorted(os.listdir(d))
+            st = os.stat(path)  # /run/machines holds symlinks to images: follow them
         except OSError:
             continue
-        for entry in entries:
-            if entry.startswith(".#"):
-                continue
-            name = entry[:-4] if entry.endswith(".raw") else entry
-            if name in seen or name == ".host":
-                continue
-            path = os.path.join(d, entry)
-            try:
-                st = os.stat(path)  # /run/machines holds symlinks to images: follow them
-            except OSError:
-                continue
-            img = _load(name, path, st)
-            if img is not None:
-                seen[name] = img
+        img = _load(name, path, st)
+        if img is not None:
+            seen[name] = img
     if hidden:
         seen.setdefault(".host", host_image())
     return sorted((i for i in seen.values() if hidden or not i.hidden), key=lambda i: i.name)

@@ -25,7 +25,7 @@ from hutch.images import names, store
 from hutch.images.compress import CHUNK, Reader
 from hutch.images.store import Image
 from hutch.linux import libc
-from hutch.linux.fsutil import rm_rf
+from hutch.linux.fsutil import is_immutable, rm_rf
 from hutch.paths import Paths
 
 # The extractor keeps only what creating files with their owners, modes and capabilities needs.
@@ -297,7 +297,7 @@ class NewImage:
             lock = store.lock_path(self.target)
             if lock is not None:
                 self.locks.append(lock)
-        elif store.is_immutable(self.target):
+        elif is_immutable(self.target):
             store.set_immutable(self.target, False)
         try:
             if self.replaced is not None:

@@ -42,6 +42,21 @@ def set_immutable_fd(fd: int, on: bool) -> None:
         set_flags(fd, new)
 
 
+def is_immutable(path: str) -> bool:
+    """chattr +i on PATH itself: how systemd (and hutch) mark a directory image read-only. False where
+    the file system has no inode flags."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return bool(get_flags(fd) & FS_IMMUTABLE_FL)
+    except OSError:  # ENOTTY, EOPNOTSUPP
+        return False
+    finally:
+        os.close(fd)
+
+
 def _clear_immutable(fd: int) -> None:
     try:
         set_immutable_fd(fd, False)
