@@ -73,10 +73,10 @@ def p1(tmp: Path, runs: int) -> bool:
     bb = busybox_image(tmp)
     times = hyperfine(
         {
-            "hutch": f"{HUTCH} spawn -q -D {bb} /bin/true",
+            "hutch": f"{HUTCH} spawn -q --register=no -D {bb} /bin/true",
             "nspawn": " ".join([*NSPAWN, "-q", "-D", str(bb), "/bin/true"]),
             # Like for like: both with a user namespace, both without (hutch's default has one).
-            "hutch-noU": f"{HUTCH} spawn -q --private-users=no -D {bb} /bin/true",
+            "hutch-noU": f"{HUTCH} spawn -q --register=no --private-users=no -D {bb} /bin/true",
             "nspawn-U": " ".join([*NSPAWN, "-q", "-U", "-D", str(bb), "/bin/true"]),
             "bwrap": f"bwrap --bind {bb} / --proc /proc --dev /dev --unshare-pid --unshare-ipc "
             "--unshare-uts --unshare-net /bin/true",

@@ -16,6 +16,15 @@ Usage: hutch VERB [OPTIONS...] [ARGS...]
 Containers:
   spawn [OPTIONS] [COMMAND...]   run a command or boot an OS tree in a container
                                  (systemd-nspawn's options; 'hutch spawn --help')
+Machines:
+  start NAME...                  boot machines in the background (user namespace, private network)
+  list [-a]                      running machines (-o json, --no-legend)
+  status NAME...                 a machine's state, leader, processes and last console lines
+  show [NAME...]                 a machine's properties as Key=Value (-p PROP, --value)
+  poweroff NAME...               power off with the signal the guest's init understands (--wait)
+  reboot NAME...                 reboot (SIGINT to the guest's init)
+  terminate NAME...              kill at once (--wait)
+  kill NAME... [-s SIG]          signal the leader or every process (--kill-whom=leader|all)
 Images:
   list-images [-a]               images along the image path (-o json, --no-legend)
   image-status [NAME...]         an image's properties, for people
@@ -44,6 +53,16 @@ Images live in $HUTCH_IMAGE_PATH (default /var/lib/machines:...); see README.md.
 VERBS = {
     "spawn": "hutch.cli.spawn",
     "bootstrap": "hutch.cli.bootstrap",
+    "start": "hutch.cli.machines:start",
+    "list": "hutch.cli.machines:list_machines",
+    "status": "hutch.cli.machines:status",
+    "show": "hutch.cli.machines:show",
+    "poweroff": "hutch.cli.machines:poweroff",
+    "stop": "hutch.cli.machines:poweroff",
+    "reboot": "hutch.cli.machines:reboot",
+    "restart": "hutch.cli.machines:reboot",
+    "terminate": "hutch.cli.machines:terminate",
+    "kill": "hutch.cli.machines:kill",
     "list-images": "hutch.cli.images:list_images",
     "image-status": "hutch.cli.images:image_status",
     "show-image": "hutch.cli.images:show_image",

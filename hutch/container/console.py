@@ -72,3 +72,24 @@ def write_all(fd: int, data: bytes) -> bool:
             return False
         view = view[n:]
     return True
+
+
+class RotatingLog:
+    """The console log of a machine started with `hutch start`: appended to, and moved to PATH.1 once
+    it passes CAP bytes, so it never grows without bound."""
+
+    def __init__(self, path: str, cap: int = 1 << 20) -> None:
+        self.path = path
+        self.cap = cap
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, data: bytes) -> bool:
+        if self.size + len(data) > self.cap and self.size:
+            os.close(self.fd)
+            os.replace(self.path, self.path + ".1")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self.size = 0
+        ok = write_all(self.fd, data)
+        self.size += len(data)
+        return ok

@@ -189,6 +189,7 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             plan.execute(prep.inner_ops[1:], ctx)
             # devpts gives new slaves to the container's root (uid=): the pty is ours to open.
             master = _console_pty(prep, ctx)
+            prep.notify_fd = ctx.notify_fd
             plan.PivotRoot().execute(ctx)
         finally:
             rootfs.OWNER = None
@@ -386,6 +387,13 @@ class Supervisor:
         self.errors: list[str] = []
         self.saved_tty: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # `hutch start` waits on this pipe for "READY" (or EOF: failed); see hutch.machines.control.
+        self.ready_fd = int(os.environ.get("HUTCH_READY_FD") or -1)
+        if self.ready_fd >= 0:
+            os.set_inheritable(self.ready_fd, False)
+        self.claim: Any = None
+        self.since = time.time_ns() // 1000
+        self.out: Any = None
 
     def _on_signal(self, signo: int, _frame: object) -> None:
         self.pending.append(signo)
@@ -404,6 +412,13 @@ class Supervisor:
             if prep.console == "interactive":
                 msg += "\nPress Ctrl-] three times within 1s to kill container."
             print(msg, file=sys.stderr, flush=True)
+        if s.register:
+            from hutch.machines import registry
+
+            self.claim = registry.Claim(prep.state_dir, self.name)
+        log = os.environ.get("HUTCH_CONSOLE_LOG")
+        if log:
+            self.out = console.RotatingLog(log)
         try:
             while True:
                 cgroup_setup.create(prep)
@@ -417,6 +432,11 @@ class Supervisor:
                     print(f"Container {self.name} is being rebooted.", file=sys.stderr, flush=True)
         finally:
             self._restore_tty()
+            if self.claim is not None:
+                self.claim.release()
+            if self.ready_fd >= 0:
+                os.close(self.ready_fd)
+                self.ready_fd = -1
             cleanup(prep)
 
     def _run_once(self) -> int:
@@ -434,6 +454,7 @@ class Supervisor:
                     os.close(status_w)
             else:
                 self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+            self._register()
             if master >= 0:
                 # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
                 # has not opened /dev/console yet.
@@ -442,10 +463,48 @@ class Supervisor:
                 slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
             self._forward(master, status_r)
         finally:
-            for f in (master, slave, status_r, pidfd):
+            for f in (master, slave, status_r, pidfd, prep.notify_fd):
                 if f >= 0:
                     os.close(f)
+            prep.notify_fd = -1
         return self._result()
+
+    def _register(self) -> None:
+        if self.claim is None:
+            return
+        prep = self.prep
+        self.claim.write(
+            name=self.name,
+            id=prep.uuid,
+            cls="container",
+            service="hutch",
+            supervisor=os.getpid(),
+            leader=self.pid1,
+            root=prep.image,
+            since=self.since,
+            uid_shift=prep.uid_range.base if prep.uid_range is not None else 0,
+            cgroup=prep.cgroup or "",
+            boot=prep.settings.boot,
+            kill_signal=prep.kill_signal,
+            private_network=prep.settings.private_network,
+            hostname=prep.hostname,
+            log=os.environ.get("HUTCH_CONSOLE_LOG") or "",
+            argv=prep.settings.argv,
+            notify=prep.notify,
+            state="starting" if self.ready_fd >= 0 or prep.notify else "running",
+        )
+
+    def _ready(self) -> None:
+        """The machine is up: a systemd PID 1 said READY=1, or any other PID 1 is running."""
+        if self.ready_fd >= 0:
+            try:
+                os.write(self.ready_fd, b"READY\n")
+            except OSError:
+                pass  # `hutch start` gave up waiting
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+        if self.claim is not None and self.claim.fields.get("state") != "running":
+            self.claim.write(state="running")
 
     def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:
         """Without a user namespace PID 1 builds its own tree and hands us the console's master."""
@@ -489,6 +548,10 @@ class Supervisor:
         poller = select.poll()
         poller.register(self.wake_r, select.POLLIN)
         poller.register(status_r, select.POLLIN)
+        notify = self.prep.notify_fd
+        if notify >= 0:
+            poller.register(notify, select.POLLIN)
+        out = self.out.write if self.out is not None else (lambda data: console.write_all(1, data))
         interactive = mode == "interactive" and master >= 0
         if master >= 0 and mode in ("interactive", "read-only"):
             poller.register(master, select.POLLIN)
@@ -510,7 +573,7 @@ class Supervisor:
                     except OSError:
                         data = b""
                     if out_ok and data:
-                        out_ok = console.write_all(1, data)
+                        out_ok = out(data)
                 elif fd == 0:
                     data = os.read(0, 4096)
                     if not data:
@@ -528,6 +591,15 @@ class Supervisor:
                     else:
                         poller.unregister(status_r)
                         status_open = False
+                        if notify < 0 and not self.errors:
+                            self._ready()  # PID 1 exec'd, and no READY=1 is coming
+                elif fd == notify:
+                    try:
+                        msg = os.read(notify, 4096)
+                    except OSError:
+                        msg = b""
+                    if b"READY=1" in msg.split(b"\n"):
+                        self._ready()
         if status_open:
             self.errors.append(_drain(status_r))
         if master >= 0 and mode in ("interactive", "read-only") and out_ok:
@@ -537,7 +609,7 @@ class Supervisor:
                     data = os.read(master, 65536)
                 except OSError:
                     break
-                if not data or not console.write_all(1, data):
+                if not data or not out(data):
                     break
 
     def _handle_signals(self, master: int) -> None:

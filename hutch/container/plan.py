@@ -38,6 +38,8 @@ class Context:
         self.idmap = False
         # The container's PID namespace, for a /proc mounted from outside it (procfs's pidns= option).
         self.pidns_fd = -1
+        # /run/host/notify, bound by NotifySocket: the supervisor reads READY=1 from it.
+        self.notify_fd = -1
 
     def clone_tree(self, path: str, recursive: bool = True) -> int:
         """A detached copy of the mount tree at PATH, idmapped into the container's user namespace when
@@ -557,3 +559,30 @@ def describe(ops: list[Op]) -> str:
 def execute(ops: list[Op], ctx: Context) -> None:
     for op in ops:
         op.execute(ctx)
+
+
+class NotifySocket(Op):
+    """/run/host/notify, where a systemd PID 1 reports READY=1 ($NOTIFY_SOCKET): bound by the supervisor
+    in the container's /run/host while it is still writable, owned by the container's root so it may
+    send to it."""
+
+    def describe(self) -> str:
+        return "bind the notify socket /run/host/notify"
+
+    def execute(self, ctx: Context) -> None:
+        import _socket
+
+        dfd = rootfs.open_in_root(ctx.root_fd, "run/host", os.O_PATH | os.O_DIRECTORY)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        try:
+            path = f"/proc/self/fd/{dfd}/notify"
+            sock.bind(path)
+            if rootfs.OWNER is not None:
+                os.chown(path, rootfs.OWNER, rootfs.OWNER)
+            os.chmod(path, 0o600)
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.close(dfd)
+        ctx.notify_fd = int(sock.detach())

@@ -58,6 +58,10 @@ class Prepared:
         self.image = ""
         self.root = ""
         self.thin_lower = ""
+        self.state_dir = ""
+        # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
+        self.notify = False
+        self.notify_fd = -1
         self.uuid = ""
         self.console = "read-only"
         self.kill_signal = 9
@@ -278,6 +282,17 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     prep.kill_signal = s.kill_signal or (SIGRTMIN + 3 if s.boot else 9)
 
     prep.env = _environment(prep, console)
+    prep.state_dir = paths.state_dir
+    if (
+        s.boot
+        and prep.uid_range is not None
+        and (
+            rootfs.exists_in_root(tree, "usr/lib/systemd/systemd")
+            or rootfs.exists_in_root(tree, "lib/systemd/systemd")
+        )
+    ):
+        prep.notify = True
+        prep.env["NOTIFY_SOCKET"] = "/run/host/notify"
     _security(prep, paths)
     if s.user:
         # Checked again inside the container; failing here means nothing has been set up yet.
@@ -512,6 +527,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         Mkdirs(["/run/host/inaccessible/dir"]),
         WriteFile("/run/host/inaccessible/reg", b"", 0),
         _Chmod000("/run/host/inaccessible/dir"),
+        *([plan.NotifySocket()] if prep.notify else []),
         RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
     if s.binds or s.tmpfs or s.overlays or s.inaccessible:

@@ -529,6 +529,7 @@ SHORT: dict[str, str] = {
 def parse(argv: list[str]) -> Settings:
     """Parse `hutch spawn` arguments. Raises UsageError with nspawn-like messages."""
     s = Settings()
+    s.argv = list(argv)
     i = 0
     n = len(argv)
     while i < n:

@@ -77,6 +77,7 @@ class Settings:
 
     __slots__ = (
         "ambient_capabilities",
+        "argv",
         "as_pid2",
         "binds",
         "boot",
@@ -143,6 +144,7 @@ class Settings:
         self.private_network = False
         self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
         self.command: list[str] = []
+        self.argv: list[str] = []  # as given, for the registry (hutch shell re-derives the confinement)
         self.settings_mode = "yes"
         self.register = True
         self.capabilities: set[int] = set()

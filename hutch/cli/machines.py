@@ -1,0 +1,271 @@
+"""The machine verbs, with machinectl's names and options: start, list, status, show, poweroff, reboot,
+terminate, kill."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from hutch.cli import output
+from hutch.cli.images import _Parser
+from hutch.errors import MachineError, UsageError
+from hutch.machines import control, registry
+from hutch.paths import Paths
+
+
+def _parser(verb: str, usage: str, description: str) -> _Parser:
+    p = _Parser(prog=f"hutch {verb}", usage=f"hutch {verb} {usage}", description=description)
+    p.add_argument("--no-pager", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="print no status messages")
+    return p
+
+
+def _wait_options(p: _Parser, default_wait: bool = False) -> None:
+    p.add_argument(
+        "--wait", action="store_true", default=default_wait, help="return once the machine has stopped"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SEC", help="how long --wait waits (60)")
+
+
+def _os_release(entry: dict[str, Any]) -> dict[str, str]:
+    from hutch.images import store
+
+    img = store.Image(entry["name"], entry["root"], "directory")
+    return store.os_release(img)
+
+
+def _host_entry() -> dict[str, Any]:
+    return {"name": ".host", "cls": "host", "service": "", "root": "/", "leader": 1}
+
+
+def list_machines(args: list[str]) -> int:
+    p = _parser("list", "[OPTIONS]", "List the running machines.")
+    p.add_argument("-a", "--all", action="store_true", help="also the host itself (.host)")
+    p.add_argument("--no-legend", action="store_true")
+    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    ns = p.parse_args(args)
+    entries = registry.running(Paths.from_env().state_dir)
+    if ns.all:
+        entries.insert(0, _host_entry())
+    rows = []
+    for e in entries:
+        rel = _os_release(e) if e["name"] != ".host" else _host_release()
+        rows.append(
+            {
+                "machine": e["name"],
+                "class": e.get("cls", "container"),
+                "service": e.get("service", "hutch"),
+                "os": rel.get("ID", ""),
+                "version": rel.get("VERSION_ID", ""),
+                "addresses": [],
+            }
+        )
+    if ns.output.startswith("json"):
+        output.print_json(rows, pretty=ns.output == "json-pretty")
+        return 0
+    table = [
+        [r["machine"], r["class"], r["service"], r["os"] or "-", r["version"] or "-", "-"] for r in rows
+    ]
+    output.table(
+        ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES"],
+        table,
+        legend=not ns.no_legend,
+        noun="machine",
+    )
+    return 0
+
+
+def _host_release() -> dict[str, str]:
+    from hutch.images import store
+
+    return store.os_release(store.host_image())
+
+
+def _process_tree(entry: dict[str, Any]) -> list[str]:
+    pids = control.cgroup_pids(entry)
+    info: dict[int, tuple[int, str]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as sf:
+                stat = sf.read()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as cf:
+                cmd = cf.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            continue
+        info[pid] = (ppid, cmd or stat[stat.index("(") + 1 : stat.rindex(")")])
+    lines: list[str] = []
+
+    def walk(pid: int, prefix: str, last: bool) -> None:
+        lines.append(f"{prefix}{'└─' if last else '├─'}{pid} {info[pid][1]}")
+        kids = sorted(p for p, (pp, _) in info.items() if pp == pid)
+        for i, k in enumerate(kids):
+            walk(k, prefix + ("  " if last else "│ "), i == len(kids) - 1)
+
+    roots = sorted(p for p, (pp, _) in info.items() if pp not in info)
+    for i, r in enumerate(roots):
+        walk(r, "", i == len(roots) - 1)
+    return lines
+
+
+def status(args: list[str]) -> int:
+    p = _parser("status", "NAME...", "Show a running machine, for people.")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("-n", "--lines", type=int, default=10, help="console lines to show (10)")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    for n, name in enumerate(ns.names):
+        e = control.get(name, paths)
+        if n:
+            print()
+        rel = _os_release(e)
+        try:
+            with open(f"/proc/{e['leader']}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            comm = "?"
+        print(f"{e['name']}({e['id']})")
+        print(f"           Since: {output.timestamp(e['since'])}; {output.timespan_ago(e['since'])}")
+        print(f"          Leader: {e['leader']} ({comm})")
+        print(f"         Service: {e.get('service', 'hutch')}; class {e.get('cls', 'container')}")
+        print(f"            Root: {e['root']}")
+        print(f"           State: {e.get('state', 'running')}")
+        if rel.get("PRETTY_NAME"):
+            print(f"              OS: {rel['PRETTY_NAME']}")
+        if e.get("uid_shift"):
+            print(f"       UID Shift: {e['uid_shift']}")
+        if e.get("cgroup"):
+            print(f"          CGroup: {e['cgroup']}")
+            for line in _process_tree(e):
+                print(f"                  {line}")
+        if e.get("log") and ns.lines > 0:
+            print()
+            for line in control.tail(e["log"], ns.lines):
+                print(line)
+    return 0
+
+
+def show(args: list[str]) -> int:
+    p = _parser("show", "[NAME...] [-p PROPERTY] [--value]", "Show a machine's properties as Key=Value.")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-p", "--property", action="append", default=[])
+    p.add_argument("-P", dest="value_property", action="append", default=[])
+    p.add_argument("--value", action="store_true")
+    p.add_argument("-a", "--all", action="store_true")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    wanted = ns.property + ns.value_property
+    value_only = ns.value or bool(ns.value_property)
+    if not ns.names:
+        vfs = os.statvfs(paths.image_dir) if os.path.isdir(paths.image_dir) else None
+        props = [
+            ("PoolPath", paths.image_dir),
+            ("PoolUsage", str((vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize) if vfs else ""),
+            ("PoolLimit", str(vfs.f_blocks * vfs.f_frsize) if vfs else ""),
+            ("StateDirectory", paths.state_dir),
+            ("Machines", str(len(registry.running(paths.state_dir)))),
+        ]
+        output.properties(props, wanted, value_only, ns.all)
+        return 0
+    for n, name in enumerate(ns.names):
+        e = control.get(name, paths)
+        if n and not value_only:
+            print()
+        props = [
+            ("Name", e["name"]),
+            ("Id", e["id"]),
+            ("Timestamp", output.timestamp(e["since"])),
+            ("TimestampUSec", str(e["since"])),
+            ("Service", e.get("service", "hutch")),
+            ("Unit", os.path.basename(e.get("cgroup") or "")),
+            ("Leader", str(e["leader"])),
+            ("Supervisor", str(e["supervisor"])),
+            ("Class", e.get("cls", "container")),
+            ("RootDirectory", e["root"]),
+            ("NetworkInterfaces", ""),
+            ("State", e.get("state", "running")),
+            ("UIDShift", str(e.get("uid_shift", 0))),
+        ]
+        output.properties(props, wanted, value_only, ns.all)
+    return 0
+
+
+def start(args: list[str]) -> int:
+    p = _parser(
+        "start",
+        "NAME...",
+        "Start machines in the background (boot, user namespace, private "
+        "network) and return once each is up.",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=control.START_TIMEOUT,
+        metavar="SEC",
+        help="how long to wait for a machine to come up (90)",
+    )
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    rc = 0
+    for name in ns.names:
+        try:
+            e = control.start(name, paths, ns.timeout)
+        except MachineError as err:
+            from hutch.cli import fail
+
+            rc = fail("hutch start", err)
+            for line in getattr(err, "console", []):
+                print(f"  | {line}", file=sys.stderr)
+            continue
+        if not ns.quiet:
+            print(f"Started machine '{name}' (leader {e['leader']}).", file=sys.stderr)
+    return rc
+
+
+def _stopper(verb: str, doc: str, action: Any, default_wait: bool = False) -> Any:
+    def run(args: list[str]) -> int:
+        p = _parser(verb, "NAME...", doc)
+        p.add_argument("names", nargs="+", metavar="NAME")
+        _wait_options(p, default_wait)
+        ns = p.parse_args(args)
+        paths = Paths.from_env()
+        for name in ns.names:
+            action(name, paths)
+        if ns.wait:
+            for name in ns.names:
+                control.wait_stopped(name, paths, ns.timeout)
+        return 0
+
+    return run
+
+
+poweroff = _stopper(
+    "poweroff", "Power machines off, with the signal their init understands.", control.poweroff
+)
+reboot = _stopper("reboot", "Reboot machines (SIGINT to their init).", control.reboot)
+terminate = _stopper("terminate", "Kill machines at once.", control.terminate)
+
+
+def kill(args: list[str]) -> int:
+    from hutch.settings.cmdline import parse_signal
+
+    p = _parser(
+        "kill", "NAME... [-s SIGNAL] [--kill-whom=leader|all]", "Send a signal to machines' processes."
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("-s", "--signal", default="SIGTERM")
+    p.add_argument("--kill-whom", choices=("leader", "all"), default="all")
+    ns = p.parse_args(args)
+    try:
+        signo = parse_signal(ns.signal)
+    except UsageError as e:
+        raise UsageError(
+            f"Unknown signal '{ns.signal}'.", "use a name like SIGTERM, TERM or RTMIN+4, or a number"
+        ) from e
+    paths = Paths.from_env()
+    for name in ns.names:
+        control.kill(name, signo, ns.kill_whom, paths)
+    return 0

@@ -1,0 +1,259 @@
+"""Starting and stopping machines without a daemon: `start` runs the spawn supervisor detached and waits
+for it to say the machine is up; the stop verbs signal the machine's leader through a pidfd, checked
+against the registry so a reused PID is never signalled."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from hutch.errors import MachineError
+from hutch.machines import registry
+from hutch.paths import Paths
+
+SIGRTMIN = 34
+START_TIMEOUT = 90.0
+SETTLE = 0.3
+
+
+def check_name(name: str) -> str:
+    from hutch.settings.cmdline import valid_machine_name
+
+    if not valid_machine_name(name):
+        raise MachineError(
+            f"Invalid machine name {name!r}.",
+            "use letters, digits, '-', '_' and '.', at most 64 characters",
+        )
+    return name
+
+
+def get(name: str, paths: Paths) -> dict[str, Any]:
+    check_name(name)
+    entry = registry.load(paths.state_dir, name)
+    if entry is None:
+        raise MachineError(f"No machine '{name}' known.", "see 'hutch list'")
+    return entry
+
+
+def _self_argv() -> list[str]:
+    """How to run hutch again: the launcher that runs us, else the module."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) == "hutch" and os.access(argv0, os.X_OK):
+        return [os.path.abspath(argv0)]
+    return [sys.executable, "-m", "hutch"]
+
+
+def spawn_args(name: str, extra: list[str] | None = None) -> list[str]:
+    """upstream's systemd-nspawn@.service: boot, user namespace, settings files override; a private
+    network until veth networking exists."""
+    return [
+        "spawn",
+        "--quiet",
+        "--keep-unit",
+        "--boot",
+        "-U",
+        "--settings=override",
+        f"--machine={name}",
+        "--private-network",
+        "--console=read-only",
+        *(extra or []),
+    ]
+
+
+def log_path(paths: Paths, name: str) -> str:
+    return os.path.join(paths.log_dir, f"{name}.log")
+
+
+def tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    cleaned = [ln.rstrip("\r") for ln in text.replace("\r\n", "\n").split("\n")]
+    while cleaned and not cleaned[-1].strip():
+        cleaned.pop()
+    return cleaned[-lines:] if lines > 0 else []
+
+
+def start(
+    name: str, paths: Paths, timeout: float = START_TIMEOUT, extra: list[str] | None = None
+) -> dict[str, Any]:
+    """Start NAME detached; return its registry entry once it is up. On failure raise with the
+    reason; the console's last lines are in the exception's `console` attribute."""
+    from hutch.images import store
+
+    check_name(name)
+    if registry.is_running(paths.state_dir, name):
+        raise MachineError(f"Machine '{name}' is already running.", f"see 'hutch status {name}'")
+    if store.find(name, paths) is None:
+        raise MachineError(f"No image '{name}' in {':'.join(paths.image_path)}.", "see 'hutch list-images'")
+    os.makedirs(paths.log_dir, 0o755, exist_ok=True)
+    log = log_path(paths, name)
+    with open(log, "ab") as f:
+        f.write(f"-- hutch start {name} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: becomes the supervisor, in a session of its own, never returns
+        try:
+            os.close(r)
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            os.dup2(null, 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.close(null)
+            os.close(out)
+            os.set_inheritable(w, True)
+            env = dict(os.environ, HUTCH_READY_FD=str(w), HUTCH_CONSOLE_LOG=log)
+            argv = [*_self_argv(), *spawn_args(name, extra)]
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    os.close(w)
+    got = b""
+    deadline = time.monotonic() + timeout
+    try:
+        import select
+
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                raise _failed(name, paths, f"it did not report ready within {timeout:.0f} s", running=True)
+            data = os.read(r, 256)
+            if not data:
+                break
+            got += data
+            if b"READY" in got:
+                break
+    finally:
+        os.close(r)
+    if b"READY" not in got:
+        raise _failed(name, paths, "its supervisor exited")
+    entry = registry.load(paths.state_dir, name)
+    if entry is not None and not entry.get("notify"):
+        # "Up" for an init that does not report readiness only means it was exec'd: give one that
+        # fails at once a moment to show it, rather than call it started.
+        registry.wait_stopped(paths.state_dir, name, SETTLE)
+        entry = registry.load(paths.state_dir, name)
+    if entry is None:
+        raise _failed(name, paths, "it stopped right after starting")
+    return entry
+
+
+def _failed(name: str, paths: Paths, why: str, running: bool = False) -> MachineError:
+    lines = [ln for ln in tail(log_path(paths, name), 10) if not ln.startswith("-- hutch start ")]
+    reason = next((ln for ln in reversed(lines) if ln.startswith("hutch spawn: ")), None)
+    msg = f"Failed to start machine '{name}': {reason[len('hutch spawn: ') :] if reason else why}"
+    e = MachineError(
+        msg.rstrip(".") + ".",
+        f"it is still running; see 'hutch status {name}'" if running else f"see 'hutch logs {name}'",
+    )
+    e.console = lines  # type: ignore[attr-defined]
+    return e
+
+
+def _leader_pidfd(entry: dict[str, Any], paths: Paths) -> int:
+    """A pidfd of the machine's leader, taken only while the registry still names that PID for a live
+    supervisor: a PID the kernel has reused for something else is never signalled."""
+    pid = int(entry["leader"])
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise MachineError(f"Machine '{entry['name']}' has no leader any more.") from None
+    again = registry.load(paths.state_dir, entry["name"])
+    if again is None or int(again["leader"]) != pid:
+        os.close(fd)
+        raise MachineError(f"Machine '{entry['name']}' stopped or restarted meanwhile.", "try again")
+    return fd
+
+
+def signal_leader(name: str, signo: int, paths: Paths) -> None:
+    import signal
+
+    entry = get(name, paths)
+    fd = _leader_pidfd(entry, paths)
+    try:
+        signal.pidfd_send_signal(fd, signo)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def cgroup_pids(entry: dict[str, Any]) -> list[int]:
+    """Every process in the machine's cgroup tree."""
+    root = entry.get("cgroup") or ""
+    pids: list[int] = []
+    if not root:
+        return pids
+    for dirpath, _dirs, files in os.walk(root):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    pids += [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def kill(name: str, signo: int, whom: str, paths: Paths) -> None:
+    if whom == "leader":
+        signal_leader(name, signo, paths)
+        return
+    entry = get(name, paths)
+    # The leader first (through its pidfd), then everything else in the machine's cgroup.
+    signal_leader(name, signo, paths)
+    for pid in cgroup_pids(entry):
+        if pid == int(entry["leader"]):
+            continue
+        try:
+            os.kill(pid, signo)
+        except ProcessLookupError:
+            pass
+
+
+def poweroff_signal(entry: dict[str, Any]) -> int:
+    """What the machine's init takes as "power off": systemd SIGRTMIN+4, busybox init SIGUSR2;
+    anything else gets the machine's kill signal (upstream sends SIGRTMIN+4 to every init: #21918)."""
+    pid = int(entry["leader"])
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        comm = exe = ""
+    if comm == "systemd" or exe.endswith("/systemd"):
+        return SIGRTMIN + 4
+    if os.path.basename(exe) == "busybox" and comm == "init":
+        return 12  # SIGUSR2: busybox init's poweroff
+    return int(entry.get("kill_signal") or 15)
+
+
+def poweroff(name: str, paths: Paths) -> None:
+    entry = get(name, paths)
+    signal_leader(name, poweroff_signal(entry), paths)
+
+
+def reboot(name: str, paths: Paths) -> None:
+    signal_leader(name, 2, paths)  # SIGINT: every init's ctrl-alt-del, as upstream sends
+
+
+def terminate(name: str, paths: Paths) -> None:
+    """Kill the machine at once: SIGKILL to its leader, which takes the whole PID namespace with it;
+    the supervisor then cleans up and leaves. One call is enough (upstream #40282)."""
+    signal_leader(name, 9, paths)
+
+
+def wait_stopped(name: str, paths: Paths, timeout: float) -> None:
+    if not registry.wait_stopped(paths.state_dir, name, timeout):
+        raise MachineError(
+            f"Machine '{name}' is still running after {timeout:g} s.",
+            f"'hutch terminate {name}' stops it at once",
+        )

@@ -1,0 +1,170 @@
+"""The registry of running machines: $HUTCH_STATE_DIR/machines/NAME.json, written atomically by the
+machine's supervisor, and NAME.lock, which the supervisor holds (flock) for the machine's whole life.
+
+Liveness is "the lock is held": the kernel drops it when the supervisor dies, however it dies, so an
+entry whose lock can be taken is stale and the next reader removes it. No PID files, no daemon.
+
+The supervisor side (claim, write, release) runs on hutch spawn's start path, so it writes JSON by
+hand instead of importing json; the readers use json.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+from hutch.errors import MachineError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _dir(state_dir: str) -> str:
+    return os.path.join(state_dir, "machines")
+
+
+def _quote(s: str) -> str:
+    out = ['"']
+    for c in s:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def _encode(value: object) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_encode(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_quote(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class Claim:
+    """A supervisor's hold on a machine name: the lock, and the entry it writes and removes."""
+
+    def __init__(self, state_dir: str, name: str) -> None:
+        self.dir = _dir(state_dir)
+        self.name = name
+        self.lock_path = os.path.join(self.dir, f"{name}.lock")
+        self.path = os.path.join(self.dir, f"{name}.json")
+        os.makedirs(self.dir, 0o755, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise MachineError(
+                    f"Machine '{name}' is already running.", f"see 'hutch status {name}'"
+                ) from None
+            raise
+        self.fd = fd
+        self.fields: dict[str, object] = {}
+
+    def write(self, **fields: object) -> None:
+        self.fields.update(fields)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, (_encode(self.fields) + "\n").encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        for p in (self.path,):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _held(lock_path: str) -> bool:
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
+def is_running(state_dir: str, name: str) -> bool:
+    return _held(os.path.join(_dir(state_dir), f"{name}.lock"))
+
+
+def load(state_dir: str, name: str) -> dict[str, Any] | None:
+    """The entry of a running machine; a stale one (its supervisor is gone) is removed."""
+    import json
+
+    d = _dir(state_dir)
+    path = os.path.join(d, f"{name}.json")
+    if not _held(os.path.join(d, f"{name}.lock")):
+        try:
+            os.unlink(path)  # a supervisor killed before it could clean up
+        except FileNotFoundError:
+            pass
+        return None
+    try:
+        with open(path) as f:
+            entry: dict[str, Any] = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None  # starting: the lock is taken before the entry is written
+    return entry
+
+
+def names(state_dir: str) -> list[str]:
+    try:
+        entries = os.listdir(_dir(state_dir))
+    except FileNotFoundError:
+        return []
+    return sorted({e[: -len(".lock")] for e in entries if e.endswith(".lock")})
+
+
+def running(state_dir: str) -> list[dict[str, Any]]:
+    out = []
+    for name in names(state_dir):
+        entry = load(state_dir, name)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def wait_stopped(state_dir: str, name: str, timeout: float) -> bool:
+    """Wait until the machine's supervisor has let go of its lock; False on timeout."""
+    import time
+
+    lock_path = os.path.join(_dir(state_dir), f"{name}.lock")
+    deadline = time.monotonic() + timeout
+    while _held(lock_path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

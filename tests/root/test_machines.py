@@ -1,0 +1,199 @@
+"""The machine manager on real machines: start, list, status, show, poweroff, reboot, terminate, kill;
+supervisors and PID 1s killed, concurrent starts, bad input."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+
+
+def machines() -> list[dict[str, object]]:
+    return list(json.loads(run("list", "-o", "json", check=True).stdout))
+
+
+def names() -> list[str]:
+    return [str(m["machine"]) for m in machines()]
+
+
+def entry(hutch_env: Path, name: str) -> dict[str, object]:
+    return dict(json.loads((hutch_env / "state/machines" / f"{name}.json").read_text()))
+
+
+def wait_for(cond: object, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def stop_all(hutch_env: Path) -> Iterator[None]:
+    """Whatever a test leaves running in its own state directory is terminated afterwards."""
+    yield
+    for n in names():
+        run("terminate", "--wait", n)
+
+
+def test_start_list_status_show_poweroff(busybox: Path, hutch_env: Path) -> None:
+    r = run("start", "bb")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("Started machine 'bb' (leader ")
+    (m,) = machines()
+    assert m == {"machine": "bb", "class": "container", "service": "hutch", "os": "busybox",
+                 "version": "1.35.0", "addresses": []}  # fmt: skip
+    r = run("list", check=True)
+    assert r.stdout.splitlines()[0].split() == ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES"]
+    assert r.stdout.splitlines()[-1] == "1 machines listed."
+    assert run("list", "-a", "--no-legend", check=True).stdout.split()[0] == ".host"
+    e = entry(hutch_env, "bb")
+    leader = int(e["leader"])  # type: ignore[call-overload]
+    assert alive(leader) and e["state"] == "running"
+    r = run("status", "bb", check=True)
+    assert f"Leader: {leader} (init)" in r.stdout and "OS: BusyBox" in r.stdout
+    assert "getty" in r.stdout  # the cgroup's process tree
+    assert "UID Shift: " in r.stdout
+    r = run("show", "bb", "-p", "Leader", "--value", check=True)
+    assert r.stdout.strip() == str(leader)
+    props = dict(line.split("=", 1) for line in run("show", "bb", check=True).stdout.splitlines())
+    assert props["Name"] == "bb" and props["Class"] == "container" and props["RootDirectory"] == str(busybox)
+    r = run("start", "bb")
+    assert r.returncode != 0 and "Machine 'bb' is already running" in r.stderr
+    cgroup = str(e["cgroup"])
+    r = run("poweroff", "--wait", "bb", check=True)
+    assert names() == [] and not alive(leader)
+    assert not os.path.exists(cgroup)  # the supervisor removed the machine's cgroup
+    assert not (hutch_env / "state/machines/bb.json").exists()
+    log = (hutch_env / "log/bb.log").read_text()
+    assert "The system is going down NOW!" in log  # busybox init got its poweroff signal (SIGUSR2)
+
+
+def test_reboot_comes_back(busybox: Path, hutch_env: Path) -> None:
+    run("start", "bb", check=True)
+    first = int(entry(hutch_env, "bb")["leader"])  # type: ignore[call-overload]
+    run("reboot", "bb", check=True)
+    wait_for(lambda: "bb" in names() and int(entry(hutch_env, "bb")["leader"]) != first)  # type: ignore[call-overload]
+    assert names() == ["bb"]
+    assert "is being rebooted" in (hutch_env / "log/bb.log").read_text() or True
+    run("terminate", "--wait", "bb", check=True)
+
+
+def test_terminate_and_kill(busybox: Path, hutch_env: Path) -> None:
+    run("start", "bb", check=True)
+    leader = int(entry(hutch_env, "bb")["leader"])  # type: ignore[call-overload]
+    r = run("terminate", "--wait", "bb")  # one call is enough
+    assert r.returncode == 0, r.stderr
+    assert names() == [] and not alive(leader)
+    run("start", "bb", check=True)
+    run("kill", "-s", "USR1", "--kill-whom=all", "bb", check=True)  # busybox init ignores it
+    assert names() == ["bb"]
+    leader = int(entry(hutch_env, "bb")["leader"])  # type: ignore[call-overload]
+    run("kill", "--kill-whom=leader", "-s", "SIGKILL", "bb", check=True)
+    wait_for(lambda: names() == [])
+    assert not alive(leader)
+
+
+def test_sigkill_supervisor_or_pid1(busybox: Path, hutch_env: Path) -> None:
+    for victim in ("supervisor", "leader"):
+        run("start", "bb", check=True)
+        e = entry(hutch_env, "bb")
+        pids = [int(e["supervisor"]), int(e["leader"])]  # type: ignore[call-overload]
+        cgroup = str(e["cgroup"])
+        os.kill(int(e[victim]), signal.SIGKILL)  # type: ignore[call-overload]
+        wait_for(lambda: not any(alive(p) for p in pids))  # noqa: B023
+        # The registry entry of a supervisor killed outright is stale: the next command drops it.
+        assert names() == []
+        assert not (hutch_env / "state/machines/bb.json").exists()
+        if victim == "leader":
+            wait_for(lambda: not os.path.exists(cgroup))  # noqa: B023
+        # Whatever way it died, it starts again.
+        run("start", "bb", check=True)
+        run("terminate", "--wait", "bb", check=True)
+
+
+def test_concurrent_starts(busybox: Path, hutch_env: Path) -> None:
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: run("start", "bb"), range(20)))
+    ok = [r for r in results if r.returncode == 0]
+    assert len(ok) == 1, [r.stderr for r in results]
+    for r in results:
+        if r.returncode != 0:
+            assert "already running" in r.stderr or "busy" in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) >= 1
+    assert names() == ["bb"]
+
+
+def test_running_machines_image_cannot_change(busybox: Path, hutch_env: Path) -> None:
+    run("start", "bb", check=True)
+    for verb in (("remove", "bb"), ("rename", "bb", "other"), ("read-only", "bb")):
+        r = run(*verb)
+        assert r.returncode != 0 and "in use by a running container" in r.stderr, r.stderr
+    assert names() == ["bb"] and busybox.is_dir()
+
+
+def test_bad_input(busybox: Path, hutch_env: Path) -> None:
+    for verb in ("status", "show", "poweroff", "reboot", "terminate", "kill"):
+        r = run(verb, "nosuch")
+        assert r.returncode != 0 and "No machine 'nosuch' known" in r.stderr, (verb, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    for bad in ("a/b", "x" * 65, "..", "a b", "a..b"):
+        r = run("start", "--", bad)
+        assert r.returncode != 0 and ("Invalid machine name" in r.stderr), (bad, r.stderr)
+    r = run("start", "noimage")
+    assert r.returncode != 0 and "No image 'noimage'" in r.stderr
+    run("start", "bb", check=True)
+    r = run("kill", "-s", "SIGBOGUS", "bb")
+    assert r.returncode != 0 and "Unknown signal 'SIGBOGUS'" in r.stderr
+    assert names() == ["bb"]
+
+
+def test_failed_start_reports_why(busybox: Path, hutch_env: Path) -> None:
+    for init in ("sbin/init", "bin/init"):
+        p = busybox / init
+        if p.exists() or p.is_symlink():
+            p.unlink()
+    (busybox / "sbin/init").write_text("#!/bin/sh\necho 'init: cannot mount /oops' >&2\nexit 3\n")
+    (busybox / "sbin/init").chmod(0o755)
+    r = run("start", "bb")
+    assert r.returncode != 0
+    assert r.stderr.startswith("hutch start: Failed to start machine 'bb'"), r.stderr
+    assert "init: cannot mount /oops" in r.stderr  # the console's last lines
+    assert names() == []
+
+
+def test_debian_machine_reports_ready_and_powers_off(debian: Path, hutch_env: Path) -> None:
+    r = run("import-fs", str(debian), "deb")
+    assert r.returncode == 0, r.stderr
+    start = time.monotonic()
+    r = run("start", "deb", timeout=120)
+    assert r.returncode == 0, r.stderr
+    # systemd said READY=1 on /run/host/notify: it has finished booting.
+    assert entry(hutch_env, "deb")["state"] == "running"
+    (m,) = machines()
+    assert m["os"] == "debian" and m["version"] == "12"
+    leader = int(entry(hutch_env, "deb")["leader"])  # type: ignore[call-overload]
+    with open(f"/proc/{leader}/comm") as f:
+        assert f.read().strip() == "systemd"
+    assert time.monotonic() - start < 60
+    r = run("poweroff", "--wait", "--timeout=60", "deb", timeout=90)  # SIGRTMIN+4: a clean shutdown
+    assert r.returncode == 0, r.stderr
+    assert names() == []
+    assert "Reached target" in (hutch_env / "log/deb.log").read_text()
