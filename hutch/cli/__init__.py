@@ -25,6 +25,8 @@ Machines:
   reboot NAME...                 reboot (SIGINT to the guest's init)
   terminate NAME...              kill at once (--wait)
   kill NAME... [-s SIG]          signal the leader or every process (--kill-whom=leader|all)
+  shell [USER@]NAME [CMD...]     run a command or a login shell in a machine (-E, --uid); its status
+  login NAME                     log in on a new pty in the machine, whatever its init
 Images:
   list-images [-a]               images along the image path (-o json, --no-legend)
   image-status [NAME...]         an image's properties, for people
@@ -63,6 +65,8 @@ VERBS = {
     "restart": "hutch.cli.machines:reboot",
     "terminate": "hutch.cli.machines:terminate",
     "kill": "hutch.cli.machines:kill",
+    "shell": "hutch.cli.machines:shell",
+    "login": "hutch.cli.machines:login",
     "list-images": "hutch.cli.images:list_images",
     "image-status": "hutch.cli.images:image_status",
     "show-image": "hutch.cli.images:show_image",

@@ -269,3 +269,51 @@ def kill(args: list[str]) -> int:
     for name in ns.names:
         control.kill(name, signo, ns.kill_whom, paths)
     return 0
+
+
+def shell(args: list[str]) -> int:
+    from hutch.machines import enter
+
+    p = _parser(
+        "shell",
+        "[USER@]NAME [COMMAND...]",
+        "Run a command (default: a login shell) inside a running machine; its exit status is hutch's.",
+    )
+    p.add_argument("--uid", metavar="USER", help="the user to run as (also USER@NAME)")
+    p.add_argument("-E", "--setenv", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("target", metavar="[USER@]NAME")
+    p.add_argument("command", nargs="*", metavar="COMMAND")
+    # Everything after [USER@]NAME is the command's, options included (argparse would take them).
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 2 if args[i] in ("-E", "--setenv", "--uid") else 1
+    if i < len(args) and args[i] == "--":
+        head, tail = args[:i], args[i + 1 :]
+    else:
+        head, tail = args[: i + 1], args[i + 1 :]
+    ns = p.parse_args(head)
+    ns.command = tail
+    user, name = enter.split_target(ns.target)
+    if ns.uid:
+        user = ns.uid
+    control.check_name(name)
+    return enter.run(name, Paths.from_env(), user=user, command=ns.command or None, setenv=ns.setenv)
+
+
+def login(args: list[str]) -> int:
+    from hutch.machines import enter
+
+    p = _parser("login", "NAME", "Log in to a running machine on a new pseudo-terminal, whatever its init.")
+    p.add_argument("name", metavar="NAME")
+    ns = p.parse_args(args)
+    control.check_name(ns.name)
+    if not os.isatty(0):
+        raise UsageError(
+            "hutch login needs a terminal.", f"use 'hutch shell {ns.name} COMMAND' from scripts"
+        )
+    if not ns.quiet:
+        print(f"Connected to machine {ns.name}. Log out to leave.", file=sys.stderr)
+    rc = enter.run(ns.name, Paths.from_env(), login=True)
+    if not ns.quiet:
+        print(f"\nConnection to machine {ns.name} terminated.", file=sys.stderr)
+    return rc

@@ -197,3 +197,72 @@ def test_debian_machine_reports_ready_and_powers_off(debian: Path, hutch_env: Pa
     assert r.returncode == 0, r.stderr
     assert names() == []
     assert "Reached target" in (hutch_env / "log/deb.log").read_text()
+
+
+def test_shell_exit_codes_streams_and_confinement(busybox: Path, hutch_env: Path) -> None:
+    run("start", "bb", check=True)
+    for code in (0, 1, 42):
+        r = run("shell", "bb", "/bin/sh", "-c", f"echo out; echo err >&2; exit {code}")
+        assert (r.returncode, r.stdout, r.stderr) == (code, "out\n", "err\n")  # stderr kept apart
+    r = run("shell", "bb", "cat", input="from stdin\n")
+    assert r.returncode == 0 and r.stdout == "from stdin\n"
+    r = run("shell", "bb", "/bin/sh", "-c", 'printf "%s|" "$@"', "sh", "-E", "X=1")
+    assert r.stdout == "-E|X=1|"  # options after the command are the command's
+    r = run(
+        "shell", "-E", "GREETING=hi", "bb", "/bin/sh", "-c", "id -u; echo $HOME $USER $container $GREETING"
+    )
+    assert r.stdout == "0\n/root root hutch hi\n", r.stderr
+    r = run("shell", "nobody@bb", "id", "-un")
+    assert r.stdout == "nobody\n", r.stderr
+    r = run("shell", "--uid=nobody", "bb", "id", "-un")
+    assert r.stdout == "nobody\n", r.stderr
+    r = run("shell", "bb", "nonexistent-command")
+    assert r.returncode == 127 and "Failed to execute nonexistent-command" in r.stderr
+    # The same confinement as the container's own processes: bounding set, seccomp, cgroup, namespaces.
+    script = "grep -E '^(CapBnd|Seccomp):' /proc/$1/status; tail -1 /proc/$1/cgroup; "
+    script += "readlink /proc/$1/ns/pid"
+    mine = run("shell", "bb", "/bin/sh", "-c", script, "sh", "self", check=True).stdout
+    pid1 = run("shell", "bb", "/bin/sh", "-c", script, "sh", "1", check=True).stdout
+    assert mine == pid1 and "Seccomp:\t2" in mine
+    r = run("shell", "bb", "/bin/sh", "-c", "echo $$")
+    assert int(r.stdout) > 1  # a process of the machine's PID namespace
+
+
+def test_login_through_a_pty(busybox: Path, hutch_env: Path) -> None:
+    from conftest import HUTCH
+    from ptydrive import PtySession
+
+    run("start", "bb", check=True)
+    s = PtySession([HUTCH, "login", "bb"], env=dict(os.environ))
+    try:
+        s.expect("bb login: ", timeout=15)
+        s.send("root\r")
+        s.expect("$ ", timeout=15)
+        s.send("id; tty\r")
+        out = s.expect("$ ", timeout=15)
+        assert "uid=0 " in out and "/dev/pts/" in out
+        s.send("exit\r")
+        assert s.wait(20) == 0
+    finally:
+        s.close()
+    assert "Connection to machine bb terminated." in s.text()
+    r = run("login", "bb")  # not a terminal
+    assert r.returncode != 0 and "needs a terminal" in r.stderr
+
+
+def test_shell_dies_with_the_machine(busybox: Path, hutch_env: Path) -> None:
+    import subprocess
+
+    from conftest import HUTCH
+
+    run("start", "bb", check=True)
+    p = subprocess.Popen(
+        [HUTCH, "shell", "bb", "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(0.5)
+    run("terminate", "--wait", "bb", check=True)
+    assert p.wait(timeout=10) == 137  # SIGKILL, with the machine's PID namespace
+    r = run("shell", "bb", "true")
+    assert r.returncode != 0 and "No machine 'bb' known" in r.stderr
+    r = run("shell", "-E", "NOEQUALS", "bb", "true")
+    assert r.returncode != 0
