@@ -27,6 +27,11 @@ Machines:
   kill NAME... [-s SIG]          signal the leader or every process (--kill-whom=leader|all)
   shell [USER@]NAME [CMD...]     run a command or a login shell in a machine (-E, --uid); its status
   login NAME                     log in on a new pty in the machine, whatever its init
+  logs NAME [-f] [-n N]          the machine's console output (--journal: the guest's journal)
+  cgls [NAME...]                 the machines' cgroup process trees
+  bind NAME SRC [DST]            mount a host path into a running machine (--read-only, --mkdir)
+  copy-to NAME SRC [DST]         copy a host file or tree into a machine (--force)
+  copy-from NAME SRC [DST]       copy a file or tree out of a machine (--force)
 Images:
   list-images [-a]               images along the image path (-o json, --no-legend)
   image-status [NAME...]         an image's properties, for people
@@ -67,6 +72,11 @@ VERBS = {
     "kill": "hutch.cli.machines:kill",
     "shell": "hutch.cli.machines:shell",
     "login": "hutch.cli.machines:login",
+    "logs": "hutch.cli.machines:logs",
+    "cgls": "hutch.cli.machines:cgls",
+    "bind": "hutch.cli.machines:bind",
+    "copy-to": "hutch.cli.machines:copy_to",
+    "copy-from": "hutch.cli.machines:copy_from",
     "list-images": "hutch.cli.images:list_images",
     "image-status": "hutch.cli.images:image_status",
     "show-image": "hutch.cli.images:show_image",

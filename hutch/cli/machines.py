@@ -317,3 +317,117 @@ def login(args: list[str]) -> int:
     if not ns.quiet:
         print(f"\nConnection to machine {ns.name} terminated.", file=sys.stderr)
     return rc
+
+
+def logs(args: list[str]) -> int:
+    import time
+
+    p = _parser(
+        "logs",
+        "NAME [-f] [-n N] [--journal]",
+        "Show a machine's console output (kept by its "
+        "supervisor, capped at 1 MiB and rotated), or with --journal the guest's journal.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines (50; 0: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing as the machine writes")
+    p.add_argument("--journal", action="store_true", help="the guest's journal (journalctl in the machine)")
+    ns = p.parse_args(args)
+    control.check_name(ns.name)
+    paths = Paths.from_env()
+    if ns.journal:
+        from hutch.machines import enter
+
+        control.get(ns.name, paths)
+        cmd = ["journalctl", "--no-pager", "-n", str(ns.lines) if ns.lines else "all"]
+        return enter.run(ns.name, paths, command=[*cmd, "-f"] if ns.follow else cmd)
+    path = control.log_path(paths, ns.name)
+    if not os.path.exists(path):
+        raise MachineError(
+            f"No console log for machine '{ns.name}'.", "only machines started with 'hutch start' keep one"
+        )
+    text = ""
+    for part in (path + ".1", path):
+        try:
+            with open(part, "rb") as f:
+                text += f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            pass
+    lines = text.replace("\r\n", "\n").replace("\r", "").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines[-ns.lines :] if ns.lines else lines:
+        print(line)
+    if ns.follow:
+        sys.stdout.flush()
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            try:
+                while True:
+                    data = f.read()
+                    if data:
+                        sys.stdout.write(data.decode("utf-8", "replace").replace("\r", ""))
+                        sys.stdout.flush()
+                    elif not registry.is_running(paths.state_dir, ns.name):
+                        break
+                    else:
+                        time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+def cgls(args: list[str]) -> int:
+    p = _parser("cgls", "[NAME...]", "Show machines' cgroup process trees.")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    entries = [control.get(n, paths) for n in ns.names] if ns.names else registry.running(paths.state_dir)
+    for n, e in enumerate(entries):
+        if n:
+            print()
+        print(f"{e['name']}: {e.get('cgroup') or '(no cgroup)'}")
+        for line in _process_tree(e):
+            print(line)
+    return 0
+
+
+def bind(args: list[str]) -> int:
+    from hutch.machines import files
+
+    p = _parser(
+        "bind",
+        "NAME SRC [DST] [--read-only] [--mkdir]",
+        "Mount a host file or directory into a "
+        "running machine (user-namespaced ones too: the source shows its real owners).",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", nargs="?", metavar="DST")
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--mkdir", action="store_true", help="create DST in the machine if missing")
+    ns = p.parse_args(args)
+    control.check_name(ns.name)
+    files.bind(ns.name, ns.src, ns.dst, Paths.from_env(), read_only=ns.read_only, mkdir=ns.mkdir)
+    return 0
+
+
+def _copier(verb: str, doc: str, fn_name: str) -> Any:
+    def run(args: list[str]) -> int:
+        from hutch.machines import files
+
+        p = _parser(verb, "NAME SRC [DST] [--force]", doc)
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("src", metavar="SRC")
+        p.add_argument("dst", nargs="?", metavar="DST")
+        p.add_argument("--force", action="store_true", help="replace DST if it exists")
+        ns = p.parse_args(args)
+        control.check_name(ns.name)
+        getattr(files, fn_name)(ns.name, ns.src, ns.dst, Paths.from_env(), force=ns.force)
+        return 0
+
+    return run
+
+
+copy_to = _copier("copy-to", "Copy a host file or directory into a running machine.", "copy_to")
+copy_from = _copier("copy-from", "Copy a file or directory out of a running machine.", "copy_from")

@@ -47,6 +47,7 @@ class _Copier:
         self.progress = progress
         self.reflink = True
         self.in_kernel = True
+        self.keep_owners = True
         self.links: dict[tuple[int, int], str] = {}
 
     def data(self, sfd: int, dfd: int, st: os.stat_result) -> None:
@@ -112,7 +113,7 @@ class _Copier:
             fd = os.open(name, _NEW_FILE, stat.S_IMODE(st.st_mode) & 0o777, dir_fd=dfd)
             try:
                 self.data(fs, fd, st)
-                if st.st_uid or st.st_gid:
+                if self.keep_owners and (st.st_uid or st.st_gid):
                     os.fchown(fd, st.st_uid, st.st_gid)
                 if st.st_mode & 0o7000:
                     os.fchmod(fd, stat.S_IMODE(st.st_mode))
@@ -124,8 +125,9 @@ class _Copier:
             os.close(fs)
 
 
-def _meta(fd: int, st: os.stat_result) -> None:
-    os.fchown(fd, st.st_uid, st.st_gid)
+def _meta(fd: int, st: os.stat_result, keep_owners: bool = True) -> None:
+    if keep_owners:
+        os.fchown(fd, st.st_uid, st.st_gid)
     os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after chown, which clears setuid bits
 
 
@@ -152,11 +154,28 @@ def copy_tree(src: str, dst: str, progress: Progress | None = None) -> None:
     tree's size: directories are reopened by path, with openat2() refusing any symlink on the way.
     Directory times and modes are set last, deepest first, once nothing more is created in them.
     """
-    c = _Copier(progress)
     sroot = os.open(src, DIR_FLAGS)
     try:
-        os.mkdir(dst, 0o700)
-        droot = os.open(dst, DIR_FLAGS)
+        copy_tree_at(sroot, AT_FDCWD, dst, progress)
+    finally:
+        os.close(sroot)
+
+
+AT_FDCWD = -100
+
+
+def copy_tree_at(
+    sroot_fd: int, dparent: int, dname: str, progress: Progress | None = None, keep_owners: bool = True
+) -> None:
+    """copy_tree() from the directory fd SROOT_FD to the new directory DNAME in DPARENT (a directory fd
+    or AT_FDCWD). Without KEEP_OWNERS everything belongs to whoever copies (as machinectl copy-to and
+    copy-from do across user namespaces), and device nodes are left out."""
+    c = _Copier(progress)
+    c.keep_owners = keep_owners
+    sroot = os.dup(sroot_fd)
+    try:
+        os.mkdir(dname, 0o700, dir_fd=None if dparent == AT_FDCWD else dparent)
+        droot = os.open(dname, DIR_FLAGS, dir_fd=None if dparent == AT_FDCWD else dparent)
     except BaseException:
         os.close(sroot)
         raise
@@ -204,9 +223,12 @@ def copy_tree(src: str, dst: str, progress: Progress | None = None) -> None:
                         continue
                     if stat.S_ISLNK(mode):
                         os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
-                    else:
+                    elif keep_owners or stat.S_ISFIFO(mode):
                         os.mknod(name, mode, st.st_rdev, dir_fd=dfd)
-                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+                    else:
+                        continue
+                    if keep_owners:
+                        os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
                     if not stat.S_ISLNK(mode):
                         os.chmod(name, stat.S_IMODE(mode), dir_fd=dfd)
                     os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
@@ -224,7 +246,7 @@ def copy_tree(src: str, dst: str, progress: Progress | None = None) -> None:
         for rel, st, xattrs in reversed(dirs):
             dfd = _open_dir(droot, rel)
             try:
-                _meta(dfd, st)
+                _meta(dfd, st, keep_owners)
                 for xname, value in xattrs:
                     try:
                         os.setxattr(dfd, xname, value)

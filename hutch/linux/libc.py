@@ -385,3 +385,17 @@ def rename2(old: str, new: str, flags: int) -> None:
     if ret < 0:
         err = _errno()
         raise OSError(err, f"Failed to rename '{old}' to '{new}': {os.strerror(err)}", new)
+
+
+MOUNT_ATTR_RDONLY = 0x00000001
+
+
+def mount_setattr(tree_fd: int, attr_set: int, recursive: bool = True) -> None:
+    """Set mount attributes (MOUNT_ATTR_*) on the detached or attached mount TREE_FD."""
+    attr = _MountAttr()
+    attr.attr_set = attr_set
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(
+        _syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)),
+        "Failed to change mount attributes",
+    )

@@ -266,3 +266,88 @@ def test_shell_dies_with_the_machine(busybox: Path, hutch_env: Path) -> None:
     assert r.returncode != 0 and "No machine 'bb' known" in r.stderr
     r = run("shell", "-E", "NOEQUALS", "bb", "true")
     assert r.returncode != 0
+
+
+def test_bind_and_copy_both_ways(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
+    run("start", "bb", check=True)
+    src = tmp_path / "share"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub/f").write_text("host file\n")
+    os.chown(src / "sub/f", 1000, 1000)
+    r = run("bind", "bb", str(src), "/mnt/share")
+    assert r.returncode != 0 and "--mkdir creates it" in r.stderr
+    run("bind", "--mkdir", "--read-only", "bb", str(src), "/mnt/share", check=True)
+    r = run(
+        "shell",
+        "bb",
+        "/bin/sh",
+        "-c",
+        "cat /mnt/share/sub/f; stat -c %u /mnt/share/sub/f; touch /mnt/share/x",
+    )
+    assert r.stdout == "host file\n1000\n"  # the real owner, through an idmapped mount (upstream: refused)
+    assert "Read-only file system" in r.stderr
+    run("bind", "--mkdir", "bb", str(src), "/mnt/rw", check=True)
+    run("shell", "bb", "/bin/sh", "-c", "echo from guest > /mnt/rw/new", check=True)
+    assert (src / "new").read_text() == "from guest\n"
+    (src / "new").unlink()
+
+    # copy-to: files and trees, owned by the container's root; --force to replace.
+    run("copy-to", "bb", str(src / "sub/f"), "/root/f", check=True)
+    r = run("copy-to", "bb", str(src / "sub/f"), "/root/f")
+    assert r.returncode != 0 and "already exists; --force replaces it" in r.stderr
+    run("copy-to", "--force", "bb", str(src), "/root/tree", check=True)
+    r = run(
+        "shell",
+        "bb",
+        "/bin/sh",
+        "-c",
+        "cat /root/f /root/tree/sub/f; stat -c %u /root/tree/sub/f",
+        check=True,
+    )
+    assert r.stdout == "host file\nhost file\n0\n"
+    assert (busybox / "root/tree/sub/f").stat().st_uid == 0  # on disk: the image's own root
+
+    # copy-from: a file and a tree.
+    run("shell", "bb", "/bin/sh", "-c", "mkdir -p /srv/d; echo guest > /srv/d/g", check=True)
+    run("copy-from", "bb", "/srv/d", str(tmp_path / "out"), check=True)
+    assert (tmp_path / "out/g").read_text() == "guest\n"
+    r = run("copy-from", "bb", "/nonexistent", str(tmp_path / "x"))
+    assert r.returncode != 0 and "No such file or directory" in r.stderr
+
+
+def test_symlinks_planted_in_the_guest_stay_in_the_guest(
+    busybox: Path, hutch_env: Path, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    canary.write_text("host secret\n")
+    run("start", "bb", check=True)
+    run("shell", "bb", "/bin/sh", "-c",
+        f"echo guest secret > /etc/secret; ln -s {canary} /tmp/to-host; ln -s /etc/secret /tmp/to-guest; "
+        f"ln -s ../../../../../../{canary} /tmp/relative; mkdir /tmp/d; ln -s {tmp_path} /tmp/d/up",
+        check=True)  # fmt: skip
+    # copy-from follows a guest symlink only within the guest's root.
+    r = run("copy-from", "bb", "/tmp/to-guest", str(tmp_path / "got"))
+    assert r.returncode == 0 and (tmp_path / "got").read_text() == "guest secret\n"
+    for link in ("/tmp/to-host", "/tmp/relative"):
+        r = run("copy-from", "bb", link, str(tmp_path / "leak"))
+        assert r.returncode != 0 and not (tmp_path / "leak").exists(), r.stderr
+    # copy-to through a guest symlink lands in the guest, never on the host.
+    (tmp_path / "payload").write_text("overwrite\n")
+    r = run("copy-to", "--force", "bb", str(tmp_path / "payload"), "/tmp/to-host")
+    run("copy-to", "--force", "bb", str(tmp_path / "payload"), "/tmp/d/up/canary")
+    assert canary.read_text() == "host secret\n"
+    # bind onto a guest symlink mounts inside the guest.
+    run("bind", "--mkdir", "bb", str(tmp_path / "payload"), "/tmp/to-host")
+    assert canary.read_text() == "host secret\n"
+
+
+def test_logs_and_cgls(busybox: Path, hutch_env: Path) -> None:
+    run("start", "bb", check=True)
+    r = run("logs", "bb", check=True)
+    assert "-- hutch start bb at " in r.stdout and "bb login:" in r.stdout
+    r = run("logs", "-n", "1", "bb", check=True)
+    assert len(r.stdout.splitlines()) == 1
+    r = run("cgls", check=True)
+    assert r.stdout.startswith("bb: ") and "init" in r.stdout and "getty" in r.stdout
+    r = run("logs", "nolog")
+    assert r.returncode != 0 and "No console log for machine 'nolog'" in r.stderr
