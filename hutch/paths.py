@@ -15,7 +15,7 @@ DEFAULT_SETTINGS_PATH = "/etc/systemd/nspawn:/run/systemd/nspawn"
 
 
 class Paths:
-    __slots__ = ("cache_dir", "image_path", "log_dir", "settings_path", "state_dir")
+    __slots__ = ("cache_dir", "config_dir", "image_path", "log_dir", "settings_path", "state_dir")
 
     def __init__(
         self,
@@ -24,12 +24,14 @@ class Paths:
         state_dir: str,
         log_dir: str,
         cache_dir: str,
+        config_dir: str = "/etc/hutch",
     ) -> None:
         self.image_path = image_path
         self.settings_path = settings_path
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.cache_dir = cache_dir
+        self.config_dir = config_dir
 
     @property
     def image_dir(self) -> str:
@@ -49,4 +51,5 @@ class Paths:
             state_dir=e.get("HUTCH_STATE_DIR") or "/run/hutch",
             log_dir=e.get("HUTCH_LOG_DIR") or "/var/log/hutch",
             cache_dir=e.get("HUTCH_CACHE_DIR") or "/var/cache/hutch",
+            config_dir=e.get("HUTCH_CONFIG_DIR") or "/etc/hutch",
         )

@@ -40,13 +40,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own image path, state, log and cache directories: never the host's."""
     base = tmp_path / "hutch"
-    for d in ("images", "state", "log", "cache", "settings"):
+    for d in ("images", "state", "log", "cache", "settings", "config"):
         (base / d).mkdir(parents=True)
     monkeypatch.setenv("HUTCH_IMAGE_PATH", str(base / "images"))
     monkeypatch.setenv("HUTCH_STATE_DIR", str(base / "state"))
     monkeypatch.setenv("HUTCH_LOG_DIR", str(base / "log"))
     monkeypatch.setenv("HUTCH_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("HUTCH_SETTINGS_PATH", str(base / "settings"))
+    monkeypatch.setenv("HUTCH_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("HUTCH_SYSTEMD_UNIT_DIR", str(base / "units"))
     return base
 
 

@@ -32,6 +32,8 @@ Machines:
   bind NAME SRC [DST]            mount a host path into a running machine (--read-only, --mkdir)
   copy-to NAME SRC [DST]         copy a host file or tree into a machine (--force)
   copy-from NAME SRC [DST]       copy a file or tree out of a machine (--force)
+  enable|disable [--now] NAME... start machines at boot (a systemd unit, or 'hutch autostart')
+  autostart                      start every enabled machine (for OpenRC, sysvinit, rc.local)
 Images:
   list-images [-a]               images along the image path (-o json, --no-legend)
   image-status [NAME...]         an image's properties, for people
@@ -77,6 +79,9 @@ VERBS = {
     "bind": "hutch.cli.machines:bind",
     "copy-to": "hutch.cli.machines:copy_to",
     "copy-from": "hutch.cli.machines:copy_from",
+    "enable": "hutch.cli.machines:enable",
+    "disable": "hutch.cli.machines:disable",
+    "autostart": "hutch.cli.machines:autostart_",
     "list-images": "hutch.cli.images:list_images",
     "image-status": "hutch.cli.images:image_status",
     "show-image": "hutch.cli.images:show_image",

@@ -431,3 +431,50 @@ def _copier(verb: str, doc: str, fn_name: str) -> Any:
 
 copy_to = _copier("copy-to", "Copy a host file or directory into a running machine.", "copy_to")
 copy_from = _copier("copy-from", "Copy a file or directory out of a running machine.", "copy_from")
+
+
+def _enabler(verb: str) -> Any:
+    def run(args: list[str]) -> int:
+        from hutch.machines import autostart
+
+        p = _parser(
+            verb,
+            "[--now] NAME...",
+            f"{verb.capitalize()} starting machines at boot "
+            "(a systemd unit where systemd is init, else 'hutch autostart').",
+        )
+        p.add_argument("names", nargs="+", metavar="NAME")
+        p.add_argument("--now", action="store_true", help="also start (or power off) them now")
+        ns = p.parse_args(args)
+        paths = Paths.from_env()
+        for name in ns.names:
+            changed = autostart.enable(name, paths) if verb == "enable" else autostart.disable(name, paths)
+            if not ns.quiet:
+                for path in changed:
+                    print(f"{'Created' if verb == 'enable' else 'Removed'} {path}.", file=sys.stderr)
+            if ns.now:
+                if verb == "enable" and not registry.is_running(paths.state_dir, name):
+                    control.start(name, paths)
+                elif verb == "disable" and registry.is_running(paths.state_dir, name):
+                    control.poweroff(name, paths)
+                    control.wait_stopped(name, paths, 60)
+        return 0
+
+    return run
+
+
+enable = _enabler("enable")
+disable = _enabler("disable")
+
+
+def autostart_(args: list[str]) -> int:
+    from hutch.machines import autostart
+
+    p = _parser(
+        "autostart",
+        "",
+        "Start every enabled machine that is not running (for OpenRC, sysvinit "
+        "or rc.local, where systemd is not init).",
+    )
+    p.parse_args(args)
+    return autostart.autostart(Paths.from_env())

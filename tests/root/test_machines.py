@@ -351,3 +351,26 @@ def test_logs_and_cgls(busybox: Path, hutch_env: Path) -> None:
     assert r.stdout.startswith("bb: ") and "init" in r.stdout and "getty" in r.stdout
     r = run("logs", "nolog")
     assert r.returncode != 0 and "No console log for machine 'nolog'" in r.stderr
+
+
+def test_enable_autostart_disable(busybox: Path, hutch_env: Path) -> None:
+    r = run("enable", "bb", check=True)
+    assert (hutch_env / "config/autostart/bb").exists()
+    unit = (hutch_env / "units/hutch@.service").read_text()
+    assert (
+        "ExecStart=" in unit
+        and "spawn --quiet --keep-unit --boot -U --settings=override --machine=%i" in unit
+    )
+    assert os.readlink(hutch_env / "units/machines.target.wants/hutch@bb.service") == "../hutch@.service"
+    assert "Created " in r.stderr
+    r = run("autostart", check=True)
+    assert "Started machine 'bb'" in r.stderr and names() == ["bb"]
+    r = run("autostart", check=True)  # again: nothing to do
+    assert "already running" in r.stderr
+    run("disable", "--now", "bb", check=True)
+    assert names() == [] and not (hutch_env / "config/autostart/bb").exists()
+    assert not (hutch_env / "units/machines.target.wants/hutch@bb.service").exists()
+    run("enable", "--now", "bb", check=True)
+    assert names() == ["bb"]
+    r = run("enable", "nosuch")
+    assert r.returncode != 0 and "No image 'nosuch'" in r.stderr
