@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hutch.paths import Paths
+    from hutch.settings.model import Settings
+
 HELP = """\
 hutch spawn [OPTIONS...] [COMMAND [ARGS...]]
 hutch spawn --boot [OPTIONS...] [INIT-ARGS...]
@@ -89,5 +96,28 @@ def run(args: list[str]) -> int:
         from hutch.errors import SetupError
 
         raise SetupError("Need to be root.", "run hutch spawn as root, e.g. with sudo")
-    prep = prepare.prepare(settings, Paths.from_env())
+    paths = Paths.from_env()
+    if settings.settings_mode != "no":
+        settings = _with_settings_file(settings, paths, prepare.find_image)
+    prep = prepare.prepare(settings, paths)
     return launch.run(prep)
+
+
+def _with_settings_file(
+    s: Settings, paths: Paths, find_image: Callable[[str, Paths], str | None]
+) -> Settings:
+    """NAME.nspawn merged in, if there is one: trusted in the settings directories, untrusted next to
+    the image (see hutch.settings.nspawnfile, imported only when a file exists)."""
+    name = s.machine or (os.path.basename(os.path.realpath(s.directory)) if s.directory else "")
+    if not name:
+        return s
+    image = s.directory or find_image(name, paths)
+    candidates = [(f"{d}/{name}.nspawn", True) for d in paths.settings_path]
+    if image:
+        candidates.append((f"{os.path.dirname(os.path.abspath(image).rstrip('/'))}/{name}.nspawn", False))
+    for path, trusted in candidates:
+        if os.path.isfile(path):
+            from hutch.settings import nspawnfile
+
+            return nspawnfile.merge(s, path, trusted)
+    return s

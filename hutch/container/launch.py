@@ -490,6 +490,10 @@ class Supervisor:
             hostname=prep.hostname,
             log=os.environ.get("HUTCH_CONSOLE_LOG") or "",
             argv=prep.settings.argv,
+            # What hutch shell gives the processes it adds: the payload's own confinement.
+            keep_caps=sum(1 << c for c in prep.keep_caps),
+            syscall_allow=prep.settings.syscall_allow,
+            syscall_deny=prep.settings.syscall_deny,
             notify=prep.notify,
             state="starting" if self.ready_fd >= 0 or prep.notify else "running",
         )

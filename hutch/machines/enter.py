@@ -47,19 +47,16 @@ def _ns_flags(leader: int) -> int:
 
 
 def _confinement(entry: dict[str, Any], paths: Paths) -> tuple[frozenset[int], bytes | None]:
-    """The capabilities and seccomp program the machine's payload got, from its spawn arguments."""
+    """The capabilities and seccomp program the machine's payload got, as its supervisor recorded them."""
     from hutch.container import security
-    from hutch.linux import caps
-    from hutch.settings.cmdline import parse
 
-    s = parse(list(entry.get("argv") or []))
-    held = caps.current("CapPrm")
-    keep = frozenset(
-        c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
-    )
+    mask = int(entry.get("keep_caps") or 0)
+    keep = frozenset(c for c in range(64) if mask >> c & 1)
     prog = None
     if os.environ.get("HUTCH_SECCOMP", "1") != "0":
-        prog = security.program(keep, s.syscall_allow, s.syscall_deny, paths.cache_dir)
+        allow = list(entry.get("syscall_allow") or [])
+        deny = list(entry.get("syscall_deny") or [])
+        prog = security.program(keep, allow, deny, paths.cache_dir)
     return keep, prog
 
 

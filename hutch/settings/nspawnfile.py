@@ -1,0 +1,186 @@
+""".nspawn settings files (systemd.nspawn(5)), found where systemd-nspawn looks, merged as it merges.
+
+- Found as NAME.nspawn first in the settings directories ($HUTCH_SETTINGS_PATH: /etc/systemd/nspawn,
+  /run/systemd/nspawn), which are trusted, else next to the image (/var/lib/machines), which is not.
+- An untrusted file cannot widen the container's privileges: keys that add capabilities, mount host
+  paths, switch off the user namespace or chown trees, allow system calls or raise limits are ignored
+  with a warning (upstream's rule, tightened after CVE-2026-40226). --settings=trusted trusts any file.
+- The command line wins over the file (--settings=yes), or the file over the command line
+  (--settings=override, what `hutch start` uses, as systemd-nspawn@.service does); --settings=no
+  ignores files.
+
+Each key is translated to the systemd-nspawn option it mirrors and parsed by the same code, so a value
+means the same in both places; errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hutch.errors import HutchError, SettingsError
+from hutch.settings.model import Settings
+
+# Key -> (section, option, kind). kind: "flag" (a boolean becomes the bare option when true), "value"
+# (--option=VALUE), "bool" (--option=BOOL), "list" (whitespace-separated, one option per item).
+KEYS: dict[str, tuple[str, str, str]] = {
+    "Boot": ("Exec", "boot", "flag"),
+    "Ephemeral": ("Exec", "ephemeral", "flag"),
+    "ProcessTwo": ("Exec", "as-pid2", "flag"),
+    "Parameters": ("Exec", "", "parameters"),
+    "Environment": ("Exec", "setenv", "value"),
+    "User": ("Exec", "user", "value"),
+    "WorkingDirectory": ("Exec", "chdir", "value"),
+    "Capability": ("Exec", "capability", "list"),
+    "DropCapability": ("Exec", "drop-capability", "list"),
+    "AmbientCapability": ("Exec", "ambient-capability", "list"),
+    "NoNewPrivileges": ("Exec", "no-new-privileges", "bool"),
+    "KillSignal": ("Exec", "kill-signal", "value"),
+    "MachineID": ("Exec", "uuid", "value"),
+    "PrivateUsers": ("Exec", "private-users", "value"),
+    "SystemCallFilter": ("Exec", "system-call-filter", "value"),
+    "OOMScoreAdjust": ("Exec", "oom-score-adjust", "value"),
+    "Hostname": ("Exec", "hostname", "value"),
+    "ResolvConf": ("Exec", "resolv-conf", "value"),
+    "Timezone": ("Exec", "timezone", "value"),
+    "ReadOnly": ("Files", "read-only", "flag"),
+    "Volatile": ("Files", "volatile", "value"),
+    "Bind": ("Files", "bind", "value"),
+    "BindReadOnly": ("Files", "bind-ro", "value"),
+    "TemporaryFileSystem": ("Files", "tmpfs", "value"),
+    "Inaccessible": ("Files", "inaccessible", "value"),
+    "Overlay": ("Files", "overlay", "value"),
+    "OverlayReadOnly": ("Files", "overlay-ro", "value"),
+    "PrivateUsersOwnership": ("Files", "private-users-ownership", "value"),
+    "PrivateUsersChown": ("Files", "private-users-chown", "flag"),
+    "Private": ("Network", "private-network", "flag"),
+}
+LIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC", "MEMLOCK", "LOCKS",
+          "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME")  # fmt: skip
+# Keys an untrusted file may not set: each could give the container more than its defaults.
+PRIVILEGED = {
+    "Capability", "AmbientCapability", "Bind", "BindReadOnly", "TemporaryFileSystem", "Overlay",
+    "OverlayReadOnly", "PrivateUsersOwnership", "PrivateUsersChown", "SystemCallFilter", "OOMScoreAdjust",
+    *(f"Limit{x}" for x in LIMITS),
+}  # fmt: skip
+# Without a user namespace the container is no security boundary: an untrusted file cannot ask for that.
+_USERNS_OFF = ("no", "false", "0", "off", "identity")
+
+
+def _parse_bool(value: str, where: str) -> bool:
+    v = value.lower()
+    if v in ("1", "yes", "y", "true", "t", "on"):
+        return True
+    if v in ("0", "no", "n", "false", "f", "off"):
+        return False
+    raise SettingsError(f"{where}: Failed to parse boolean value '{value}'.")
+
+
+def read(path: str, trusted: bool) -> list[tuple[str, str, str]]:
+    """The file's assignments as (key, value, 'file:line'), privileged ones dropped if untrusted.
+    Raises SettingsError naming file:line for anything malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"Failed to read settings file {path}: {e}.") from None
+    section = None
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        where = f"{path}:{n}"
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise SettingsError(f"{where}: Invalid section header '{line}'.")
+            section = line[1:-1]
+            if section not in ("Exec", "Files", "Network"):
+                print(f"hutch: {where}: Unknown section '{section}', ignoring.", file=sys.stderr)
+            continue
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key:
+            raise SettingsError(f"{where}: Missing '=' in '{line[:60]}'.", "lines are Key=Value")
+        if section is None:
+            raise SettingsError(
+                f"{where}: Assignment outside of a section.", "put it under [Exec], [Files] or [Network]"
+            )
+        if section not in ("Exec", "Files", "Network"):
+            continue
+        known = KEYS.get(key)
+        if known is None and not (key.startswith("Limit") and key[5:] in LIMITS):
+            print(f"hutch: {where}: Unknown key '{key}' in section [{section}], ignoring.", file=sys.stderr)
+            continue
+        if known is not None and known[0] != section:
+            print(f"hutch: {where}: Key '{key}' belongs in [{known[0]}], ignoring.", file=sys.stderr)
+            continue
+        if not trusted and (key in PRIVILEGED or (key == "PrivateUsers" and value.lower() in _USERNS_OFF)):
+            print(
+                f"hutch: {where}: Ignoring {key}=, file {path} is not trusted "
+                "(only /etc/systemd/nspawn and /run/systemd/nspawn are).",
+                file=sys.stderr,
+            )
+            continue
+        out.append((key, value, where))
+    return out
+
+
+def to_argv(assignments: list[tuple[str, str, str]]) -> tuple[list[str], list[str] | None]:
+    """nspawn options for the assignments, and the command from Parameters= (None if unset)."""
+    from hutch.settings.cmdline import parse
+
+    argv: list[str] = []
+    command: list[str] | None = None
+    for key, value, where in assignments:
+        if key.startswith("Limit") and key not in KEYS:
+            opts = [f"--rlimit=RLIMIT_{key[5:]}={value}"]
+        else:
+            _, option, kind = KEYS[key]
+            if kind == "flag":
+                opts = [f"--{option}"] if _parse_bool(value, where) else []
+            elif kind == "bool":
+                opts = [f"--{option}={'yes' if _parse_bool(value, where) else 'no'}"]
+            elif kind == "list":
+                opts = [f"--{option}={item}" for item in value.split()]
+            elif kind == "parameters":
+                import shlex
+
+                try:
+                    command = shlex.split(value)
+                except ValueError as e:
+                    raise SettingsError(f"{where}: Invalid Parameters=: {e}.") from None
+                continue
+            else:
+                opts = [f"--{option}={value}"]
+        try:
+            parse(opts)  # each key alone, so an error names its line
+        except HutchError as e:
+            raise SettingsError(f"{where}: {key}={value}: {e.message.rstrip('.')}.", e.hint) from None
+        argv += opts
+    return argv, command
+
+
+def merge(cmdline: Settings, path: str, trusted: bool) -> Settings:
+    """The settings to run with: the file's where the command line left a setting at its default
+    (--settings=yes|trusted), or the file's wherever it has one (override)."""
+    from hutch.settings.cmdline import parse
+
+    mode = cmdline.settings_mode
+    argv, command = to_argv(read(path, trusted or mode == "trusted"))
+    from_file = parse(argv)
+    if command is not None:
+        from_file.command = command
+    default = Settings()
+    out = Settings()
+    for field in Settings.__slots__:
+        if field in ("argv", "settings_mode"):
+            continue
+        mine = getattr(cmdline, field)
+        theirs = getattr(from_file, field)
+        file_set = theirs != getattr(default, field)
+        cmd_set = mine != getattr(default, field)
+        use_file = file_set and (mode == "override" or not cmd_set)
+        setattr(out, field, theirs if use_file else mine)
+    out.argv = cmdline.argv
+    out.settings_mode = mode
+    return out
