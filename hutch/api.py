@@ -155,7 +155,11 @@ class Machine:
         return registry.is_running(_paths(self._paths).state_dir, self.name)
 
     def shell(
-        self, command: builtins.list[str] | None = None, *, user: str = "root", env: dict[str, str] | None = None
+        self,
+        command: builtins.list[str] | None = None,
+        *,
+        user: str = "root",
+        env: dict[str, str] | None = None,
     ) -> int:
         """Run COMMAND (default: a login shell) in the machine with our stdin/stdout/stderr; its status."""
         from hutch.machines import enter
