@@ -244,6 +244,26 @@ def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
         raise _error_from(text, "Failed to mount /proc")
 
 
+def _shrink() -> None:
+    """Return the memory start-up used to the system: collect garbage, trim malloc's free lists, and
+    page out our read-only file mappings (the interpreter and extension modules; they fault back in
+    as the poll loop needs them). Measured on a detached supervisor: RSS 11.4 -> ~8 MiB."""
+    import gc
+
+    gc.collect()
+    try:
+        libc.malloc_trim(0)
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+        for line in maps:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5].startswith("/") and "w" not in parts[1]:
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                libc.madvise(start, end - start, libc.MADV_PAGEOUT)
+    except OSError:
+        pass  # an optimisation only
+
+
 def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
     # In: PID 1 of new user, PID, UTS, IPC [, net] namespaces; still in the supervisor's mount namespace
     # M1 until it says go (by then pivoted into the container's root).
@@ -509,6 +529,8 @@ class Supervisor:
             self.ready_fd = -1
         if self.claim is not None and self.claim.fields.get("state") != "running":
             self.claim.write(state="running")
+        if self.claim is not None and os.environ.get("HUTCH_CONSOLE_LOG"):
+            _shrink()  # a long-lived, detached supervisor: give back what starting needed
 
     def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:
         """Without a user namespace PID 1 builds its own tree and hands us the console's master."""

@@ -399,3 +399,14 @@ def mount_setattr(tree_fd: int, attr_set: int, recursive: bool = True) -> None:
         _syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)),
         "Failed to change mount attributes",
     )
+
+
+MADV_PAGEOUT = 21
+
+
+def madvise(addr: int, length: int, advice: int) -> None:
+    _check(_libc.madvise(c_ulong(addr), c_ulong(length), advice), "madvise failed")
+
+
+def malloc_trim(pad: int = 0) -> None:
+    _libc.malloc_trim(c_ulong(pad))

@@ -15,7 +15,7 @@ from hutch.paths import Paths
 
 SIGRTMIN = 34
 START_TIMEOUT = 90.0
-SETTLE = 0.3
+SETTLE = 0.1
 
 
 def check_name(name: str) -> str:

@@ -127,10 +127,7 @@ def load(state_dir: str, name: str) -> dict[str, Any] | None:
     d = _dir(state_dir)
     path = os.path.join(d, f"{name}.json")
     if not _held(os.path.join(d, f"{name}.lock")):
-        try:
-            os.unlink(path)  # a supervisor killed before it could clean up
-        except FileNotFoundError:
-            pass
+        _reap(path)  # a supervisor killed before it could clean up
         return None
     try:
         with open(path) as f:
@@ -138,6 +135,28 @@ def load(state_dir: str, name: str) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None  # starting: the lock is taken before the entry is written
     return entry
+
+
+def _reap(path: str) -> None:
+    """Remove a dead supervisor's entry and its machine's cgroup, once empty (its processes died with
+    its PID namespace; the kernel frees a cgroup directory only when asked)."""
+    import json
+
+    try:
+        with open(path) as f:
+            cgroup = str(json.load(f).get("cgroup") or "")
+    except (OSError, ValueError):
+        cgroup = ""
+    if cgroup and "/machine.slice/machine-" in cgroup:
+        for dirpath, _dirs, _files in sorted(os.walk(cgroup), key=lambda x: -len(x[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                break  # still has processes: leave it
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def names(state_dir: str) -> list[str]:
