@@ -1,5 +1,6 @@
-"""The demo: bootstrap a busybox image, run a command in it, boot it, use it, power it off; then the
-image store: export it as zstd, import it back, list, thin-clone, run the clone.
+"""The demo: bootstrap a busybox image, run a command in it, boot it, use it, power it off; start it as
+a machine, list it, shell into it, power it off; then the image store: export it as zstd, import it
+back, list, thin-clone, run the clone.
 
 Run by `./setup.sh demo`. Uses the real image store ($HUTCH_IMAGE_PATH, default /var/lib/machines) and
 removes its images (hutch-demo*) at the end.
@@ -77,7 +78,18 @@ def main() -> int:
         print(f"$ ls {image}/etc | head -3")
         subprocess.run(f"ls {image}/etc | head -3", shell=True)
 
-        step("5. The image store: export as zstd, import back (format read from the content), thin clone")
+        step("5. As a machine: start it in the background, list it, shell into it, power it off")
+        if sh("start", NAME) != 0:
+            return 1
+        sh("list")
+        sh("shell", NAME, "/bin/sh", "-c", 'echo "hello from $(hostname), PID $$ in the machine"; exit 3')
+        print("[the command's exit status is hutch's]")
+        sh("status", NAME, "-n", "0")
+        if sh("poweroff", "--wait", NAME) != 0:
+            return 1
+        sh("list")
+
+        step("6. The image store: export as zstd, import back (format read from the content), thin clone")
         with tempfile.TemporaryDirectory() as t:
             archive = f"{t}/{NAME}.tar.zst"
             if sh("export-tar", NAME, archive) != 0 or sh("import-tar", archive, f"{NAME}-copy") != 0:
@@ -102,6 +114,7 @@ def main() -> int:
         print("\nDone: the demo images are removed again.")
         return 0
     finally:
+        subprocess.run([HUTCH, "terminate", "--wait", NAME], capture_output=True)
         for name in (f"{NAME}-thin", f"{NAME}-copy"):
             subprocess.run([HUTCH, "remove", "-q", name], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(image)])
