@@ -34,6 +34,8 @@ Machines:
   copy-from NAME SRC [DST]       copy a file or tree out of a machine (--force)
   enable|disable [--now] NAME... start machines at boot (a systemd unit, or 'hutch autostart')
   autostart                      start every enabled machine (for OpenRC, sysvinit, rc.local)
+  set-property NAME KEY=VALUE... change a running machine's limits (MemoryMax, TasksMax, CPUQuota, ...)
+  top [-o json]                  CPU, memory and tasks per machine, refreshing like systemd-cgtop
 Images:
   list-images [-a]               images along the image path (-o json, --no-legend)
   image-status [NAME...]         an image's properties, for people
@@ -82,6 +84,8 @@ VERBS = {
     "enable": "hutch.cli.machines:enable",
     "disable": "hutch.cli.machines:disable",
     "autostart": "hutch.cli.machines:autostart_",
+    "set-property": "hutch.cli.machines:set_property",
+    "top": "hutch.cli.machines:top",
     "list-images": "hutch.cli.images:list_images",
     "image-status": "hutch.cli.images:image_status",
     "show-image": "hutch.cli.images:show_image",

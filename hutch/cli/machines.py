@@ -136,6 +136,19 @@ def status(args: list[str]) -> int:
             print(f"              OS: {rel['PRETTY_NAME']}")
         if e.get("uid_shift"):
             print(f"       UID Shift: {e['uid_shift']}")
+        lim = control.current_limits(e, paths)
+        if lim:
+            print("          Limits: " + " ".join(f"{k}={v}" for k, v in sorted(lim.items())))
+        u = _usage(e)
+        if u:
+            parts = []
+            if "memory" in u:
+                parts.append(f"memory {output.size(u['memory'])}")
+            if "tasks" in u:
+                parts.append(f"tasks {u['tasks']}")
+            if "cpu_ns" in u:
+                parts.append(f"CPU {u['cpu_ns'] / 1e9:.1f}s")
+            print(f"           Usage: {', '.join(parts)}")
         if e.get("cgroup"):
             print(f"          CGroup: {e['cgroup']}")
             for line in _process_tree(e):
@@ -207,12 +220,23 @@ def start(args: list[str]) -> int:
         metavar="SEC",
         help="how long to wait for a machine to come up (90)",
     )
+    p.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a resource limit, as hutch spawn --property (MemoryMax=512M, TasksMax=100, ...)",
+    )
     ns = p.parse_args(args)
     paths = Paths.from_env()
+    if ns.property:
+        from hutch.container import limits
+
+        limits.parse_all(ns.property)  # refused before anything starts
     rc = 0
     for name in ns.names:
         try:
-            e = control.start(name, paths, ns.timeout)
+            e = control.start(name, paths, ns.timeout, [f"--property={x}" for x in ns.property])
         except MachineError as err:
             from hutch.cli import fail
 
@@ -478,3 +502,77 @@ def autostart_(args: list[str]) -> int:
     )
     p.parse_args(args)
     return autostart.autostart(Paths.from_env())
+
+
+def set_property(args: list[str]) -> int:
+    p = _parser(
+        "set-property",
+        "NAME KEY=VALUE...",
+        "Change a running machine's resource limits: "
+        "MemoryMax, MemoryHigh, MemorySwapMax, CPUQuota, CPUWeight, AllowedCPUs, TasksMax, IOWeight.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("props", nargs="+", metavar="KEY=VALUE")
+    ns = p.parse_args(args)
+    control.check_name(ns.name)
+    control.set_property(ns.name, ns.props, Paths.from_env())
+    return 0
+
+
+def _usage(entry: dict[str, Any]) -> dict[str, int]:
+    from hutch.container import limits
+
+    return limits.backend(entry["name"]).usage()
+
+
+def top(args: list[str]) -> int:
+    import time
+
+    p = _parser(
+        "top",
+        "[-o json] [-d SEC] [-n N]",
+        "CPU, memory and tasks of each running machine, "
+        "refreshing like systemd-cgtop (-o json: one sample, machine-readable).",
+    )
+    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    p.add_argument("-d", "--delay", type=float, default=1.0, metavar="SEC")
+    p.add_argument("-n", "--iterations", type=int, default=0, metavar="N", help="stop after N refreshes")
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+
+    def sample() -> dict[str, dict[str, int]]:
+        return {e["name"]: _usage(e) for e in registry.running(paths.state_dir)}
+
+    before, t0 = sample(), time.monotonic()
+    n = 0
+    try:
+        while True:
+            time.sleep(ns.delay if not ns.output.startswith("json") else min(ns.delay, 0.5))
+            now, t1 = sample(), time.monotonic()
+            rows: list[dict[str, Any]] = []
+            for name, u in sorted(now.items()):
+                prev = before.get(name, {})
+                cpu = None
+                if "cpu_ns" in u and "cpu_ns" in prev:
+                    cpu = round(100 * (u["cpu_ns"] - prev["cpu_ns"]) / ((t1 - t0) * 1e9), 1)
+                rows.append(
+                    {"machine": name, "cpu_percent": cpu, "memory": u.get("memory"), "tasks": u.get("tasks")}
+                )
+            if ns.output.startswith("json"):
+                output.print_json(rows, pretty=ns.output == "json-pretty")
+                return 0
+            if sys.stdout.isatty():
+                sys.stdout.write("\033[H\033[2J")
+            table = [
+                [str(r["machine"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}",
+                 output.size(r["memory"]), "-" if r["tasks"] is None else str(r["tasks"])]
+                for r in rows
+            ]  # fmt: skip
+            output.table(["MACHINE", "%CPU", "MEMORY", "TASKS"], table, legend=True, noun="machine")
+            sys.stdout.flush()
+            n += 1
+            if ns.iterations and n >= ns.iterations:
+                return 0
+            before, t0 = now, t1
+    except KeyboardInterrupt:
+        return 0

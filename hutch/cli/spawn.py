@@ -44,6 +44,9 @@ System identity:
 Resources:
      --rlimit=NAME=SOFT[:HARD]  Resource limit for the payload
      --oom-score-adjust=VALUE   OOM score adjustment (-1000..1000)
+     --property=KEY=VALUE       Limit of the machine's cgroup: MemoryMax=, MemoryHigh=,
+                                MemorySwapMax=, CPUQuota=, CPUWeight=, AllowedCPUs=,
+                                TasksMax=, IOWeight= (systemd's value syntax)
 Security (all on by default):
   -U                        User namespace with a picked UID range, idmapped image (the default)
      --private-users=MODE   pick (default), yes, identity, no (no security boundary), BASE[:RANGE]

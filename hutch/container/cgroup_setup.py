@@ -34,6 +34,23 @@ def create(prep: Prepared) -> None:
             except FileNotFoundError:
                 pass
     prep.cgroup = path
+    if prep.limits:
+        from hutch.container import limits
+
+        backend = limits.backend(prep.name, os.environ.get("HUTCH_CGROUP_ROOT"))
+        prep.limit_backend = backend
+        try:
+            backend.prepare(prep.limits)
+            backend.apply(prep.limits)
+        except BaseException:
+            remove(prep)  # a limit this host cannot apply: nothing of the machine is left behind
+            raise
+
+
+def attach(prep: Prepared, pid: int) -> None:
+    """Put PID 1 into the v1 hierarchies its limits need (v2: it was cloned into its cgroup)."""
+    if prep.limit_backend is not None:
+        prep.limit_backend.attach(pid)
 
 
 # systemd-nspawn's DevicePolicy=closed plus its DeviceAllow= list: the pseudo devices, ptys, tun, fuse.
@@ -94,5 +111,22 @@ def mount_inside(ctx: plan.Context) -> None:
 def remove(prep: Prepared) -> None:
     if prep.cgroup:
         cgroups.remove_tree(prep.cgroup)
+        prep.cgroup = None
+    if prep.limit_backend is not None:
+        for path in prep.limit_backend.paths():
+            cgroups.remove_tree(path)
+    base = os.environ.get("HUTCH_CGROUP_ROOT", cgroups.CGROUP_ROOT)
+    if not os.path.exists(f"{base}/cgroup.subtree_control"):
+        # v1 hierarchies: also those `hutch set-property` added while the machine ran.
+        try:
+            controllers = os.listdir(base)
+        except OSError:
+            controllers = []
+        for controller in controllers:
+            path = f"{base}/{controller}/machine.slice/machine-{prep.name}.scope"
+            if controller != "unified" and os.path.isdir(path):
+                cgroups.remove_tree(path)
+    if prep.limit_backend is not None:
+        prep.limit_backend = None
     if prep.devices_cgroup:
         cgroups.remove_tree(prep.devices_cgroup)

@@ -168,6 +168,7 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
                 _report(status_w, e)
             os._exit(1)
         os.close(go_r)
+        cgroup_setup.attach(prep, pid1)
         line = prep.uid_range.map_line()
         for f in ("uid_map", "gid_map"):
             with open(f"/proc/{pid1}/{f}", "w") as m:
@@ -514,6 +515,8 @@ class Supervisor:
             keep_caps=sum(1 << c for c in prep.keep_caps),
             syscall_allow=prep.settings.syscall_allow,
             syscall_deny=prep.settings.syscall_deny,
+            properties=prep.settings.properties,
+            limits_kind=prep.limit_backend.kind if prep.limit_backend is not None else "",
             notify=prep.notify,
             state="starting" if self.ready_fd >= 0 or prep.notify else "running",
         )
@@ -537,6 +540,7 @@ class Supervisor:
         ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
         pid, pidfd = _spawn(self.prep, status_w, ack_r, (status_r, ack_w))
         self.pid1 = pid
+        cgroup_setup.attach(self.prep, pid)  # PID 1 waits for our ack before it execs
         os.close(status_w)
         os.close(ack_r)
         try:

@@ -34,6 +34,10 @@ from hutch.paths import Paths
 from hutch.settings.cmdline import SIGRTMIN, parse_private_users, valid_machine_name
 from hutch.settings.model import Settings
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 CONTAINER_MANAGER = "hutch"
 
 # /proc files that leak host state or allow host actions (nspawn's mount table; see security.md).
@@ -59,6 +63,9 @@ class Prepared:
         self.root = ""
         self.thin_lower = ""
         self.state_dir = ""
+        # --property limits and the cgroup backend that applies them (hutch.container.limits).
+        self.limits: dict[str, object] = {}
+        self.limit_backend: Any = None
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1
@@ -283,6 +290,10 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
 
     prep.env = _environment(prep, console)
     prep.state_dir = paths.state_dir
+    if s.properties:
+        from hutch.container import limits
+
+        prep.limits = limits.parse_all(s.properties)
     if (
         s.boot
         and prep.uid_range is not None

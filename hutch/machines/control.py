@@ -257,3 +257,52 @@ def wait_stopped(name: str, paths: Paths, timeout: float) -> None:
             f"Machine '{name}' is still running after {timeout:g} s.",
             f"'hutch terminate {name}' stops it at once",
         )
+
+
+def limits_path(paths: Paths, name: str) -> str:
+    return os.path.join(paths.state_dir, "machines", f"{name}.limits")
+
+
+def current_limits(entry: dict[str, Any], paths: Paths) -> dict[str, str]:
+    """Key -> value as given, from --property at start and later set-property calls."""
+    import json
+
+    out: dict[str, str] = {}
+    for item in entry.get("properties") or []:
+        key, _, value = str(item).partition("=")
+        out[key] = value
+    try:
+        with open(limits_path(paths, entry["name"])) as f:
+            out.update(json.load(f))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def set_property(name: str, items: list[str], paths: Paths) -> None:
+    """Change a running machine's limits (systemctl set-property for machines)."""
+    import json
+
+    from hutch.container import limits
+
+    entry = get(name, paths)
+    props = limits.parse_all(items)
+    backend = limits.backend(name)
+    limits.check_usage(props, backend.usage())
+    backend.prepare(props)
+    if backend.kind == "v1":
+        # Hierarchies the machine was not in yet: move every one of its processes in.
+        from hutch.errors import SettingsError
+
+        for pid in cgroup_pids(entry):
+            try:
+                backend.attach(pid)
+            except SettingsError:
+                pass  # exited meanwhile
+    backend.apply(props)
+    merged = current_limits(entry, paths)
+    merged.update({item.partition("=")[0].strip(): item.partition("=")[2].strip() for item in items})
+    tmp = limits_path(paths, name) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(merged, f)
+    os.rename(tmp, limits_path(paths, name))

@@ -79,6 +79,20 @@ def _leader_cgroup(entry: dict[str, Any]) -> int:
         return -1
 
 
+def _v1_cgroups(entry: dict[str, Any]) -> list[str]:
+    """The machine's directories in v1 hierarchies (a hybrid host with limits), to join as well."""
+    base = entry.get("cgroup") or ""
+    if "/unified/machine.slice/" not in base:
+        return []
+    root, _, rel = base.partition("/unified/")
+    out = []
+    for controller in sorted(os.listdir(root)):
+        path = f"{root}/{controller}/{rel}"
+        if controller != "unified" and os.path.isdir(path):
+            out.append(path)
+    return out
+
+
 def _open_pty(leader: int) -> tuple[int, int]:
     """A new pty from the container's devpts, found from the leader's root without leaving it."""
     from hutch.container import console
@@ -121,10 +135,14 @@ def run(
     if tty:
         master, slave = _open_pty(int(entry["leader"]))
     flags = _ns_flags(int(entry["leader"]))
+    v1 = _v1_cgroups(entry)
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            for path in v1:  # the limits' v1 hierarchies, which CLONE_INTO_CGROUP does not cover
+                with open(f"{path}/cgroup.procs", "w") as f:
+                    f.write("0")
             _child(
                 pidfd,
                 flags,

@@ -91,7 +91,7 @@ class Claim:
     def release(self) -> None:
         if self.fd < 0:
             return
-        for p in (self.path,):
+        for p in (self.path, self.path[: -len(".json")] + ".limits"):
             try:
                 os.unlink(p)
             except FileNotFoundError:
@@ -148,15 +148,25 @@ def _reap(path: str) -> None:
     except (OSError, ValueError):
         cgroup = ""
     if cgroup and "/machine.slice/machine-" in cgroup:
-        for dirpath, _dirs, _files in sorted(os.walk(cgroup), key=lambda x: -len(x[0])):
+        trees = [cgroup]
+        if "/unified/machine.slice/" in cgroup:
+            # A hybrid host: the limits' v1 hierarchies hold a directory of the same name.
+            base, _, rel = cgroup.partition("/unified/")
             try:
-                os.rmdir(dirpath)
+                trees += [f"{base}/{c}/{rel}" for c in os.listdir(base) if c != "unified"]
             except OSError:
-                break  # still has processes: leave it
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+                pass
+        for tree in trees:
+            for dirpath, _dirs, _files in sorted(os.walk(tree), key=lambda x: -len(x[0])):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    break  # still has processes: leave it
+    for p in (path, path[: -len(".json")] + ".limits"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 def names(state_dir: str) -> list[str]:

@@ -375,6 +375,13 @@ def _uuid(s: Settings, v: str) -> None:
     s.uuid = parse_uuid(v)
 
 
+def _property(s: Settings, v: str) -> None:
+    from hutch.container.limits import parse as parse_property
+
+    parse_property(v)  # refused here, before anything starts
+    s.properties.append(v)
+
+
 def _settings(s: Settings, v: str) -> None:
     if v.lower() not in ("override", "trusted"):
         parse_boolean(v, "--settings")
@@ -507,6 +514,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "private-users-chown": (False, False, _flag("private_users_ownership", "chown")),
     "userns-pick": (False, False, _userns_pick),
     "register": (True, False, _bool("register", "--register")),
+    "property": (True, False, _property),
     "keep-unit": (False, False, _ignore),
     "no-pager": (False, False, _ignore),
     "no-ask-password": (False, False, _ignore),

@@ -99,6 +99,7 @@ class Settings:
         "private_network",
         "private_users",
         "private_users_ownership",
+        "properties",
         "quiet",
         "read_only",
         "register",
@@ -153,6 +154,7 @@ class Settings:
         self.no_new_privileges = False
         self.syscall_allow: list[str] = []
         self.syscall_deny: list[str] = []
+        self.properties: list[str] = []  # --property=Key=Value: resource limits (systemd's names)
         # User namespaces are on by default, unlike systemd-nspawn's command line (its service unit has -U).
         self.private_users = "pick"
         self.private_users_ownership = "auto"

@@ -183,7 +183,7 @@ def test_debian_machine_reports_ready_and_powers_off(debian: Path, hutch_env: Pa
     r = run("import-fs", str(debian), "deb")
     assert r.returncode == 0, r.stderr
     start = time.monotonic()
-    r = run("start", "deb", timeout=120)
+    r = run("start", "--property=MemoryMax=1G", "--property=TasksMax=2000", "deb", timeout=120)
     assert r.returncode == 0, r.stderr
     # systemd said READY=1 on /run/host/notify: it has finished booting.
     assert entry(hutch_env, "deb")["state"] == "running"
@@ -197,6 +197,9 @@ def test_debian_machine_reports_ready_and_powers_off(debian: Path, hutch_env: Pa
     assert r.stdout.strip() in ("running", "degraded"), r.stdout + r.stderr
     r = run("shell", "deb", "/bin/sh", "-c", "echo out; echo err >&2; exit 42")
     assert (r.returncode, r.stdout, r.stderr) == (42, "out\n", "err\n")
+    # Under limits, systemd still manages a tree of its own, and sees only that one.
+    r = run("shell", "deb", "systemd-cgls", "--no-pager")
+    assert "init.scope" in r.stdout and "machine.slice" not in r.stdout, r.stdout + r.stderr
     r = run("logs", "--journal", "-n", "5", "deb")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     r = run("poweroff", "--wait", "--timeout=60", "deb", timeout=90)  # SIGRTMIN+4: a clean shutdown
