@@ -47,6 +47,7 @@ def list_machines(args: list[str]) -> int:
     p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
     ns = p.parse_args(args)
     entries = registry.running(Paths.from_env().state_dir)
+    registry.gc_cgroups()  # what SIGKILLed supervisors of unregistered machines left
     if ns.all:
         entries.insert(0, _host_entry())
     rows = []
@@ -150,7 +151,7 @@ def status(args: list[str]) -> int:
                 parts.append(f"CPU {u['cpu_ns'] / 1e9:.1f}s")
             print(f"           Usage: {', '.join(parts)}")
         if e.get("cgroup"):
-            print(f"          CGroup: {e['cgroup']}")
+            print(f"          CGroup: {e.get('scope') or e['cgroup']}")
             for line in _process_tree(e):
                 print(f"                  {line}")
         if e.get("log") and ns.lines > 0:
@@ -192,7 +193,7 @@ def show(args: list[str]) -> int:
             ("Timestamp", output.timestamp(e["since"])),
             ("TimestampUSec", str(e["since"])),
             ("Service", e.get("service", "hutch")),
-            ("Unit", os.path.basename(e.get("cgroup") or "")),
+            ("Unit", os.path.basename(e.get("scope") or e.get("cgroup") or "")),
             ("Leader", str(e["leader"])),
             ("Supervisor", str(e["supervisor"])),
             ("Class", e.get("cls", "container")),

@@ -16,13 +16,25 @@ def create(prep: Prepared) -> None:
     if root is None:
         prep.cgroup = None
         return
-    path = cgroups.machine_cgroup(root, prep.name)
-    if cgroups.is_populated(path):
+    scope = cgroups.machine_cgroup(root, prep.name)
+    path = scope
+    if _populated(scope):
         raise MachineError(
-            f"Machine '{prep.name}' is already running (its cgroup {path} has processes).",
+            f"Machine '{prep.name}' is already running (its cgroup {scope} has processes).",
             "pick another name with -M, or stop the running one",
         )
-    cgroups.create(path)
+    cgroups.create(scope)
+    if os.environ.get("HUTCH_READY_FD"):
+        # A detached machine (hutch start): upstream's supervisor/payload split. The supervisor moves
+        # into machine-NAME.scope/supervisor, out of whatever session started it (and would take it
+        # down at logout), and PID 1 gets machine-NAME.scope/payload, delegated. Not for a plain
+        # `hutch spawn`: moving a process costs an RCU grace period (~9 ms) at every start.
+        path = f"{scope}/payload"
+        cgroups.create(path)
+        cgroups.create(f"{scope}/supervisor")
+        prep.supervisor_cgroup = _own_cgroup(root)
+        cgroups.join(f"{scope}/supervisor")
+    prep.cgroup_scope = scope
     prep.devices_cgroup = devices_cgroup(prep)
     if prep.uid_range is not None:
         # Delegate the subtree to the container's root, so a systemd guest can create its own cgroups.
@@ -108,7 +120,33 @@ def mount_inside(ctx: plan.Context) -> None:
         os.close(fd)
 
 
+def _populated(scope: str) -> bool:
+    for dirpath, _dirs, _files in os.walk(scope):
+        if not dirpath.endswith("/supervisor") and cgroups.is_populated(dirpath):
+            return True
+    return False
+
+
+def _own_cgroup(root: str) -> str | None:
+    """Our cgroup2 directory, to return to before the machine's scope is removed."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next((ln.strip()[3:] for ln in f if ln.startswith("0::")), None)
+    except OSError:
+        return None
+    return root + rel if rel is not None else None
+
+
 def remove(prep: Prepared) -> None:
+    if prep.supervisor_cgroup:
+        try:
+            cgroups.join(prep.supervisor_cgroup)
+        except OSError:
+            pass
+        prep.supervisor_cgroup = None
+    if prep.cgroup_scope:
+        cgroups.remove_tree(prep.cgroup_scope)
+        prep.cgroup_scope = None
     if prep.cgroup:
         cgroups.remove_tree(prep.cgroup)
         prep.cgroup = None

@@ -505,6 +505,7 @@ class Supervisor:
             since=self.since,
             uid_shift=prep.uid_range.base if prep.uid_range is not None else 0,
             cgroup=prep.cgroup or "",
+            scope=prep.cgroup_scope or "",
             boot=prep.settings.boot,
             kill_signal=prep.kill_signal,
             private_network=prep.settings.private_network,

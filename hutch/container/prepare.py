@@ -66,6 +66,9 @@ class Prepared:
         # --property limits and the cgroup backend that applies them (hutch.container.limits).
         self.limits: dict[str, object] = {}
         self.limit_backend: Any = None
+        # machine-NAME.scope; self.cgroup is its payload leaf when the supervisor has one of its own.
+        self.cgroup_scope: str | None = None
+        self.supervisor_cgroup: str | None = None
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1

@@ -85,6 +85,7 @@ def _v1_cgroups(entry: dict[str, Any]) -> list[str]:
     if "/unified/machine.slice/" not in base:
         return []
     root, _, rel = base.partition("/unified/")
+    rel = rel.removesuffix("/payload")
     out = []
     for controller in sorted(os.listdir(root)):
         path = f"{root}/{controller}/{rel}"

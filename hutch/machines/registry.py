@@ -144,7 +144,8 @@ def _reap(path: str) -> None:
 
     try:
         with open(path) as f:
-            cgroup = str(json.load(f).get("cgroup") or "")
+            entry = json.load(f)
+        cgroup = str(entry.get("scope") or entry.get("cgroup") or "")
     except (OSError, ValueError):
         cgroup = ""
     if cgroup and "/machine.slice/machine-" in cgroup:
@@ -175,6 +176,60 @@ def names(state_dir: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted({e[: -len(".lock")] for e in entries if e.endswith(".lock")})
+
+
+GC_AGE = 60.0
+
+
+def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[str]:
+    """Remove machine cgroups nobody uses: empty machine-*.scope directories older than MIN_AGE seconds
+    (a starting machine's is empty for milliseconds), left by a supervisor that was SIGKILLed, whose
+    machine had no registry entry to clean it up from (--register=no, or -x's random names)."""
+    import time
+
+    base = base or os.environ.get("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
+    if min_age is None:
+        min_age = float(os.environ.get("HUTCH_CGROUP_GC_AGE") or GC_AGE)
+    removed: list[str] = []
+    try:
+        hierarchies = os.listdir(base)
+    except OSError:
+        return removed
+    now = time.time()
+    for h in ["", *hierarchies]:
+        slice_dir = f"{base}/{h}/machine.slice" if h else f"{base}/machine.slice"
+        try:
+            scopes = [e for e in os.listdir(slice_dir) if e.startswith("machine-") and e.endswith(".scope")]
+        except OSError:
+            continue
+        for scope in scopes:
+            path = f"{slice_dir}/{scope}"
+            try:
+                if now - os.stat(path).st_mtime < min_age or _cgroup_in_use(path):
+                    continue
+            except OSError:
+                continue
+            ok = True
+            for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda x: -len(x[0])):
+                try:
+                    os.rmdir(dirpath)  # refused (EBUSY) while a process is in it
+                except OSError:
+                    ok = False
+                    break
+            if ok:
+                removed.append(path)
+    return removed
+
+
+def _cgroup_in_use(path: str) -> bool:
+    """Never touch a live machine's tree (a systemd guest keeps empty cgroups of its own in it)."""
+    try:
+        with open(f"{path}/cgroup.events") as f:  # v2: the whole subtree at once
+            return "populated 1" in f.read()
+    except FileNotFoundError:
+        pass
+    with open(f"{path}/cgroup.procs") as f:  # v1: hutch makes no sub-cgroups there
+        return bool(f.read().strip())
 
 
 def running(state_dir: str) -> list[dict[str, Any]]:

@@ -383,3 +383,38 @@ def test_enable_autostart_disable(busybox: Path, hutch_env: Path) -> None:
     assert names() == ["bb"]
     r = run("enable", "nosuch")
     assert r.returncode != 0 and "No image 'nosuch'" in r.stderr
+
+
+def test_supervisor_and_payload_split(busybox: Path, hutch_env: Path) -> None:
+    run("start", "bb", check=True)
+    e = entry(hutch_env, "bb")
+    scope = str(e["scope"])
+    with open(f"/proc/{e['supervisor']}/cgroup") as f:
+        assert f.read().strip().splitlines()[-1].endswith("/machine.slice/machine-bb.scope/supervisor")
+    with open(f"/proc/{e['leader']}/cgroup") as f:
+        assert f.read().strip().splitlines()[-1].endswith("/machine.slice/machine-bb.scope/payload")
+    assert str(e["cgroup"]) == scope + "/payload"
+    run("poweroff", "--wait", "bb", check=True)
+    assert not os.path.exists(scope)
+
+
+def test_cgroups_of_killed_unregistered_machines_are_collected(busybox: Path, hutch_env: Path) -> None:
+    import glob
+    import subprocess
+
+    from conftest import HUTCH
+
+    p = subprocess.Popen(
+        [HUTCH, "spawn", "-q", "-x", "--register=no", "-D", str(busybox), "/bin/sleep", "30"]
+    )
+    try:
+        wait_for(lambda: glob.glob("/sys/fs/cgroup/unified/machine.slice/machine-bb-*.scope"))
+        (scope,) = glob.glob("/sys/fs/cgroup/unified/machine.slice/machine-bb-*.scope")
+        time.sleep(0.3)
+    finally:
+        p.kill()  # SIGKILL: the supervisor cannot clean up; its container dies with it (PDEATHSIG)
+        p.wait()
+    wait_for(lambda: "populated 0" in Path(scope, "cgroup.events").read_text())
+    assert os.path.isdir(scope)
+    r = run("list", env=dict(os.environ, HUTCH_CGROUP_GC_AGE="0"))
+    assert r.returncode == 0 and not os.path.exists(scope)
