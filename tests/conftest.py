@@ -36,6 +36,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("needs root (under CI=true this is a failure, not a skip)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collect_cgroups() -> Iterator[None]:
+    """Tests SIGKILL supervisors on purpose; the empty machine cgroups they leave go at the end (only
+    empty ones: a cgroup with a process in it cannot be removed)."""
+    yield
+    sys.path.insert(0, str(REPO))
+    from hutch.machines import registry
+
+    registry.gc_cgroups(min_age=0)
+
+
 @pytest.fixture(autouse=True)
 def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own image path, state, log and cache directories: never the host's."""

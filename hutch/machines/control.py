@@ -91,6 +91,8 @@ def start(
     check_name(name)
     if registry.is_running(paths.state_dir, name):
         raise MachineError(f"Machine '{name}' is already running.", f"see 'hutch status {name}'")
+    registry.load(paths.state_dir, name)  # drops a dead supervisor's entry and cgroup
+    registry.gc_cgroups()
     if store.find(name, paths) is None:
         raise MachineError(f"No image '{name}' in {':'.join(paths.image_path)}.", "see 'hutch list-images'")
     os.makedirs(paths.log_dir, 0o755, exist_ok=True)
