@@ -149,6 +149,8 @@ def status(args: list[str]) -> int:
                 parts.append(f"tasks {u['tasks']}")
             if "cpu_ns" in u:
                 parts.append(f"CPU {u['cpu_ns'] / 1e9:.1f}s")
+            if "io_bytes" in u:
+                parts.append(f"IO {output.size(u['io_bytes'])}")
             print(f"           Usage: {', '.join(parts)}")
         if e.get("cgroup"):
             print(f"          CGroup: {e.get('scope') or e['cgroup']}")
@@ -566,10 +568,11 @@ def top(args: list[str]) -> int:
                 sys.stdout.write("\033[H\033[2J")
             table = [
                 [str(r["machine"]), "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}",
-                 output.size(r["memory"]), "-" if r["tasks"] is None else str(r["tasks"])]
+                 output.size(r["memory"]), "-" if r["tasks"] is None else str(r["tasks"]),
+                 "-" if r["io_bytes_per_second"] is None else output.size(r["io_bytes_per_second"]) + "/s"]
                 for r in rows
             ]  # fmt: skip
-            output.table(["MACHINE", "%CPU", "MEMORY", "TASKS"], table, legend=True, noun="machine")
+            output.table(["MACHINE", "%CPU", "MEMORY", "TASKS", "IO"], table, legend=True, noun="machine")
             sys.stdout.flush()
             n += 1
             if ns.iterations and n >= ns.iterations:

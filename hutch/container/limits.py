@@ -221,6 +221,17 @@ class V2:
                     out[key] = int(f.read())
             except (OSError, ValueError):
                 pass
+        try:
+            with open(f"{p}/io.stat") as f:
+                total = 0
+                for line in f:
+                    for field in line.split()[1:]:
+                        k, _, v = field.partition("=")
+                        if k in ("rbytes", "wbytes"):
+                            total += int(v)
+                out["io_bytes"] = total
+        except (OSError, ValueError):
+            pass
         return out
 
 
@@ -285,7 +296,11 @@ class V1:
             elif key == "TasksMax":
                 _write(f"{d}/pids.max", "max" if inf else str(value), key)
             elif key == "IOWeight":
-                _write(f"{d}/blkio.weight", str(max(10, min(1000, int(value) // 10))), key)  # type: ignore[call-overload]
+                w = int(value)  # type: ignore[call-overload]
+                if os.path.exists(f"{d}/blkio.bfq.weight"):  # the BFQ scheduler: 1..1000, as systemd maps it
+                    _write(f"{d}/blkio.bfq.weight", str(max(1, min(1000, w))), key)
+                else:  # CFQ: 10..1000 around 500
+                    _write(f"{d}/blkio.weight", str(max(10, min(1000, w * 5))), key)
 
     def attach(self, pid: int) -> None:
         for path in self.dirs.values():
@@ -306,6 +321,12 @@ class V1:
                     out[key] = int(f.read())
             except (OSError, ValueError):
                 pass
+        try:  # only where the machine has a blkio cgroup (IOWeight=)
+            with open(f"{self._dir('blkio')}/blkio.throttle.io_service_bytes") as f:
+                total = [ln for ln in f if ln.startswith("Total ")]
+            out["io_bytes"] = int(total[0].split()[1]) if total else 0
+        except (OSError, ValueError, IndexError):
+            pass
         return out
 
 

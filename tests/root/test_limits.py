@@ -58,7 +58,7 @@ def test_set_property_on_a_running_machine(busybox: Path, hutch_env: Path) -> No
         (row,) = json.loads(r.stdout)
         assert row["machine"] == "bb" and row["tasks"] >= 2 and row["memory"] > 0
         r = run("top", "-n", "1", "-d", "0.2", check=True)
-        assert r.stdout.splitlines()[0].split() == ["MACHINE", "%CPU", "MEMORY", "TASKS"]
+        assert r.stdout.splitlines()[0].split() == ["MACHINE", "%CPU", "MEMORY", "TASKS", "IO"]
     finally:
         run("terminate", "--wait", "bb")
     assert glob.glob(SCOPES.format("bb")) == []
@@ -82,6 +82,8 @@ def test_bad_properties(busybox: Path) -> None:
         "TasksMax=-5": "Invalid TasksMax= value '-5'",
         "MemoryMax=150%": "percentage out of range",
     }
+    rc, _, _ = spawn(busybox, "IOWeight=500", script="true")  # BFQ here: a weight it can apply
+    assert rc == 0
     for prop, msg in cases.items():
         rc, _, err = spawn(busybox, prop, script="true")
         assert rc != 0 and msg in err and len(err.strip().splitlines()) == 1, (prop, err)

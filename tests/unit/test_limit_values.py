@@ -63,7 +63,8 @@ def test_v2_backend_writes_what_systemd_writes(tmp_path: Path) -> None:
     (scope / "memory.current").write_text("1000000\n")
     (scope / "pids.current").write_text("7\n")
     (scope / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\n")
-    assert b.usage() == {"cpu_ns": 2_500_000, "memory": 1_000_000, "tasks": 7}
+    (scope / "io.stat").write_text("8:0 rbytes=100 wbytes=50 rios=1 wios=1\n253:0 rbytes=10 wbytes=0\n")
+    assert b.usage() == {"cpu_ns": 2_500_000, "memory": 1_000_000, "tasks": 7, "io_bytes": 160}
     with pytest.raises(SettingsError, match="below the machine's current memory use"):
         limits.check_usage({"MemoryMax": 1000}, b.usage())
     with pytest.raises(SettingsError, match="below the machine's current number of tasks"):
