@@ -558,9 +558,13 @@ def top(args: list[str]) -> int:
                 cpu = None
                 if "cpu_ns" in u and "cpu_ns" in prev:
                     cpu = round(100 * (u["cpu_ns"] - prev["cpu_ns"]) / ((t1 - t0) * 1e9), 1)
+                io = None
+                if "io_bytes" in u and "io_bytes" in prev:
+                    io = int((u["io_bytes"] - prev["io_bytes"]) / (t1 - t0))
                 rows.append(
-                    {"machine": name, "cpu_percent": cpu, "memory": u.get("memory"), "tasks": u.get("tasks")}
-                )
+                    {"machine": name, "cpu_percent": cpu, "memory": u.get("memory"), "tasks": u.get("tasks"),
+                     "io_bytes_per_second": io}
+                )  # fmt: skip
             if ns.output.startswith("json"):
                 output.print_json(rows, pretty=ns.output == "json-pretty")
                 return 0
