@@ -64,10 +64,15 @@ def test_set_property_on_a_running_machine(busybox: Path, hutch_env: Path) -> No
     assert glob.glob(SCOPES.format("bb")) == []
 
 
-def test_start_stop_cycles_leave_no_cgroup(busybox: Path) -> None:
-    for _ in range(100):
-        rc, _, err = spawn(busybox, "MemoryMax=64M", "TasksMax=50", "CPUWeight=50", script="true")
-        assert rc == 0, err
+def test_start_stop_cycles_leave_no_cgroup(busybox: Path, hutch_env: Path) -> None:
+    props = ("--property=MemoryMax=64M", "--property=TasksMax=50", "--property=CPUWeight=50")
+    for i in range(100):
+        if i % 2:
+            run("start", *props, "bb", check=True)
+            run("terminate", "--wait", "bb", check=True)
+        else:
+            rc, _, err = spawn(busybox, "MemoryMax=64M", "TasksMax=50", "CPUWeight=50", script="true")
+            assert rc == 0, err
     assert glob.glob(SCOPES.format("bb")) == []
 
 
