@@ -138,6 +138,18 @@ def debian() -> Iterator[Path]:
     yield image
 
 
+@pytest.fixture(scope="session")
+def private_net(debian: Path) -> None:
+    """`hutch start` makes a veth pair: from the first test that starts a machine on, the test process
+    runs in a network namespace of its own, so no interface or address ever lands on the real host.
+    (After the Debian image exists: building it needs the real network.)"""
+    sys.path.insert(0, str(REPO))
+    from hutch.linux import libc
+
+    libc.unshare(libc.CLONE_NEWNET)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
 def mounts() -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f]

@@ -60,15 +60,17 @@ def list_machines(args: list[str]) -> int:
                 "service": e.get("service", "hutch"),
                 "os": rel.get("ID", ""),
                 "version": rel.get("VERSION_ID", ""),
-                "addresses": [],
+                "addresses": list(e.get("addresses") or []),
             }
         )
     if ns.output.startswith("json"):
         output.print_json(rows, pretty=ns.output == "json-pretty")
         return 0
     table = [
-        [r["machine"], r["class"], r["service"], r["os"] or "-", r["version"] or "-", "-"] for r in rows
-    ]
+        [r["machine"], r["class"], r["service"], r["os"] or "-", r["version"] or "-",
+         ",".join(r["addresses"]) or "-"]
+        for r in rows
+    ]  # fmt: skip
     output.table(
         ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES"],
         table,
@@ -137,6 +139,9 @@ def status(args: list[str]) -> int:
             print(f"              OS: {rel['PRETTY_NAME']}")
         if e.get("uid_shift"):
             print(f"       UID Shift: {e['uid_shift']}")
+        if e.get("netif"):
+            print(f"           Iface: {e['netif']}")
+            print(f"         Address: {' '.join(e.get('addresses') or [])}")
         lim = control.current_limits(e, paths)
         if lim:
             print("          Limits: " + " ".join(f"{k}={v}" for k, v in sorted(lim.items())))
@@ -200,7 +205,8 @@ def show(args: list[str]) -> int:
             ("Supervisor", str(e["supervisor"])),
             ("Class", e.get("cls", "container")),
             ("RootDirectory", e["root"]),
-            ("NetworkInterfaces", ""),
+            ("NetworkInterfaces", e.get("netif") or ""),
+            ("Addresses", " ".join(e.get("addresses") or [])),
             ("State", e.get("state", "running")),
             ("UIDShift", str(e.get("uid_shift", 0))),
         ]

@@ -169,6 +169,10 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             os._exit(1)
         os.close(go_r)
         cgroup_setup.attach(prep, pid1)
+        if prep.link is not None:
+            from hutch.container import network
+
+            network.setup_host(prep.link, pid1)
         line = prep.uid_range.map_line()
         for f in ("uid_map", "gid_map"):
             with open(f"/proc/{pid1}/{f}", "w") as m:
@@ -182,6 +186,8 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             # mqueue and sysfs show the IPC and network namespaces of whoever mounts them: join the
             # container's for a moment; /proc takes the PID namespace as an option.
             libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
+            if prep.link is not None:
+                network.setup_inside(prep.link)
             ctx.pidns_fd = os.open(f"/proc/{pid1}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 plan.execute(prep.inner_ops[:1], ctx)
@@ -447,6 +453,10 @@ class Supervisor:
                     rc = self._run_once()
                 finally:
                     cgroup_setup.remove(prep)
+                    if prep.link is not None:
+                        from hutch.container import network
+
+                        network.teardown(prep.link)  # the next boot makes the pair again
                 if rc != REBOOT:
                     return rc
                 if not s.quiet:
@@ -506,6 +516,8 @@ class Supervisor:
             uid_shift=prep.uid_range.base if prep.uid_range is not None else 0,
             cgroup=prep.cgroup or "",
             scope=prep.cgroup_scope or "",
+            addresses=[prep.link.container_ip] if prep.link is not None else [],
+            netif=prep.link.ifname if prep.link is not None else "",
             boot=prep.settings.boot,
             kill_signal=prep.kill_signal,
             private_network=prep.settings.private_network,
@@ -753,6 +765,11 @@ def cleanup(prep: Prepared) -> None:
     prep.keep_fds = []
     if prep.uid_range is not None:
         prep.uid_range.release()
+    if prep.link is not None:
+        from hutch.container import network
+
+        network.teardown(prep.link)
+        prep.link.release()
 
 
 def run(prep: Prepared) -> int:

@@ -69,6 +69,7 @@ class Prepared:
         # machine-NAME.scope; self.cgroup is its payload leaf when the supervisor has one of its own.
         self.cgroup_scope: str | None = None
         self.supervisor_cgroup: str | None = None
+        self.link: Any = None  # -n: the veth pair's names and addresses (hutch.container.network)
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1
@@ -293,6 +294,12 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
 
     prep.env = _environment(prep, console)
     prep.state_dir = paths.state_dir
+    if s.network_veth:
+        if prep.uid_range is None:
+            raise UsageError("--network-veth needs a user namespace here.", "drop --private-users=no")
+        from hutch.container import network
+
+        prep.link = network.allocate(prep.name, paths.state_dir)
     if s.properties:
         from hutch.container import limits
 

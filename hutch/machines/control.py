@@ -46,8 +46,8 @@ def _self_argv() -> list[str]:
 
 
 def spawn_args(name: str, extra: list[str] | None = None) -> list[str]:
-    """upstream's systemd-nspawn@.service: boot, user namespace, settings files override; a private
-    network until veth networking exists."""
+    """upstream's systemd-nspawn@.service: boot, user namespace, settings files override, a veth pair
+    with addresses."""
     return [
         "spawn",
         "--quiet",
@@ -56,7 +56,7 @@ def spawn_args(name: str, extra: list[str] | None = None) -> list[str]:
         "-U",
         "--settings=override",
         f"--machine={name}",
-        "--private-network",
+        "--network-veth",
         "--console=read-only",
         *(extra or []),
     ]

@@ -375,6 +375,11 @@ def _uuid(s: Settings, v: str) -> None:
     s.uuid = parse_uuid(v)
 
 
+def _network_veth(s: Settings, v: str) -> None:
+    s.network_veth = True
+    s.private_network = True
+
+
 def _property(s: Settings, v: str) -> None:
     from hutch.container.limits import parse as parse_property
 
@@ -501,6 +506,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     ),
     "timezone": (True, False, lambda s, v: setattr(s, "timezone", _choice(v, TIMEZONE_MODES, "--timezone"))),
     "private-network": (False, False, _flag("private_network")),
+    "network-veth": (False, False, _network_veth),
     "console": (True, False, _console),
     "pipe": (False, False, _flag("console", "pipe")),
     "settings": (True, False, _settings),
@@ -531,6 +537,7 @@ SHORT: dict[str, str] = {
     "U": "userns-pick",
     "q": "quiet",
     "P": "pipe",
+    "n": "network-veth",
 }
 
 

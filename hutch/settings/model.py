@@ -93,6 +93,7 @@ class Settings:
         "inaccessible",
         "kill_signal",
         "machine",
+        "network_veth",
         "no_new_privileges",
         "oom_score_adjust",
         "overlays",
@@ -143,6 +144,7 @@ class Settings:
         self.resolv_conf = "auto"
         self.timezone = "auto"
         self.private_network = False
+        self.network_veth = False  # -n: implies private_network
         self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
         self.command: list[str] = []
         self.argv: list[str] = []  # as given, for the registry (hutch shell re-derives the confinement)

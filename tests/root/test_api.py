@@ -12,6 +12,8 @@ import pytest
 import hutch
 from hutch.errors import ImageError, MachineError
 
+pytestmark = pytest.mark.usefixtures("private_net")
+
 
 def test_images_and_machines_through_the_api(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
     (img,) = hutch.Image.list()

@@ -8,7 +8,11 @@ import glob
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run
+
+pytestmark = pytest.mark.usefixtures("private_net")
 
 SCOPES = "/sys/fs/cgroup/*/machine.slice/machine-{}.scope"
 

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import run
 
+pytestmark = pytest.mark.usefixtures("private_net")
+
 
 def machines() -> list[dict[str, object]]:
     return list(json.loads(run("list", "-o", "json", check=True).stdout))

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run
+
+pytestmark = pytest.mark.usefixtures("private_net")
 
 
 def spawn_sh(*opts: str, script: str) -> str:

@@ -1,0 +1,96 @@
+"""-n/--network-veth in a network namespace of the test's own, which plays the host: addresses on both
+ends, ping and TCP both ways, list shows the address, nothing left after 50 cycles, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import HUTCH, run
+
+pytestmark = pytest.mark.usefixtures("private_net")
+
+
+def links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+
+
+def test_veth_addresses_ping_and_tcp(busybox: Path, hutch_env: Path) -> None:
+    r = run("start", "bb", check=True)
+    try:
+        (m,) = json.loads(run("list", "-o", "json", check=True).stdout)
+        (addr,) = m["addresses"]
+        assert addr.startswith("10.88.")
+        assert "ve-bb" in links()
+        host = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "ve-bb"], capture_output=True, text=True
+        ).stdout
+        gateway = host.split()[3].split("/")[0]
+        # machine -> host
+        r = run("shell", "bb", "/bin/sh", "-c", f"ip -4 -o addr show host0; ping -c1 -W2 {gateway}")
+        assert r.returncode == 0 and addr in r.stdout, r.stdout + r.stderr
+        # host -> machine: TCP to a listener in the machine
+        listener = subprocess.Popen(
+            [HUTCH, "shell", "bb", "/bin/sh", "-c", "echo hello-from-bb | nc -l -p 7000"]
+        )
+        try:
+            for _ in range(50):
+                c = subprocess.run(
+                    ["busybox", "nc", "-w", "2", addr, "7000"], capture_output=True, text=True
+                )
+                if "hello-from-bb" in c.stdout:
+                    break
+                subprocess.run(["sleep", "0.1"])
+            assert "hello-from-bb" in c.stdout
+        finally:
+            listener.wait(timeout=10)
+        assert subprocess.run(["busybox", "ping", "-c1", "-W2", addr], capture_output=True).returncode == 0
+        r = run("status", "bb", check=True)
+        assert "Iface: ve-bb" in r.stdout and f"Address: {addr}" in r.stdout
+    finally:
+        run("terminate", "--wait", "bb")
+    assert "ve-bb" not in links()
+
+
+def test_cycles_leave_no_interface(busybox: Path) -> None:
+    for _ in range(50):
+        r = run("spawn", "-q", "-n", "-D", str(busybox), "/bin/true")
+        assert r.returncode == 0, r.stderr
+    assert " ve-" not in links()
+    assert "10.88." not in subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+
+
+def test_long_names_and_bad_input(busybox: Path, hutch_env: Path) -> None:
+    import os
+
+    from hutch.container.network import host_ifname
+
+    a, b = host_ifname("averylongmachinename-1"), host_ifname("averylongmachinename-2")
+    assert len(a) == len(b) == 15 and a != b
+    r = run("spawn", "-q", "-n", "--private-users=no", "-D", str(busybox), "/bin/true")
+    assert r.returncode != 0 and "needs a user namespace" in r.stderr
+    r = run(
+        "spawn",
+        "-q",
+        "-n",
+        "-D",
+        str(busybox),
+        "/bin/true",
+        env=dict(os.environ, HUTCH_NET_POOL="10.0.0.0/31"),
+    )
+    assert r.returncode != 0 and "too small" in r.stderr
+    r = run(
+        "spawn", "-q", "-n", "-D", str(busybox), "/bin/true", env=dict(os.environ, HUTCH_NET_POOL="nonsense")
+    )
+    assert r.returncode != 0 and "Invalid address pool" in r.stderr
+    # An interface of that name already there (another machine's, shortened the same way): refused.
+    subprocess.run(["ip", "link", "add", "ve-bb", "type", "veth", "peer", "name", "ve-bb-peer"], check=True)
+    try:
+        r = run("spawn", "-q", "-n", "-M", "bb", "-D", str(busybox), "/bin/true")
+        assert r.returncode != 0 and "ve-bb already exists" in r.stderr
+    finally:
+        subprocess.run(["ip", "link", "del", "ve-bb"], check=True)
+    assert " ve-" not in links()
