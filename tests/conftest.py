@@ -138,16 +138,22 @@ def debian() -> Iterator[Path]:
     yield image
 
 
-@pytest.fixture(scope="session")
-def private_net(debian: Path) -> None:
-    """`hutch start` makes a veth pair: from the first test that starts a machine on, the test process
-    runs in a network namespace of its own, so no interface or address ever lands on the real host.
-    (After the Debian image exists: building it needs the real network.)"""
+@pytest.fixture(scope="module")
+def private_net(debian: Path) -> Iterator[None]:
+    """`hutch start` makes a veth pair: a module that starts machines runs in a network namespace of
+    its own, so no interface or address ever lands on the real host, and the test process returns to
+    its own afterwards. (After the Debian image exists: building it needs the real network.)"""
     sys.path.insert(0, str(REPO))
     from hutch.linux import libc
 
-    libc.unshare(libc.CLONE_NEWNET)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    saved = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.unshare(libc.CLONE_NEWNET)
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        yield
+    finally:
+        libc.setns(saved, libc.CLONE_NEWNET)
+        os.close(saved)
 
 
 def mounts() -> list[str]:
