@@ -156,6 +156,16 @@ def private_net(debian: Path) -> Iterator[None]:
         os.close(saved)
 
 
+def wait_for(cond: object, timeout: float = 20) -> None:
+    """Poll COND (a callable) until it is true; fail the test after TIMEOUT seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting")
+
+
 def mounts() -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f]

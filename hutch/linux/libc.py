@@ -302,14 +302,7 @@ class _MountAttr(Structure):
 
 def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = True) -> None:
     """Make the detached mount TREE_FD an idmapped mount through the user namespace USERNS_FD."""
-    attr = _MountAttr()
-    attr.attr_set = MOUNT_ATTR_IDMAP
-    attr.userns_fd = userns_fd
-    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _check(
-        _syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)),
-        "Failed to create an idmapped mount",
-    )
+    mount_setattr(tree_fd, MOUNT_ATTR_IDMAP, recursive, userns_fd=userns_fd)
 
 
 _NR_FSOPEN = 430
@@ -390,15 +383,14 @@ def rename2(old: str, new: str, flags: int) -> None:
 MOUNT_ATTR_RDONLY = 0x00000001
 
 
-def mount_setattr(tree_fd: int, attr_set: int, recursive: bool = True) -> None:
+def mount_setattr(tree_fd: int, attr_set: int, recursive: bool = True, *, userns_fd: int = 0) -> None:
     """Set mount attributes (MOUNT_ATTR_*) on the detached or attached mount TREE_FD."""
     attr = _MountAttr()
     attr.attr_set = attr_set
+    attr.userns_fd = userns_fd
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _check(
-        _syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)),
-        "Failed to change mount attributes",
-    )
+    what = "create an idmapped mount" if attr_set & MOUNT_ATTR_IDMAP else "change mount attributes"
+    _check(_syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)), f"Failed to {what}")
 
 
 MADV_PAGEOUT = 21

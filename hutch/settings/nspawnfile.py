@@ -67,12 +67,13 @@ _USERNS_OFF = ("no", "false", "0", "off", "identity")
 
 
 def _parse_bool(value: str, where: str) -> bool:
-    v = value.lower()
-    if v in ("1", "yes", "y", "true", "t", "on"):
-        return True
-    if v in ("0", "no", "n", "false", "f", "off"):
-        return False
-    raise SettingsError(f"{where}: Failed to parse boolean value '{value}'.")
+    from hutch.errors import UsageError
+    from hutch.settings.cmdline import parse_boolean
+
+    try:
+        return parse_boolean(value, where)
+    except UsageError:
+        raise SettingsError(f"{where}: Failed to parse boolean value '{value}'.") from None
 
 
 def read(path: str, trusted: bool) -> list[tuple[str, str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HUTCH, run
+from conftest import HUTCH, run, wait_for
 
 # ---------------------------------------------------------------- helpers
 
@@ -27,15 +27,6 @@ def listed(*opts: str) -> list[str]:
 
 def leftovers(hutch_env: Path) -> list[str]:
     return [e for e in os.listdir(hutch_env / "images") if e.startswith(".#") and not e.endswith(".lck")]
-
-
-def wait_for(cond: object, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.005)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import run, wait_for
 
 pytestmark = pytest.mark.usefixtures("private_net")
 
@@ -28,15 +28,6 @@ def names() -> list[str]:
 
 def entry(hutch_env: Path, name: str) -> dict[str, object]:
     return dict(json.loads((hutch_env / "state/machines" / f"{name}.json").read_text()))
-
-
-def wait_for(cond: object, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def alive(pid: int) -> bool:
