@@ -17,7 +17,7 @@ Containers:
   spawn [OPTIONS] [COMMAND...]   run a command or boot an OS tree in a container
                                  (systemd-nspawn's options; 'hutch spawn --help')
 Machines:
-  start NAME...                  boot machines in the background (user namespace, private network)
+  start NAME...                  boot machines in the background (user namespace, veth; --property)
   list [-a]                      running machines (-o json, --no-legend)
   status NAME...                 a machine's state, leader, processes and last console lines
   show [NAME...]                 a machine's properties as Key=Value (-p PROP, --value)
@@ -35,7 +35,7 @@ Machines:
   enable|disable [--now] NAME... start machines at boot (a systemd unit, or 'hutch autostart')
   autostart                      start every enabled machine (for OpenRC, sysvinit, rc.local)
   set-property NAME KEY=VALUE... change a running machine's limits (MemoryMax, TasksMax, CPUQuota, ...)
-  top [-o json]                  CPU, memory and tasks per machine, refreshing like systemd-cgtop
+  top [-o json]                  CPU, memory, tasks and IO per machine, refreshing like systemd-cgtop
 Images:
   list-images [-a]               images along the image path (-o json, --no-legend)
   image-status [NAME...]         an image's properties, for people

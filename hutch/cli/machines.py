@@ -218,8 +218,8 @@ def start(args: list[str]) -> int:
     p = _parser(
         "start",
         "NAME...",
-        "Start machines in the background (boot, user namespace, private "
-        "network) and return once each is up.",
+        "Start machines in the background (boot, user namespace, a veth pair "
+        "with addresses) and return once each is up.",
     )
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument(
