@@ -540,7 +540,7 @@ def top(args: list[str]) -> int:
     p = _parser(
         "top",
         "[-o json] [-d SEC] [-n N]",
-        "CPU, memory and tasks of each running machine, "
+        "CPU, memory, tasks and IO of each running machine, "
         "refreshing like systemd-cgtop (-o json: one sample, machine-readable).",
     )
     p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
