@@ -1,11 +1,11 @@
 """-n/--network-veth: a veth pair, ve-NAME on the host and host0 in the machine, with addresses.
 
 Upstream creates the pair and leaves addressing to systemd-networkd on both sides, so on most hosts the
-machine has no network (its issues #20055, #6546). hutch configures both ends over netlink (pyroute2,
-loaded only when -n is given): each machine gets a /30 from a pool ($HUTCH_NET_POOL, default
-10.88.0.0/16) held by a kernel lock under $HUTCH_STATE_DIR/net, the host side .1, host0 .2 with a
-default route through .1. The pair goes away with the machine's network namespace; the lock with the
-supervisor.
+machine has no network (its issues #20055, #6546). hutch configures both ends over rtnetlink
+(hutch.linux.rtnl; importing pyroute2 alone cost ~100 ms a start): each machine gets a /30 from a pool
+($HUTCH_NET_POOL, default 10.88.0.0/16) held by a kernel lock under $HUTCH_STATE_DIR/net, the host side
+.1, host0 .2 with a default route through .1. The pair goes with the machine's network namespace;
+the lock with the supervisor.
 """
 
 from __future__ import annotations
@@ -83,54 +83,57 @@ def allocate(name: str, state_dir: str) -> Link:
 
 def setup_host(link: Link, pid1: int) -> None:
     """In the host's network namespace: the pair, its peer moved into PID 1's namespace as host0."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    import time
 
-    with IPRoute() as ip:
-        if ip.link_lookup(ifname=link.ifname):
-            raise SetupError(
-                f"Network interface {link.ifname} already exists.",
-                "another machine's name shortens to the same interface name; pick another name",
-            )
-        try:
-            ip.link("add", ifname=link.ifname, kind="veth", peer={"ifname": "host0", "net_ns_pid": pid1})
+    from hutch.linux import rtnl
+
+    # The pair of this machine's previous run may still be going with its namespace: give it a moment.
+    deadline = time.monotonic() + 1.0
+    while rtnl.index(link.ifname) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if rtnl.index(link.ifname):
+        raise SetupError(
+            f"Network interface {link.ifname} already exists.",
+            "another machine's name shortens to the same interface name; pick another name",
+        )
+    try:
+        with rtnl.Netlink() as nl:
+            nl.add_veth(link.ifname, "host0", pid1)
             link.created = True
-            idx = ip.link_lookup(ifname=link.ifname)[0]
-            ip.addr("add", index=idx, address=link.host_ip, prefixlen=link.prefix)
-            ip.link("set", index=idx, state="up")
-        except NetlinkError as e:
-            raise SetupError(f"Failed to set up {link.ifname}: {e.args[-1] if e.args else e}.") from None
+            idx = rtnl.index(link.ifname)
+            nl.add_address(idx, link.host_ip, link.prefix)
+            nl.set_up(idx)
+    except OSError as e:
+        raise SetupError(f"Failed to set up {link.ifname}: {e.strerror or e}.") from None
 
 
 def setup_inside(link: Link) -> None:
     """In the machine's network namespace: lo and host0 up, host0's address, the default route."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from hutch.linux import rtnl
 
     try:
-        with IPRoute() as ip:
-            ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
-            idx = ip.link_lookup(ifname="host0")[0]
-            ip.addr("add", index=idx, address=link.container_ip, prefixlen=link.prefix)
-            ip.link("set", index=idx, state="up")
-            ip.route("add", dst="0.0.0.0/0", gateway=link.host_ip)
-    except (NetlinkError, IndexError) as e:
-        raise SetupError(f"Failed to configure host0 in the machine: {e}.") from None
+        with rtnl.Netlink() as nl:
+            nl.set_up(rtnl.index("lo"))
+            idx = rtnl.index("host0")
+            nl.add_address(idx, link.container_ip, link.prefix)
+            nl.set_up(idx)
+            nl.add_default_route(link.host_ip)
+    except OSError as e:
+        raise SetupError(f"Failed to configure host0 in the machine: {e.strerror or e}.") from None
 
 
 def teardown(link: Link) -> None:
-    """Delete the pair now: the kernel would too, but only once the machine's network namespace is
-    freed, asynchronously, and a restart of the machine must find the name free."""
+    """Delete the pair now, for a reboot: the kernel would too, but only once the machine's network
+    namespace is freed, asynchronously."""
     if not link.created:
         return
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from hutch.linux import rtnl
 
     link.created = False
-    try:
-        with IPRoute() as ip:
-            found = ip.link_lookup(ifname=link.ifname)
-            if found:
-                ip.link("del", index=found[0])
-    except NetlinkError:
-        pass
+    idx = rtnl.index(link.ifname)
+    if idx:
+        try:
+            with rtnl.Netlink() as nl:
+                nl.delete(idx)
+        except OSError:
+            pass

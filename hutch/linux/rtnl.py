@@ -1,0 +1,106 @@
+"""The few rtnetlink requests a veth pair needs, hand-encoded on an AF_NETLINK socket.
+
+pyroute2 does this and far more, but importing it takes ~100 ms, which made `-n` cost 127 ms per start
+where systemd-nspawn's costs 7 ms. Each request here is sent with NLM_F_ACK and fails with OSError
+(the kernel's errno) if the kernel refuses it.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import struct
+
+AF_NETLINK = 16
+NETLINK_ROUTE = 0
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 1, 4, 0x200, 0x400
+NLMSG_ERROR = 2
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 18, 19
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_GATEWAY = 5
+IFF_UP = 1
+AF_INET = 2
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(data), kind) + data
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
+    return struct.pack("=BxHiII", 0, 0, index, flags, change)
+
+
+def index(name: str) -> int:
+    """The interface's index in the current network namespace; 0 if there is none."""
+    try:
+        return int(_socket.if_nametoindex(name))
+    except OSError:
+        return 0
+
+
+class Netlink:
+    def __init__(self) -> None:
+        self.sock = _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, kind: int, flags: int, body: bytes, what: str) -> None:
+        self.seq += 1
+        msg = (
+            struct.pack("=IHHII", 16 + len(body), kind, flags | NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
+            + body
+        )
+        self.sock.send(msg)
+        while True:
+            data = self.sock.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+                if mtype == NLMSG_ERROR and seq == self.seq:
+                    (err,) = struct.unpack_from("=i", data, off + 16)
+                    if err:
+                        raise OSError(-err, f"{what}: {os.strerror(-err)}")
+                    return
+                off += max(length, 16) + (-length % 4)
+
+    def add_veth(self, name: str, peer: str, peer_netns_pid: int) -> None:
+        peer_info = (
+            _ifinfo()
+            + _attr(IFLA_IFNAME, peer.encode() + b"\0")
+            + _attr(IFLA_NET_NS_PID, struct.pack("=I", peer_netns_pid))
+        )
+        linkinfo = _attr(IFLA_INFO_KIND, b"veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_info))
+        body = _ifinfo() + _attr(IFLA_IFNAME, name.encode() + b"\0") + _attr(IFLA_LINKINFO, linkinfo)
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to create {name}")
+
+    def set_up(self, ifindex: int) -> None:
+        self.request(RTM_NEWLINK, 0, _ifinfo(ifindex, IFF_UP, IFF_UP), "Failed to bring an interface up")
+
+    def delete(self, ifindex: int) -> None:
+        self.request(RTM_DELLINK, 0, _ifinfo(ifindex), "Failed to delete an interface")
+
+    def add_address(self, ifindex: int, address: str, prefixlen: int) -> None:
+        raw = _socket.inet_aton(address)
+        body = struct.pack("=BBBBI", AF_INET, prefixlen, 0, 0, ifindex)
+        body += _attr(IFA_LOCAL, raw) + _attr(IFA_ADDRESS, raw)
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to add {address}/{prefixlen}")
+
+    def add_default_route(self, gateway: str) -> None:
+        # family, dst_len, src_len, tos, table main, protocol boot, scope universe, type unicast, flags
+        body = struct.pack("=BBBBBBBBI", AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
+        body += _attr(RTA_GATEWAY, _socket.inet_aton(gateway))
+        self.request(
+            RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to add a default route via {gateway}"
+        )
