@@ -82,8 +82,10 @@ def main() -> int:
         if sh("start", NAME) != 0:
             return 1
         sh("list")
-        sh("shell", NAME, "/bin/sh", "-c", 'echo "hello from $(hostname), PID $$ in the machine"; exit 3')
-        print("[the command's exit status is hutch's]")
+        rc = sh(
+            "shell", NAME, "/bin/sh", "-c", 'echo "hello from $(hostname), PID $$ in the machine"; exit 3'
+        )
+        print(f"[hutch shell exited with {rc}: the command's own status]")
         sh("status", NAME, "-n", "0")
         if sh("poweroff", "--wait", NAME) != 0:
             return 1
