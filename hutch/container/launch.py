@@ -768,6 +768,11 @@ def cleanup(prep: Prepared) -> None:
     if prep.link is not None:
         # No explicit delete at the end: the kernel removes the pair with the machine's network
         # namespace, and deleting it ourselves waits for an RCU grace period (~20 ms) at every stop.
+        # A zone's last member must take the bridge with it, though.
+        if prep.link.zone:
+            from hutch.container import network
+
+            network.leave_zone(prep.link)
         prep.link.release()
 
 

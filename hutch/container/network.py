@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+from typing import Any
 
 from hutch.errors import SetupError
 
@@ -20,20 +21,34 @@ DEFAULT_POOL = "10.88.0.0/16"
 IFNAMSIZ = 15
 
 
-def host_ifname(name: str) -> str:
-    """ve-NAME, shortened to the kernel's 15 characters with a hash of the full name, so two long names
-    with a common prefix still get different interfaces."""
-    full = f"ve-{name}"
+def _hash(text: str) -> int:
+    h = 0xCBF29CE484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def host_ifname(name: str, prefix: str = "ve-") -> str:
+    """ve-NAME (vb-NAME in a zone), shortened to the kernel's 15 characters with a hash of the full
+    name, so two long names with a common prefix still get different interfaces."""
+    full = f"{prefix}{name}"
     if len(full) <= IFNAMSIZ:
         return full
-    h = 0xCBF29CE484222325
-    for b in name.encode():
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return f"ve-{name[:7]}-{h & 0xFFFF:04x}"
+    return f"{prefix}{name[:7]}-{_hash(name) & 0xFFFF:04x}"
 
 
 class Link:
-    __slots__ = ("container_ip", "created", "host_ip", "ifname", "lock_fd", "prefix")
+    __slots__ = (
+        "bridge",
+        "container_ip",
+        "created",
+        "host_ip",
+        "ifname",
+        "lock_fd",
+        "prefix",
+        "state_dir",
+        "zone",
+    )
 
     def __init__(self, ifname: str, host_ip: str, container_ip: str, prefix: int, lock_fd: int) -> None:
         self.ifname = ifname
@@ -42,11 +57,64 @@ class Link:
         self.prefix = prefix
         self.lock_fd = lock_fd
         self.created = False  # only a pair we made is ours to delete
+        self.zone = ""  # --network-zone: the host side is a port of the bridge vz-ZONE
+        self.bridge = ""
+        self.state_dir = ""
 
     def release(self) -> None:
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
             self.lock_fd = -1
+
+
+def _try_lock(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
+    """A member address in ZONE's /24 ($HUTCH_ZONE_POOL, default 10.89.0.0/16, the /24 chosen from the
+    zone's name): the bridge vz-ZONE has .1, members .2 to .254, each held by a kernel lock."""
+    try:
+        pool = ipaddress.ip_network(os.environ.get("HUTCH_ZONE_POOL") or "10.89.0.0/16")
+    except ValueError as e:
+        raise SetupError(f"Invalid address pool HUTCH_ZONE_POOL: {e}.") from None
+    if pool.version != 4 or pool.prefixlen > 24:
+        raise SetupError(f"Zone pool {pool} is too small.", "use an IPv4 network of /24 or larger")
+    index = _hash(zone) % (1 << (24 - pool.prefixlen))
+    net = ipaddress.ip_network((int(pool.network_address) + index * 256, 24))
+    d = os.path.join(state_dir, "net")
+    os.makedirs(d, 0o700, exist_ok=True)
+    start = _hash(name) % 253
+    for i in range(253):
+        host = 2 + (start + i) % 253
+        fd = _try_lock(os.path.join(d, f"zone-{zone}-{host}.lock"))
+        if fd >= 0:
+            link = Link(
+                host_ifname(name, "vb-"),
+                str(net.network_address + 1),
+                str(net.network_address + host),
+                24,
+                fd,
+            )
+            link.zone = zone
+            link.bridge = f"vz-{zone}"
+            link.state_dir = state_dir
+            return link
+    raise SetupError(f"Network zone {zone} is full (253 machines).")
+
+
+def _zone_mutex(state_dir: str, zone: str) -> int:
+    fd = os.open(
+        os.path.join(state_dir, "net", f"zone-{zone}.mutex"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def allocate(name: str, state_dir: str) -> Link:
@@ -60,9 +128,7 @@ def allocate(name: str, state_dir: str) -> Link:
     subnets = 1 << (30 - pool.prefixlen)
     d = os.path.join(state_dir, "net")
     os.makedirs(d, 0o700, exist_ok=True)
-    h = 0xCBF29CE484222325
-    for b in name.encode():
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    h = _hash(name)
     for i in range(min(subnets, 256)):
         index = (h + i) % subnets
         net = ipaddress.ip_network((int(pool.network_address) + index * 4, 30))
@@ -101,10 +167,64 @@ def setup_host(link: Link, pid1: int) -> None:
             nl.add_veth(link.ifname, "host0", pid1)
             link.created = True
             idx = rtnl.index(link.ifname)
-            nl.add_address(idx, link.host_ip, link.prefix)
+            if link.zone:
+                _join_bridge(nl, link, idx)
+            else:
+                nl.add_address(idx, link.host_ip, link.prefix)
             nl.set_up(idx)
     except OSError as e:
         raise SetupError(f"Failed to set up {link.ifname}: {e.strerror or e}.") from None
+
+
+def _join_bridge(nl: Any, link: Link, idx: int) -> None:
+    """The zone's bridge, made (with the zone's .1) by its first member, and our port on it."""
+    from hutch.linux import rtnl
+
+    mutex = _zone_mutex(link.state_dir, link.zone)
+    try:
+        br = rtnl.index(link.bridge)
+        if not br:
+            nl.add_bridge(link.bridge)
+            br = rtnl.index(link.bridge)
+            nl.add_address(br, link.host_ip, link.prefix)
+            nl.set_up(br)
+        nl.set_master(idx, br)
+    finally:
+        os.close(mutex)
+
+
+def _other_members(link: Link) -> bool:
+    """Whether another machine holds an address in the zone (its kernel lock; sysfs would show the
+    bridges of the namespace that mounted it, not ours)."""
+    d = os.path.join(link.state_dir, "net")
+    mine = f"zone-{link.zone}-{link.container_ip.rsplit('.', 1)[1]}.lock"
+    for entry in os.listdir(d):
+        if entry.startswith(f"zone-{link.zone}-") and entry.endswith(".lock") and entry != mine:
+            fd = _try_lock(os.path.join(d, entry))
+            if fd < 0:
+                return True
+            os.close(fd)
+    return False
+
+
+def leave_zone(link: Link) -> None:
+    """At stop: our port off the bridge now, and the bridge gone with its last member."""
+    from hutch.linux import rtnl
+
+    mutex = _zone_mutex(link.state_dir, link.zone)
+    try:
+        with rtnl.Netlink() as nl:
+            idx = rtnl.index(link.ifname)
+            if idx and link.created:
+                nl.delete(idx)
+            link.created = False
+            br = rtnl.index(link.bridge)
+            if br and not _other_members(link):
+                nl.delete(br)
+    except OSError:
+        pass
+    finally:
+        os.close(mutex)
 
 
 def setup_inside(link: Link) -> None:
@@ -125,6 +245,9 @@ def setup_inside(link: Link) -> None:
 def teardown(link: Link) -> None:
     """Delete the pair now, for a reboot: the kernel would too, but only once the machine's network
     namespace is freed, asynchronously."""
+    if link.zone:
+        leave_zone(link)
+        return
     if not link.created:
         return
     from hutch.linux import rtnl

@@ -299,7 +299,10 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
             raise UsageError("--network-veth needs a user namespace here.", "drop --private-users=no")
         from hutch.container import network
 
-        prep.link = network.allocate(prep.name, paths.state_dir)
+        if s.network_zone:
+            prep.link = network.allocate_zone(prep.name, s.network_zone, paths.state_dir)
+        else:
+            prep.link = network.allocate(prep.name, paths.state_dir)
     if s.properties:
         from hutch.container import limits
 

@@ -16,7 +16,7 @@ NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 1, 4, 0x200, 0x400
 NLMSG_ERROR = 2
-IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 18, 19
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 10, 18, 19
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
@@ -104,3 +104,15 @@ class Netlink:
         self.request(
             RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to add a default route via {gateway}"
         )
+
+    def add_bridge(self, name: str) -> None:
+        body = (
+            _ifinfo()
+            + _attr(IFLA_IFNAME, name.encode() + b"\0")
+            + _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, b"bridge"))
+        )
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to create bridge {name}")
+
+    def set_master(self, ifindex: int, master: int) -> None:
+        body = _ifinfo(ifindex) + _attr(IFLA_MASTER, struct.pack("=I", master))
+        self.request(RTM_NEWLINK, 0, body, "Failed to attach an interface to its bridge")

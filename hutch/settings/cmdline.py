@@ -380,6 +380,17 @@ def _network_veth(s: Settings, v: str) -> None:
     s.private_network = True
 
 
+def _network_zone(s: Settings, v: str) -> None:
+    if not v or len(v) > 12 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in v):
+        raise UsageError(
+            f"Invalid network zone name: {v!r}",
+            "letters, digits, '-' and '_', at most 12 (vz-NAME fits IFNAMSIZ)",
+        )
+    s.network_zone = v
+    s.network_veth = True
+    s.private_network = True
+
+
 def _property(s: Settings, v: str) -> None:
     from hutch.container.limits import parse as parse_property
 
@@ -507,6 +518,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "timezone": (True, False, lambda s, v: setattr(s, "timezone", _choice(v, TIMEZONE_MODES, "--timezone"))),
     "private-network": (False, False, _flag("private_network")),
     "network-veth": (False, False, _network_veth),
+    "network-zone": (True, False, _network_zone),
     "console": (True, False, _console),
     "pipe": (False, False, _flag("console", "pipe")),
     "settings": (True, False, _settings),

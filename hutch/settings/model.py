@@ -94,6 +94,7 @@ class Settings:
         "kill_signal",
         "machine",
         "network_veth",
+        "network_zone",
         "no_new_privileges",
         "oom_score_adjust",
         "overlays",
@@ -145,6 +146,7 @@ class Settings:
         self.timezone = "auto"
         self.private_network = False
         self.network_veth = False  # -n: implies private_network
+        self.network_zone = ""  # --network-zone=Z: a veth on the bridge vz-Z
         self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
         self.command: list[str] = []
         self.argv: list[str] = []  # as given, for the registry (hutch shell re-derives the confinement)

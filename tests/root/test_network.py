@@ -94,3 +94,28 @@ def test_long_names_and_bad_input(busybox: Path, hutch_env: Path) -> None:
     finally:
         subprocess.run(["ip", "link", "del", "ve-bb"], check=True)
     assert " ve-" not in links()
+
+
+def test_zone_members_reach_each_other(busybox: Path, hutch_env: Path) -> None:
+    argv = [HUTCH, "spawn", "-q", "-M", "za", "--network-zone=z1", "--read-only", "-D", str(busybox)]
+    a = subprocess.Popen(
+        [*argv, "/bin/sh", "-c", "ip -4 -o addr show host0; sleep 5"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert a.stdout is not None
+        addr_a = a.stdout.readline().split()[3].split("/")[0]
+        assert addr_a.startswith("10.89.")
+        r = run("spawn", "-q", "-M", "zb", "--network-zone=z1", "--read-only", "-D", str(busybox),
+                "/bin/sh", "-c", f"ping -c1 -W2 {addr_a}")  # fmt: skip
+        assert r.returncode == 0 and "1 packets received" in r.stdout, r.stdout + r.stderr
+        assert "vz-z1" in links() and "vb-za" in links()  # the bridge stays for the remaining member
+    finally:
+        a.terminate()  # SIGTERM: the supervisor stops its machine and leaves the zone
+        a.wait()
+    for _ in range(100):
+        if "vz-z1" not in links():
+            break
+        subprocess.run(["sleep", "0.05"])
+    assert "vz-z1" not in links() and " vb-" not in links()  # gone with the last member
+    r = run("spawn", "-q", "--network-zone=this-is-too-long", "-D", str(busybox), "/bin/true")
+    assert r.returncode != 0 and "Invalid network zone name" in r.stderr
