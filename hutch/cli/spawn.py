@@ -58,6 +58,8 @@ Security (all on by default):
      --system-call-filter=[~]NAME|@GROUP ...  Allow (or with ~ deny) system calls in the seccomp filter
 Networking:
      --private-network      Only a loopback device in the container
+  -n --network-veth         A veth pair, ve-NAME and host0, with addresses and a route
+     --network-zone=NAME    A veth whose host side joins the bridge vz-NAME
 Mounts:
      --bind=PATH[:PATH[:OPTS]]     Bind mount from the host ('+PATH': inside the image;
                                    empty source: a temporary directory). OPTS: rbind, norbind
