@@ -60,6 +60,7 @@ Networking:
      --private-network      Only a loopback device in the container
   -n --network-veth         A veth pair, ve-NAME and host0, with addresses and a route
      --network-zone=NAME    A veth whose host side joins the bridge vz-NAME
+  -p --port=[tcp:]HOST[:CONTAINER]  Forward a host port to the machine (also from localhost)
 Mounts:
      --bind=PATH[:PATH[:OPTS]]     Bind mount from the host ('+PATH': inside the image;
                                    empty source: a temporary directory). OPTS: rbind, norbind

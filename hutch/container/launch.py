@@ -485,6 +485,10 @@ class Supervisor:
                     os.close(status_w)
             else:
                 self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+            if prep.port_listeners:
+                from hutch.container import ports
+
+                prep.relay_pid = ports.start_relay(prep.port_listeners, prep.link.container_ip)
             self._register()
             if master >= 0:
                 # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
@@ -498,6 +502,12 @@ class Supervisor:
                 if f >= 0:
                     os.close(f)
             prep.notify_fd = -1
+            if prep.relay_pid > 0:
+                try:
+                    os.kill(prep.relay_pid, 9)
+                except ProcessLookupError:
+                    pass
+                prep.relay_pid = -1
         return self._result()
 
     def _register(self) -> None:
@@ -518,6 +528,7 @@ class Supervisor:
             scope=prep.cgroup_scope or "",
             addresses=[prep.link.container_ip] if prep.link is not None else [],
             netif=prep.link.ifname if prep.link is not None else "",
+            ports=[f"{p}:{h}:{c}" for p, h, c in prep.settings.ports],
             boot=prep.settings.boot,
             kill_signal=prep.kill_signal,
             private_network=prep.settings.private_network,
@@ -765,6 +776,9 @@ def cleanup(prep: Prepared) -> None:
     prep.keep_fds = []
     if prep.uid_range is not None:
         prep.uid_range.release()
+    for sock, _ in prep.port_listeners:
+        sock.close()
+    prep.port_listeners = []
     if prep.link is not None:
         # No explicit delete at the end: the kernel removes the pair with the machine's network
         # namespace, and deleting it ourselves waits for an RCU grace period (~20 ms) at every stop.

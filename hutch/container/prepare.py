@@ -70,6 +70,8 @@ class Prepared:
         self.cgroup_scope: str | None = None
         self.supervisor_cgroup: str | None = None
         self.link: Any = None  # -n: the veth pair's names and addresses (hutch.container.network)
+        self.port_listeners: list[Any] = []  # -p: listening sockets, bound before the machine starts
+        self.relay_pid = -1
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1
@@ -303,6 +305,12 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
             prep.link = network.allocate_zone(prep.name, s.network_zone, paths.state_dir)
         else:
             prep.link = network.allocate(prep.name, paths.state_dir)
+    if s.ports:
+        if not s.network_veth:
+            raise UsageError("--port needs a veth: add -n or --network-zone=.")
+        from hutch.container import ports
+
+        prep.port_listeners = ports.listen(s.ports)
     if s.properties:
         from hutch.container import limits
 

@@ -391,6 +391,21 @@ def _network_zone(s: Settings, v: str) -> None:
     s.private_network = True
 
 
+def _port(s: Settings, v: str) -> None:
+    proto, sep, rest = v.partition(":")
+    if sep and proto in ("tcp", "udp"):
+        spec = rest
+    else:
+        proto, spec = "tcp", v
+    if proto != "tcp":
+        raise UsageError(f"Unsupported port protocol in --port={v}", "only tcp is forwarded so far")
+    host, _, inner = spec.partition(":")
+    inner = inner or host
+    if not (host.isdigit() and inner.isdigit() and 0 < int(host) < 65536 and 0 < int(inner) < 65536):
+        raise UsageError(f"Invalid --port={v}", "use [tcp:]HOSTPORT[:CONTAINERPORT], ports 1-65535")
+    s.ports.append((proto, int(host), int(inner)))
+
+
 def _property(s: Settings, v: str) -> None:
     from hutch.container.limits import parse as parse_property
 
@@ -519,6 +534,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "private-network": (False, False, _flag("private_network")),
     "network-veth": (False, False, _network_veth),
     "network-zone": (True, False, _network_zone),
+    "port": (True, False, _port),
     "console": (True, False, _console),
     "pipe": (False, False, _flag("console", "pipe")),
     "settings": (True, False, _settings),
@@ -550,6 +566,7 @@ SHORT: dict[str, str] = {
     "q": "quiet",
     "P": "pipe",
     "n": "network-veth",
+    "p": "port",
 }
 
 

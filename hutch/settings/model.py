@@ -98,6 +98,7 @@ class Settings:
         "no_new_privileges",
         "oom_score_adjust",
         "overlays",
+        "ports",
         "private_network",
         "private_users",
         "private_users_ownership",
@@ -147,6 +148,7 @@ class Settings:
         self.private_network = False
         self.network_veth = False  # -n: implies private_network
         self.network_zone = ""  # --network-zone=Z: a veth on the bridge vz-Z
+        self.ports: list[tuple[str, int, int]] = []  # -p: (protocol, host port, container port)
         self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
         self.command: list[str] = []
         self.argv: list[str] = []  # as given, for the registry (hutch shell re-derives the confinement)

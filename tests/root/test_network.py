@@ -119,3 +119,38 @@ def test_zone_members_reach_each_other(busybox: Path, hutch_env: Path) -> None:
     assert "vz-z1" not in links() and " vb-" not in links()  # gone with the last member
     r = run("spawn", "-q", "--network-zone=this-is-too-long", "-D", str(busybox), "/bin/true")
     assert r.returncode != 0 and "Invalid network zone name" in r.stderr
+
+
+def test_port_forward_from_localhost_v4_and_v6(busybox: Path, hutch_env: Path) -> None:
+    import socket
+
+    argv = [HUTCH, "spawn", "-q", "-n", "-p", "8080:7000", "--read-only", "-D", str(busybox)]
+    script = "for i in 1 2; do echo hello-port | nc -l -p 7000; done; sleep 2"
+    p = subprocess.Popen([*argv, "/bin/sh", "-c", script])
+    try:
+        for host in ("127.0.0.1", "::1"):  # the host's own localhost: upstream's DNAT misses it (#6106)
+            got = b""
+            for _ in range(100):
+                try:
+                    with socket.create_connection((host, 8080), timeout=2) as c:
+                        got = c.recv(100)
+                    if got:
+                        break
+                except OSError:
+                    pass
+                subprocess.run(["sleep", "0.05"])
+            assert got == b"hello-port\n", host
+        # A port in use: refused before anything starts.
+        r = run(
+            "spawn", "-q", "-n", "-p", "8080", "-M", "other", "--read-only", "-D", str(busybox), "/bin/true"
+        )
+        assert r.returncode != 0 and "Port 8080 is already in use" in r.stderr
+    finally:
+        p.wait(timeout=20)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 8080), timeout=1)  # closed with the machine
+    for bad, msg in (("-p", "99999"), ("--port=udp:53", "only tcp"), ("--port=x", "Invalid --port")):
+        r = run("spawn", "-q", "-n", bad, "-D", str(busybox), "/bin/true")
+        assert r.returncode != 0 and (msg in r.stderr or "Invalid" in r.stderr), r.stderr
+    r = run("spawn", "-q", "-p", "8081", "-D", str(busybox), "/bin/true")
+    assert r.returncode != 0 and "--port needs a veth" in r.stderr
