@@ -104,13 +104,9 @@ def start_relay(listeners: list[tuple[socket.socket, int]], address: str) -> int
     if pid == 0:
         try:
             libc.prctl(libc.PR_SET_PDEATHSIG, 9)
-            keep = {s.fileno() for s, _ in listeners}
-            for fd in range(3, 1024):
-                if fd not in keep:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+            from hutch.linux.fsutil import close_other_fds
+
+            close_other_fds({s.fileno() for s, _ in listeners})
             _serve(listeners, address)
         finally:
             os._exit(0)

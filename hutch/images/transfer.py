@@ -69,13 +69,9 @@ def _confine(keep: set[int]) -> None:
 
     libc.prctl(libc.PR_SET_PDEATHSIG, 9)
     libc.unshare(libc.CLONE_NEWNET | libc.CLONE_NEWIPC)
-    for entry in os.listdir("/proc/self/fd"):
-        fd = int(entry)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    from hutch.linux.fsutil import close_other_fds
+
+    close_other_fds(keep)
     resource.setrlimit(resource.RLIMIT_AS, (_EXTRACT_MEMORY, _EXTRACT_MEMORY))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))

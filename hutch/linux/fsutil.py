@@ -126,3 +126,13 @@ def rm_rf(path: str) -> None:
         for fd, _ in stack:
             os.close(fd)
     os.rmdir(path)
+
+
+def close_other_fds(keep: set[int]) -> None:
+    """Close every descriptor from 3 up except those in KEEP (a child about to enter another
+    namespace, or to be confined, must hold nothing else of ours)."""
+    prev = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(prev, fd)
+        prev = fd + 1
+    os.closerange(prev, 65536)

@@ -234,13 +234,9 @@ def _child(
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
     if master >= 0:
         os.close(master)
-    keep_fds = {0, 1, 2, pidfd, cg, slave} - {-1}
-    for fd in range(3, 1024):
-        if fd not in keep_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    from hutch.linux.fsutil import close_other_fds
+
+    close_other_fds({pidfd, cg, slave} - {-1})
     # All at once: user, mount (root and cwd become the container's), PID (for our children), UTS,
     # IPC, network, cgroup.
     libc.setns(pidfd, flags)
