@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 HERE=$(pwd)
 VENV=$HERE/.venv
-PACKAGES="python3 python3-venv busybox-static debootstrap systemd-container hyperfine bubblewrap util-linux bsdutils iproute2 ca-certificates gcc libc6-dev"
+PACKAGES="python3 python3-venv busybox-static debootstrap systemd-container hyperfine bubblewrap util-linux bsdutils iproute2 nftables ca-certificates gcc libc6-dev"
 
 install() {
     local missing=""

@@ -61,6 +61,7 @@ Networking:
   -n --network-veth         A veth pair, ve-NAME and host0, with addresses and a route
      --network-zone=NAME    A veth whose host side joins the bridge vz-NAME
   -p --port=[tcp:]HOST[:CONTAINER]  Forward a host port to the machine (also from localhost)
+     --network-masquerade   NAT the machine's outbound traffic (nftables; hutch's own option)
 Mounts:
      --bind=PATH[:PATH[:OPTS]]     Bind mount from the host ('+PATH': inside the image;
                                    empty source: a temporary directory). OPTS: rbind, norbind

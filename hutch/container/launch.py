@@ -419,6 +419,7 @@ class Supervisor:
         if self.ready_fd >= 0:
             os.set_inheritable(self.ready_fd, False)
         self.claim: Any = None
+        self.masqueraded = False
         self.since = time.time_ns() // 1000
         self.out: Any = None
 
@@ -485,6 +486,11 @@ class Supervisor:
                     os.close(status_w)
             else:
                 self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+            if prep.settings.network_masquerade and prep.link is not None:
+                from hutch.container import network
+
+                network.masquerade(prep.link, self.name)
+                self.masqueraded = True
             if prep.port_listeners:
                 from hutch.container import ports
 
@@ -502,6 +508,11 @@ class Supervisor:
                 if f >= 0:
                     os.close(f)
             prep.notify_fd = -1
+            if self.masqueraded:
+                from hutch.container import network
+
+                network.unmasquerade(self.name)
+                self.masqueraded = False
             if prep.relay_pid > 0:
                 try:
                     os.kill(prep.relay_pid, 9)

@@ -260,3 +260,47 @@ def teardown(link: Link) -> None:
                 nl.delete(idx)
         except OSError:
             pass
+
+
+def _nft(script: str) -> None:
+    import subprocess
+
+    r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    if r.returncode != 0:
+        why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "nft failed"
+        raise SetupError(
+            f"Failed to set up masquerading: {why}.",
+            "is nftables installed (apt-get install nftables)?",
+        )
+
+
+def masquerade(link: Link, name: str) -> None:
+    """Outbound traffic from the machine's subnet leaves with the host's address (nftables), and the
+    host forwards IPv4, as networkd's IPMasquerade= does."""
+    import shutil
+
+    if shutil.which("nft") is None:
+        raise SetupError("--network-masquerade needs nftables.", "apt-get install nftables")
+    net = ipaddress.ip_network(f"{link.container_ip}/{link.prefix}", strict=False)
+    _nft(
+        "table inet hutch {\n chain postrouting {\n  type nat hook postrouting priority srcnat;\n }\n}\n"
+        f'add rule inet hutch postrouting ip saddr {net} oifname != "{link.bridge or link.ifname}" '
+        f'masquerade comment "hutch:{name}"\n'
+    )
+    with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+        f.write("1")
+
+
+def unmasquerade(name: str) -> None:
+    import subprocess
+
+    r = subprocess.run(
+        ["nft", "-a", "list", "chain", "inet", "hutch", "postrouting"], capture_output=True, text=True
+    )
+    for line in r.stdout.splitlines():
+        if f'comment "hutch:{name}"' in line and "# handle " in line:
+            handle = line.rsplit("# handle ", 1)[1].strip()
+            subprocess.run(
+                ["nft", "delete", "rule", "inet", "hutch", "postrouting", "handle", handle],
+                capture_output=True,
+            )

@@ -305,6 +305,8 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
             prep.link = network.allocate_zone(prep.name, s.network_zone, paths.state_dir)
         else:
             prep.link = network.allocate(prep.name, paths.state_dir)
+    if s.network_masquerade and not s.network_veth:
+        raise UsageError("--network-masquerade needs a veth: add -n or --network-zone=.")
     if s.ports:
         if not s.network_veth:
             raise UsageError("--port needs a veth: add -n or --network-zone=.")

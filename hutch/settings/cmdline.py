@@ -535,6 +535,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "network-veth": (False, False, _network_veth),
     "network-zone": (True, False, _network_zone),
     "port": (True, False, _port),
+    "network-masquerade": (False, False, _flag("network_masquerade")),
     "console": (True, False, _console),
     "pipe": (False, False, _flag("console", "pipe")),
     "settings": (True, False, _settings),

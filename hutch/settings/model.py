@@ -93,6 +93,7 @@ class Settings:
         "inaccessible",
         "kill_signal",
         "machine",
+        "network_masquerade",
         "network_veth",
         "network_zone",
         "no_new_privileges",
@@ -148,6 +149,7 @@ class Settings:
         self.private_network = False
         self.network_veth = False  # -n: implies private_network
         self.network_zone = ""  # --network-zone=Z: a veth on the bridge vz-Z
+        self.network_masquerade = False  # hutch's --network-masquerade: NAT for outbound traffic
         self.ports: list[tuple[str, int, int]] = []  # -p: (protocol, host port, container port)
         self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
         self.command: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,37 @@ def test_port_forward_from_localhost_v4_and_v6(busybox: Path, hutch_env: Path) -
         assert r.returncode != 0 and (msg in r.stderr or "Invalid" in r.stderr), r.stderr
     r = run("spawn", "-q", "-p", "8081", "-D", str(busybox), "/bin/true")
     assert r.returncode != 0 and "--port needs a veth" in r.stderr
+
+
+def test_masquerade_to_a_third_namespace(busybox: Path, tmp_path: Path) -> None:
+    """This test's namespace plays the host; a third one, joined to it by a veth with addresses we
+    assign, plays the outside world and reports whom it sees connecting."""
+    outside = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        subprocess.run(["sleep", "0.2"])
+        ns = f"/proc/{outside.pid}/ns/net"
+        sh = ["sh", "-c"]
+        host_side = f"ip link add to-out type veth peer name from-host netns {ns} && "
+        host_side += "ip addr add 192.0.2.1/24 dev to-out && ip link set to-out up"
+        subprocess.run([*sh, host_side], check=True)
+        subprocess.run(["nsenter", f"--net={ns}", *sh, "ip addr add 192.0.2.2/24 dev from-host && "
+                        "ip link set from-host up && ip link set lo up"], check=True)  # fmt: skip
+        server = (
+            "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            "s.bind(('0.0.0.0', 9000)); s.listen(1); s.settimeout(10); c, a = s.accept(); print(a[0])"
+        )
+        listener = subprocess.Popen(["nsenter", f"--net={ns}", sys.executable, "-c", server],
+                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.run(["sleep", "0.3"])
+        r = run("spawn", "-q", "-n", "--network-masquerade", "--read-only", "-D", str(busybox),
+                "/bin/sh", "-c", "echo hi | nc -w 2 192.0.2.2 9000")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        out, _ = listener.communicate(timeout=15)
+        assert out.strip() == "192.0.2.1"  # the machine's 10.88.x.x left as the host's address
+        rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+        assert "masquerade" not in rules  # removed with the machine
+    finally:
+        outside.kill()
+        outside.wait()
+    r = run("spawn", "-q", "--network-masquerade", "-D", str(busybox), "/bin/true")
+    assert r.returncode != 0 and "needs a veth" in r.stderr
