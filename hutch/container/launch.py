@@ -24,7 +24,7 @@ import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan, rootfs
+from hutch.container import cgroup_setup, console, payload, plan, record, rootfs
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
 from hutch.linux import caps, cgroups, libc, seccomp, sig
@@ -249,26 +249,6 @@ def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
     os.close(r)
     if failed:
         raise _error_from(text, "Failed to mount /proc")
-
-
-def _shrink() -> None:
-    """Return the memory start-up used to the system: collect garbage, trim malloc's free lists, and
-    page out our read-only file mappings (the interpreter and extension modules; they fault back in
-    as the poll loop needs them). Measured on a detached supervisor: RSS 11.4 -> ~8 MiB."""
-    import gc
-
-    gc.collect()
-    try:
-        libc.malloc_trim(0)
-        with open("/proc/self/maps") as f:
-            maps = f.read().splitlines()
-        for line in maps:
-            parts = line.split()
-            if len(parts) >= 6 and parts[5].startswith("/") and "w" not in parts[1]:
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                libc.madvise(start, end - start, libc.MADV_PAGEOUT)
-    except OSError:
-        pass  # an optimisation only
 
 
 def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
@@ -522,39 +502,9 @@ class Supervisor:
         return self._result()
 
     def _register(self) -> None:
-        if self.claim is None:
-            return
-        prep = self.prep
-        self.claim.write(
-            name=self.name,
-            id=prep.uuid,
-            cls="container",
-            service="hutch",
-            supervisor=os.getpid(),
-            leader=self.pid1,
-            root=prep.image,
-            since=self.since,
-            uid_shift=prep.uid_range.base if prep.uid_range is not None else 0,
-            cgroup=prep.cgroup or "",
-            scope=prep.cgroup_scope or "",
-            addresses=[prep.link.container_ip] if prep.link is not None else [],
-            netif=prep.link.ifname if prep.link is not None else "",
-            ports=[f"{p}:{h}:{c}" for p, h, c in prep.settings.ports],
-            boot=prep.settings.boot,
-            kill_signal=prep.kill_signal,
-            private_network=prep.settings.private_network,
-            hostname=prep.hostname,
-            log=os.environ.get("HUTCH_CONSOLE_LOG") or "",
-            argv=prep.settings.argv,
-            # What hutch shell gives the processes it adds: the payload's own confinement.
-            keep_caps=sum(1 << c for c in prep.keep_caps),
-            syscall_allow=prep.settings.syscall_allow,
-            syscall_deny=prep.settings.syscall_deny,
-            properties=prep.settings.properties,
-            limits_kind=prep.limit_backend.kind if prep.limit_backend is not None else "",
-            notify=prep.notify,
-            state="starting" if self.ready_fd >= 0 or prep.notify else "running",
-        )
+        if self.claim is not None:
+            pending = self.ready_fd >= 0 or self.prep.notify
+            self.claim.write(**record.fields(self.prep, self.pid1, self.since, pending))
 
     def _ready(self) -> None:
         """The machine is up: a systemd PID 1 said READY=1, or any other PID 1 is running."""
@@ -568,7 +518,7 @@ class Supervisor:
         if self.claim is not None and self.claim.fields.get("state") != "running":
             self.claim.write(state="running")
         if self.claim is not None and os.environ.get("HUTCH_CONSOLE_LOG"):
-            _shrink()  # a long-lived, detached supervisor: give back what starting needed
+            record.shrink()  # a long-lived, detached supervisor: give back what starting needed
 
     def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:
         """Without a user namespace PID 1 builds its own tree and hands us the console's master."""
