@@ -156,14 +156,8 @@ def remove(prep: Prepared) -> None:
     base = os.environ.get("HUTCH_CGROUP_ROOT", cgroups.CGROUP_ROOT)
     if not os.path.exists(f"{base}/cgroup.subtree_control"):
         # v1 hierarchies: also those `hutch set-property` added while the machine ran.
-        try:
-            controllers = os.listdir(base)
-        except OSError:
-            controllers = []
-        for controller in controllers:
-            path = f"{base}/{controller}/machine.slice/machine-{prep.name}.scope"
-            if controller != "unified" and os.path.isdir(path):
-                cgroups.remove_tree(path)
+        for path in cgroups.v1_scopes(base, f"machine.slice/machine-{prep.name}.scope"):
+            cgroups.remove_tree(path)
     if prep.limit_backend is not None:
         prep.limit_backend = None
     if prep.devices_cgroup:

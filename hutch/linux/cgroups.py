@@ -64,3 +64,15 @@ def remove_tree(path: str, timeout: float = 2.0) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
+
+
+def v1_scopes(base: str, rel: str) -> list[str]:
+    """The directory REL (say machine.slice/machine-NAME.scope) in each v1 hierarchy under BASE that
+    has one: a hybrid host's per-controller trees, the unified one left out."""
+    try:
+        controllers = sorted(os.listdir(base))
+    except OSError:
+        return []
+    return [
+        f"{base}/{c}/{rel}" for c in controllers if c != "unified" and os.path.isdir(f"{base}/{c}/{rel}")
+    ]

@@ -84,14 +84,10 @@ def _v1_cgroups(entry: dict[str, Any]) -> list[str]:
     base = entry.get("cgroup") or ""
     if "/unified/machine.slice/" not in base:
         return []
+    from hutch.linux import cgroups
+
     root, _, rel = base.partition("/unified/")
-    rel = rel.removesuffix("/payload")
-    out = []
-    for controller in sorted(os.listdir(root)):
-        path = f"{root}/{controller}/{rel}"
-        if controller != "unified" and os.path.isdir(path):
-            out.append(path)
-    return out
+    return cgroups.v1_scopes(root, rel.removesuffix("/payload"))
 
 
 def _open_pty(leader: int) -> tuple[int, int]:

@@ -149,20 +149,15 @@ def _reap(path: str) -> None:
     except (OSError, ValueError):
         cgroup = ""
     if cgroup and "/machine.slice/machine-" in cgroup:
+        from hutch.linux import cgroups
+
         trees = [cgroup]
         if "/unified/machine.slice/" in cgroup:
             # A hybrid host: the limits' v1 hierarchies hold a directory of the same name.
             base, _, rel = cgroup.partition("/unified/")
-            try:
-                trees += [f"{base}/{c}/{rel}" for c in os.listdir(base) if c != "unified"]
-            except OSError:
-                pass
+            trees += cgroups.v1_scopes(base, rel)
         for tree in trees:
-            for dirpath, _dirs, _files in sorted(os.walk(tree), key=lambda x: -len(x[0])):
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    break  # still has processes: leave it
+            cgroups.remove_tree(tree, timeout=0)  # one try: a tree with processes in it stays
     for p in (path, path[: -len(".json")] + ".limits"):
         try:
             os.unlink(p)
@@ -187,6 +182,8 @@ def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[st
     machine had no registry entry to clean it up from (--register=no, or -x's random names)."""
     import time
 
+    from hutch.linux import cgroups
+
     base = base or os.environ.get("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
     if min_age is None:
         min_age = float(os.environ.get("HUTCH_CGROUP_GC_AGE") or GC_AGE)
@@ -209,14 +206,7 @@ def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[st
                     continue
             except OSError:
                 continue
-            ok = True
-            for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda x: -len(x[0])):
-                try:
-                    os.rmdir(dirpath)  # refused (EBUSY) while a process is in it
-                except OSError:
-                    ok = False
-                    break
-            if ok:
+            if cgroups.remove_tree(path, timeout=0):  # refused (EBUSY) while a process is in it
                 removed.append(path)
     return removed
 
