@@ -15,17 +15,11 @@ import ipaddress
 import os
 from typing import Any
 
+from hutch.container.userns import name_hash
 from hutch.errors import SetupError
 
 DEFAULT_POOL = "10.88.0.0/16"
 IFNAMSIZ = 15
-
-
-def _hash(text: str) -> int:
-    h = 0xCBF29CE484222325
-    for b in text.encode():
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def host_ifname(name: str, prefix: str = "ve-") -> str:
@@ -34,7 +28,7 @@ def host_ifname(name: str, prefix: str = "ve-") -> str:
     full = f"{prefix}{name}"
     if len(full) <= IFNAMSIZ:
         return full
-    return f"{prefix}{name[:7]}-{_hash(name) & 0xFFFF:04x}"
+    return f"{prefix}{name[:7]}-{name_hash(name) & 0xFFFF:04x}"
 
 
 class Link:
@@ -86,11 +80,11 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
         raise SetupError(f"Invalid address pool HUTCH_ZONE_POOL: {e}.") from None
     if pool.version != 4 or pool.prefixlen > 24:
         raise SetupError(f"Zone pool {pool} is too small.", "use an IPv4 network of /24 or larger")
-    index = _hash(zone) % (1 << (24 - pool.prefixlen))
+    index = name_hash(zone) % (1 << (24 - pool.prefixlen))
     net = ipaddress.ip_network((int(pool.network_address) + index * 256, 24))
     d = os.path.join(state_dir, "net")
     os.makedirs(d, 0o700, exist_ok=True)
-    start = _hash(name) % 253
+    start = name_hash(name) % 253
     for i in range(253):
         host = 2 + (start + i) % 253
         fd = _try_lock(os.path.join(d, f"zone-{zone}-{host}.lock"))
@@ -128,17 +122,12 @@ def allocate(name: str, state_dir: str) -> Link:
     subnets = 1 << (30 - pool.prefixlen)
     d = os.path.join(state_dir, "net")
     os.makedirs(d, 0o700, exist_ok=True)
-    h = _hash(name)
+    h = name_hash(name)
     for i in range(min(subnets, 256)):
         index = (h + i) % subnets
         net = ipaddress.ip_network((int(pool.network_address) + index * 4, 30))
-        fd = os.open(
-            os.path.join(d, f"{net.network_address}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = _try_lock(os.path.join(d, f"{net.network_address}.lock"))
+        if fd < 0:
             continue
         hosts = list(net.hosts())
         return Link(host_ifname(name), str(hosts[0]), str(hosts[1]), 30, fd)

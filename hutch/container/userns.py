@@ -37,7 +37,7 @@ class UidRange:
         self.lock_fds = []
 
 
-def _name_hash(name: str) -> int:
+def name_hash(name: str) -> int:
     # FNV-1a: stable across runs and Python versions, unlike hash().
     h = 0xCBF29CE484222325
     for b in name.encode():
@@ -93,7 +93,7 @@ def acquire(mode: str, base: int, count: int, name: str, state_dir: str, image_o
     if image_owner >= PICK_MIN and image_owner % RANGE == 0 and image_owner < PICK_MAX:
         # An image chowned for a range before: reuse that range, as upstream's pick does.
         candidates.append(image_owner)
-    start = _name_hash(name) % slots
+    start = name_hash(name) % slots
     for i in range(64):
         candidates.append(PICK_MIN + ((start + i) % slots) * RANGE)
     for cand in candidates:
