@@ -144,6 +144,15 @@ def _write(path: str, value: str, key: str) -> None:
         raise SettingsError(f"Failed to set {key}= ({what}): {e.strerror}.") from None
 
 
+def _read_int_into(out: dict[str, int], key: str, path: str) -> None:
+    """OUT[KEY] = the number in the cgroup file PATH, left out where the host has no such file."""
+    try:
+        with open(path) as f:
+            out[key] = int(f.read())
+    except (OSError, ValueError):
+        pass
+
+
 class V2:
     """The unified hierarchy: ROOT is its mount point (or a directory laid out like it, for tests)."""
 
@@ -216,11 +225,7 @@ class V2:
         except OSError:
             pass
         for key, file in (("memory", "memory.current"), ("tasks", "pids.current")):
-            try:
-                with open(f"{p}/{file}") as f:
-                    out[key] = int(f.read())
-            except (OSError, ValueError):
-                pass
+            _read_int_into(out, key, f"{p}/{file}")
         try:
             with open(f"{p}/io.stat") as f:
                 total = 0
@@ -316,11 +321,7 @@ class V1:
             ("memory", f"{self._dir('memory')}/memory.usage_in_bytes"),
             ("tasks", f"{self._dir('pids')}/pids.current"),
         ):
-            try:
-                with open(file) as f:
-                    out[key] = int(f.read())
-            except (OSError, ValueError):
-                pass
+            _read_int_into(out, key, file)
         try:  # only where the machine has a blkio cgroup (IOWeight=)
             with open(f"{self._dir('blkio')}/blkio.throttle.io_service_bytes") as f:
                 total = [ln for ln in f if ln.startswith("Total ")]
