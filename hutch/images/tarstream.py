@@ -119,14 +119,13 @@ class FdStream:
 
 class TarReader:
     """Iterate over the members of a plain tar stream (an object with read()). After each member,
-    read its data with read_data() (or not: next() skips what is left)."""
+    copy its data with copy_data() (or not: next() skips what is left)."""
 
     def __init__(self, stream: object) -> None:
         self.f = stream
         self.left = 0  # data bytes of the current member not read yet
         self.pad = 0
         self.global_pax: dict[str, bytes] = {}
-        self.ended = False
 
     def _exact(self, n: int) -> bytes:
         data: bytes = self.f.read(n)  # type: ignore[attr-defined]
@@ -166,15 +165,6 @@ class TarReader:
         self.left -= moved
         return moved
 
-    def read_data(self, n: int) -> bytes:
-        """Up to N bytes of the current member's stored data."""
-        n = min(n, self.left)
-        if n <= 0:
-            return b""
-        data = self._exact(n)
-        self.left -= n
-        return data
-
     def _meta(self, size: int) -> bytes:
         if size > MAX_META:
             raise TarError(f"a {size}-byte metadata record (long name or PAX header)")
@@ -192,11 +182,9 @@ class TarReader:
             hdr = self.f.read(BLOCK)  # type: ignore[attr-defined]
             if len(hdr) < BLOCK:
                 if not hdr:
-                    self.ended = True
                     return None  # no end marker: tolerated, as tar does
                 hdr += self._exact(BLOCK - len(hdr))
             if hdr == _ZERO:
-                self.ended = True
                 return None
             stored = _num(hdr[148:156])
             plain = sum(hdr) - sum(hdr[148:156]) + 256
