@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from hutch.linux import libc
 
@@ -116,15 +117,18 @@ def fd_path(fd: int) -> str:
 
 
 def read_file_in_root(root: str, path: str, limit: int = 1 << 20) -> str | None:
-    """Read a small text file from the image, resolving symlinks inside it; None if absent."""
+    """Read a small text file from the image, resolving symlinks inside it; None if absent or not a
+    regular file (a FIFO planted there must not hang the reader: O_NONBLOCK, then the type check)."""
     rfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = open_in_root(rfd, path, os.O_RDONLY)
+        fd = open_in_root(rfd, path, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     finally:
         os.close(rfd)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         return os.read(fd, limit).decode(errors="replace")
     finally:
         os.close(fd)

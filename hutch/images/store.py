@@ -188,25 +188,13 @@ def get(name: str, paths: Paths) -> Image:
 
 def read_in_root(root: str, relpath: str, limit: int = 1 << 16) -> str | None:
     """A small file inside an image, resolved as if ROOT were / (a symlink planted in the image,
-    say etc/os-release -> /etc/shadow, stays inside it)."""
+    say etc/os-release -> /etc/shadow, stays inside it); None where it cannot be read."""
+    from hutch.container.rootfs import read_file_in_root
+
     try:
-        dfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return read_file_in_root(root, relpath, limit)
     except OSError:
         return None
-    try:
-        fd = libc.openat2(
-            dfd, relpath, os.O_RDONLY | os.O_NOFOLLOW, libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
-        )
-    except OSError:
-        return None
-    finally:
-        os.close(dfd)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
 
 
 def os_release(img: Image) -> dict[str, str]:
