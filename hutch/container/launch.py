@@ -19,12 +19,13 @@ Without one (--private-users=no), PID 1 builds the tree in its own mount namespa
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan, record, rootfs
+from hutch.container import cgroup_setup, console, payload, plan, rootfs
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
 from hutch.linux import caps, cgroups, libc, seccomp, sig
@@ -476,6 +477,9 @@ class Supervisor:
 
                 prep.relay_pid = ports.start_relay(prep.port_listeners, prep.link.container_ip)
             self._register()
+            # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on
+            # this process may supervise for months.
+            gc.enable()
             if master >= 0:
                 # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
                 # has not opened /dev/console yet.
@@ -503,6 +507,8 @@ class Supervisor:
 
     def _register(self) -> None:
         if self.claim is not None:
+            from hutch.container import record
+
             pending = self.ready_fd >= 0 or self.prep.notify
             self.claim.write(**record.fields(self.prep, self.pid1, self.since, pending))
 
@@ -518,6 +524,8 @@ class Supervisor:
         if self.claim is not None and self.claim.fields.get("state") != "running":
             self.claim.write(state="running")
         if self.claim is not None and os.environ.get("HUTCH_CONSOLE_LOG"):
+            from hutch.container import record
+
             record.shrink()  # a long-lived, detached supervisor: give back what starting needed
 
     def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:

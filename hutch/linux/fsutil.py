@@ -9,8 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import resource
-import struct
+import sys
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETFLAGS = 0x80086601
@@ -20,6 +19,8 @@ FS_IMMUTABLE_FL = 0x00000010
 
 def raise_fd_limit() -> None:
     """A deep tree keeps one directory fd per level open (two when copying)."""
+    import resource  # not at the top: spawn imports this module and never needs it
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -28,11 +29,11 @@ def raise_fd_limit() -> None:
 def get_flags(fd: int) -> int:
     """The inode flags (chattr) of FD; OSError where the file system has none."""
     buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
-    return int(struct.unpack_from("=I", buf)[0])
+    return int.from_bytes(buf[:4], sys.byteorder)
 
 
 def set_flags(fd: int, flags: int) -> None:
-    fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=I", flags & 0xFFFFFFFF) + b"\0" * 4)
+    fcntl.ioctl(fd, FS_IOC_SETFLAGS, (flags & 0xFFFFFFFF).to_bytes(4, sys.byteorder) + b"\0" * 4)
 
 
 def set_immutable_fd(fd: int, on: bool) -> None:
