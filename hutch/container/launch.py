@@ -19,6 +19,7 @@ Without one (--private-users=no), PID 1 builds the tree in its own mount namespa
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found,unused-ignore]
 import gc
 import os
 import select
@@ -403,6 +404,8 @@ class Supervisor:
         self.masqueraded = False
         self.since = time.time_ns() // 1000
         self.out: Any = None
+        self.slim = False
+        self.handoff = (-1, -1, -1, -1)  # PID 1's console master and slave, status pipe, pidfd
 
     def _on_signal(self, signo: int, _frame: object) -> None:
         self.pending.append(signo)
@@ -428,11 +431,20 @@ class Supervisor:
         log = os.environ.get("HUTCH_CONSOLE_LOG")
         if log:
             self.out = console.RotatingLog(log)
+        return self.loop(resumed=False)
+
+    def loop(self, resumed: bool) -> int:
+        """Run the container until it exits for good, again after each reboot. RESUMED: PID 1 already
+        ran and exited under hutch.container.monitor; finish that run."""
+        prep = self.prep
+        s = prep.settings
         try:
             while True:
-                cgroup_setup.create(prep)
+                if not resumed:
+                    cgroup_setup.create(prep)
                 try:
-                    rc = self._run_once()
+                    rc = self._run_once(resumed)
+                    resumed = False
                 finally:
                     cgroup_setup.remove(prep)
                     if prep.link is not None:
@@ -452,43 +464,20 @@ class Supervisor:
                 self.ready_fd = -1
             cleanup(prep)
 
-    def _run_once(self) -> int:
+    def _run_once(self, resumed: bool = False) -> int:
         prep = self.prep
-        self.status = None
-        self.kill_sent = False
-        self.errors = []
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        master = slave = pidfd = -1
+        if not resumed:
+            self.status = None
+            self.kill_sent = False
+            self.errors = []
+            self.handoff = (-1, -1, -1, -1)
         try:
-            if prep.uid_range is not None:
-                try:
-                    self.pid1, pidfd, master = _build_userns(prep, status_w)
-                finally:
-                    os.close(status_w)
-            else:
-                self.pid1, pidfd, master = self._start_plain(status_r, status_w)
-            if prep.settings.network_masquerade and prep.link is not None:
-                from hutch.container import network
-
-                network.masquerade(prep.link, self.name)
-                self.masqueraded = True
-            if prep.port_listeners:
-                from hutch.container import ports
-
-                prep.relay_pid = ports.start_relay(prep.port_listeners, prep.link.container_ip)
-            self._register()
-            # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on
-            # this process may supervise for months.
-            gc.enable()
-            if master >= 0:
-                # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
-                # has not opened /dev/console yet.
-                import fcntl
-
-                slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-            self._forward(master, status_r)
+            if not resumed:
+                self._start_once()
+                master, _slave, status_r, _pidfd = self.handoff
+                self._forward(master, status_r)
         finally:
-            for f in (master, slave, status_r, pidfd, prep.notify_fd):
+            for f in (*self.handoff, prep.notify_fd):
                 if f >= 0:
                     os.close(f)
             prep.notify_fd = -1
@@ -504,6 +493,41 @@ class Supervisor:
                     pass
                 prep.relay_pid = -1
         return self._result()
+
+    def _start_once(self) -> None:
+        """Start PID 1; its descriptors go to self.handoff (master, slave, status_r, pidfd) as they
+        open, for _run_once to close whatever happens."""
+        prep = self.prep
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        self.handoff = (-1, -1, status_r, -1)
+        if prep.uid_range is not None:
+            try:
+                self.pid1, pidfd, master = _build_userns(prep, status_w)
+            finally:
+                os.close(status_w)
+        else:
+            self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+        self.handoff = (master, -1, status_r, pidfd)
+        if prep.settings.network_masquerade and prep.link is not None:
+            from hutch.container import network
+
+            network.masquerade(prep.link, self.name)
+            self.masqueraded = True
+        if prep.port_listeners:
+            from hutch.container import ports
+
+            prep.relay_pid = ports.start_relay(prep.port_listeners, prep.link.container_ip)
+        self._register()
+        # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on this
+        # process may supervise for months.
+        gc.enable()
+        if master >= 0:
+            # Holding a slave ourselves keeps reads on the master from failing with EIO while PID 1
+            # has not opened /dev/console yet.
+            import fcntl
+
+            slave = fcntl.ioctl(master, console.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            self.handoff = (master, slave, status_r, pidfd)
 
     def _register(self) -> None:
         if self.claim is not None:
@@ -523,10 +547,54 @@ class Supervisor:
             self.ready_fd = -1
         if self.claim is not None and self.claim.fields.get("state") != "running":
             self.claim.write(state="running")
-        if self.claim is not None and os.environ.get("HUTCH_CONSOLE_LOG"):
-            from hutch.container import record
+        if self.claim is not None and self.out is not None:
+            self.slim = True  # a long-lived, detached supervisor: _forward hands over to the monitor
 
-            record.shrink()  # a long-lived, detached supervisor: give back what starting needed
+    def _slim(self) -> None:
+        """Exec into hutch.container.monitor for the rest of this run (see there): same PID, children
+        and descriptors; our state waits in a memfd for the exec back."""
+        import copyreg
+        import pickle
+        import socket
+
+        from hutch.container import monitor
+
+        self.slim = False
+        copyreg.pickle(socket.socket, _reduce_socket)
+        try:
+            state = os.memfd_create("hutch-supervisor", 0)
+        except OSError:
+            return
+        try:
+            data = pickle.dumps(self, pickle.HIGHEST_PROTOCOL)
+            os.write(state, data)  # a memfd takes it whole
+            os.lseek(state, 0, os.SEEK_SET)
+            args = {
+                "pid1": self.pid1,
+                "master": self.handoff[0],
+                "notify": self.prep.notify_fd,
+                "kill_signal": self.prep.kill_signal,
+                "kill_sent": self.kill_sent,
+                "log": {
+                    "path": self.out.path,
+                    "fd": self.out.fd,
+                    "cap": self.out.cap,
+                    "size": self.out.size,
+                },
+                "resume": {"state": state},
+                "path": [p for p in sys.path if p],
+            }
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _keep_fds_across_exec(True)
+            argv = monitor.interpreter_argv(monitor.MONITOR_CODE, args)
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, monitor.HANDLED)
+            os.execv(argv[0], argv)
+        except OSError as e:
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, monitor.HANDLED)
+            _keep_fds_across_exec(False)
+            print(f"hutch: Failed to start the slim supervisor, staying as we are: {e}", file=sys.stderr)
+        os.close(state)
 
     def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:
         """Without a user namespace PID 1 builds its own tree and hands us the console's master."""
@@ -587,6 +655,8 @@ class Supervisor:
         out_ok = True
         self._reap_all()
         while self.status is None:
+            if self.slim and not status_open and not self.errors:
+                self._slim()  # returns only if the monitor could not be started
             for fd, _ev in poller.poll():
                 if fd == self.wake_r:
                     self._handle_signals(master)
@@ -705,6 +775,58 @@ class Supervisor:
         if not quiet:
             print(f"Container {self.name} terminated by signal {signal_name(signo)}.", file=sys.stderr)
         return 1
+
+
+def _reduce_socket(sock: Any) -> tuple[Any, tuple[int, int, int, int]]:
+    return _socket_from_fd, (int(sock.family), int(sock.type), sock.proto, sock.fileno())
+
+
+def _socket_from_fd(family: int, type_: int, proto: int, fd: int) -> Any:
+    import socket
+
+    return socket.socket(family, type_, proto, fd)
+
+
+def _keep_fds_across_exec(keep: bool) -> None:
+    """The supervisor's descriptors, the registry lock among them, outlive its exec()s into the monitor
+    and back; everything it opens is O_CLOEXEC otherwise."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, keep)
+            except OSError:
+                pass  # the directory listdir read
+
+
+def resume(a: dict[str, Any]) -> None:
+    """The full supervisor again, exec'd by the monitor once PID 1 has exited: finish that run (reboot,
+    or tear down) as Supervisor.loop would have."""
+    import pickle
+
+    from hutch.container import monitor
+
+    with os.fdopen(a["state"], "rb") as f:
+        sup: Supervisor = pickle.load(f)
+    _keep_fds_across_exec(False)
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    sup.status = a["status"]
+    sup.kill_sent = a["kill_sent"]
+    sup.out.fd = a["log_fd"]
+    sup.out.size = a["log_size"]
+    sig.set_wakeup_fd(sup.wake_w)
+    for signo in (sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP):
+        sig.signal(signo, sup._on_signal)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, monitor.HANDLED)
+    try:
+        rc = sup.loop(resumed=True)
+    except HutchError as e:
+        from hutch.cli import fail
+
+        rc = fail("hutch spawn", e)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 def _read_line(fd: int) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from hutch.container.prepare import Prepared
-from hutch.linux import libc
 
 
 def fields(prep: Prepared, pid1: int, since: int, pending: bool) -> dict[str, object]:
@@ -43,23 +42,3 @@ def fields(prep: Prepared, pid1: int, since: int, pending: bool) -> dict[str, ob
         "notify": prep.notify,
         "state": "starting" if pending else "running",
     }
-
-
-def shrink() -> None:
-    """Collect garbage, trim malloc's free lists and page out our read-only file mappings (the
-    interpreter and extension modules; they fault back in as the poll loop needs them). Measured on a
-    detached supervisor: RSS 11.4 -> 10.7 MiB; pages other processes map too are not reclaimed."""
-    import gc
-
-    gc.collect()
-    try:
-        libc.malloc_trim(0)
-        with open("/proc/self/maps") as f:
-            maps = f.read().splitlines()
-        for line in maps:
-            parts = line.split()
-            if len(parts) >= 6 and parts[5].startswith("/") and "w" not in parts[1]:
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                libc.madvise(start, end - start, libc.MADV_PAGEOUT)
-    except OSError:
-        pass  # an optimisation only

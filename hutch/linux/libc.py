@@ -391,14 +391,3 @@ def mount_setattr(tree_fd: int, attr_set: int, recursive: bool = True, *, userns
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     what = "create an idmapped mount" if attr_set & MOUNT_ATTR_IDMAP else "change mount attributes"
     _check(_syscall(_NR_MOUNT_SETATTR, tree_fd, b"", flags, byref(attr), sizeof(attr)), f"Failed to {what}")
-
-
-MADV_PAGEOUT = 21
-
-
-def madvise(addr: int, length: int, advice: int) -> None:
-    _check(_libc.madvise(c_ulong(addr), c_ulong(length), advice), "madvise failed")
-
-
-def malloc_trim(pad: int = 0) -> None:
-    _libc.malloc_trim(c_ulong(pad))

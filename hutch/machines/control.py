@@ -112,6 +112,9 @@ def start(
             os.dup2(out, 2)
             os.close(null)
             os.close(out)
+            from hutch.linux.fsutil import close_other_fds
+
+            close_other_fds({w})  # whatever our caller let us inherit is not the machine's to hold
             os.set_inheritable(w, True)
             env = dict(os.environ, HUTCH_READY_FD=str(w), HUTCH_CONSOLE_LOG=log)
             argv = [*_self_argv(), *spawn_args(name, extra)]
