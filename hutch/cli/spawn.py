@@ -60,7 +60,11 @@ Networking:
      --private-network      Only a loopback device in the container
   -n --network-veth         A veth pair, ve-NAME and host0, with addresses and a route
      --network-zone=NAME    A veth whose host side joins the bridge vz-NAME
-  -p --port=[tcp:]HOST[:CONTAINER]  Forward a host port to the machine (also from localhost)
+     --network-bridge=BR    A veth whose host side (vb-NAME) joins the host's bridge BR
+     --network-interface=IF[:NAME]  Move the host's interface IF in (back when it stops)
+     --network-veth-extra=HOSTIF[:NAME]  An extra veth pair, no addresses
+     --network-namespace-path=PATH  Join that network namespace instead
+  -p --port=[tcp:|udp:]HOST[:CONTAINER]  Forward a host port to the machine (also from localhost)
      --network-masquerade   NAT the machine's outbound traffic (nftables; hutch's own option)
 Mounts:
      --bind=PATH[:PATH[:OPTS]]     Bind mount from the host ('+PATH': inside the image;

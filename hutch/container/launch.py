@@ -111,6 +111,8 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
             cgroup_setup.join(prep)
     if prep.devices_cgroup:
         cgroups.join(prep.devices_cgroup)
+    if prep.netns_fd >= 0:
+        libc.setns(prep.netns_fd, libc.CLONE_NEWNET)  # --network-namespace-path, before sysfs is mounted
     libc.sethostname(prep.hostname)
     ctx = plan.Context(prep.root)
     plan.execute(prep.outer_ops, ctx)
@@ -154,6 +156,9 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
         flags = libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
         if s.private_network:
             flags |= libc.CLONE_NEWNET
+        elif prep.netns_fd >= 0:
+            # PID 1's user namespace could not join a namespace the host's owns: it inherits ours.
+            libc.setns(prep.netns_fd, libc.CLONE_NEWNET)
         try:
             pid1, pidfd = libc.clone3_fork(flags, cg_fd)
         except OSError:
@@ -171,10 +176,13 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             os._exit(1)
         os.close(go_r)
         cgroup_setup.attach(prep, pid1)
-        if prep.link is not None:
+        if prep.link is not None or prep.net_extra is not None:
             from hutch.container import network
 
-            network.setup_host(prep.link, pid1)
+            if prep.link is not None:
+                network.setup_host(prep.link, pid1)
+            if prep.net_extra is not None:
+                network.setup_extra(prep.net_extra, pid1)
         line = prep.uid_range.map_line()
         for f in ("uid_map", "gid_map"):
             with open(f"/proc/{pid1}/{f}", "w") as m:
@@ -447,10 +455,13 @@ class Supervisor:
                     resumed = False
                 finally:
                     cgroup_setup.remove(prep)
-                    if prep.link is not None:
+                    if prep.link is not None or prep.net_extra is not None:
                         from hutch.container import network
 
-                        network.teardown(prep.link)  # the next boot makes the pair again
+                        if prep.net_extra is not None:
+                            network.teardown_extra(prep.net_extra)
+                        if prep.link is not None:
+                            network.teardown(prep.link)  # the next boot makes the pair again
                 if rc != REBOOT:
                     return rc
                 if not s.quiet:
@@ -602,6 +613,10 @@ class Supervisor:
         pid, pidfd = _spawn(self.prep, status_w, ack_r, (status_r, ack_w))
         self.pid1 = pid
         cgroup_setup.attach(self.prep, pid)  # PID 1 waits for our ack before it execs
+        if self.prep.net_extra is not None:
+            from hutch.container import network
+
+            network.setup_extra(self.prep.net_extra, pid)
         os.close(status_w)
         os.close(ack_r)
         try:
@@ -867,7 +882,7 @@ def cleanup(prep: Prepared) -> None:
     prep.keep_fds = []
     if prep.uid_range is not None:
         prep.uid_range.release()
-    for sock, _ in prep.port_listeners:
+    for sock, _, _ in prep.port_listeners:
         sock.close()
     prep.port_listeners = []
     if prep.link is not None:

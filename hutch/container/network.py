@@ -1,11 +1,15 @@
-"""-n/--network-veth: a veth pair, ve-NAME on the host and host0 in the machine, with addresses.
+"""The machine's network: veth pairs, zones and bridges, interfaces moved in, addresses.
 
-Upstream creates the pair and leaves addressing to systemd-networkd on both sides, so on most hosts the
-machine has no network (its issues #20055, #6546). hutch configures both ends over rtnetlink
-(hutch.linux.rtnl; importing pyroute2 alone cost ~100 ms a start): each machine gets a /30 from a pool
-($HUTCH_NET_POOL, default 10.88.0.0/16) held by a kernel lock under $HUTCH_STATE_DIR/net, the host side
-.1, host0 .2 with a default route through .1. The pair goes with the machine's network namespace;
-the lock with the supervisor.
+-n/--network-veth: a veth pair, ve-NAME on the host and host0 in the machine, with addresses. Upstream
+creates the pair and leaves addressing to systemd-networkd on both sides, so on most hosts the machine
+has no network (its issues #20055, #6546). hutch configures both ends over rtnetlink (hutch.linux.rtnl;
+importing pyroute2 alone cost ~100 ms a start): each machine gets a /30 from a pool ($HUTCH_NET_POOL,
+default 10.88.0.0/16) held by a kernel lock under $HUTCH_STATE_DIR/net, the host side .1, host0 .2
+with a default route through .1; and the /64 of the same index from an IPv6 ULA pool
+($HUTCH_NET6_POOL, default fd68:7574:6368::/48), ::1 and ::2 likewise. A zone (vz-ZONE) has a /24
+and a /64, the bridge .1 and ::1. --network-bridge=BR puts vb-NAME on the host's own bridge BR and
+leaves addressing to BR's network (DHCP, or the guest's configuration). The pair goes with the
+machine's network namespace; the lock with the supervisor.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+import sys
 from typing import Any
 
 from hutch.container.userns import name_hash
 from hutch.errors import SetupError
 
 DEFAULT_POOL = "10.88.0.0/16"
+DEFAULT_ZONE_POOL = "10.89.0.0/16"
+DEFAULT_POOL6 = "fd68:7574:6368::/48"
 IFNAMSIZ = 15
 
 
@@ -35,8 +42,11 @@ class Link:
     __slots__ = (
         "bridge",
         "container_ip",
+        "container_ip6",
         "created",
+        "external",
         "host_ip",
+        "host_ip6",
         "ifname",
         "lock_fd",
         "prefix",
@@ -53,7 +63,13 @@ class Link:
         self.created = False  # only a pair we made is ours to delete
         self.zone = ""  # --network-zone: the host side is a port of the bridge vz-ZONE
         self.bridge = ""
+        self.external = False  # --network-bridge: the host's bridge, not ours to make or remove
         self.state_dir = ""
+        self.host_ip6 = ""  # the /64's ::1 (the zone's bridge's), and ours
+        self.container_ip6 = ""
+
+    def addresses(self) -> list[str]:
+        return [a for a in (self.container_ip, self.container_ip6) if a]
 
     def release(self) -> None:
         if self.lock_fd >= 0:
@@ -71,15 +87,42 @@ def _try_lock(path: str) -> int:
     return fd
 
 
+def _pools() -> tuple[Any, Any, Any]:
+    """The machines' IPv4 pool, the zones' IPv4 pool and the IPv6 pool, checked against each other."""
+    found = []
+    for var, default, version, largest in (
+        ("HUTCH_NET_POOL", DEFAULT_POOL, 4, 30),
+        ("HUTCH_ZONE_POOL", DEFAULT_ZONE_POOL, 4, 24),
+        ("HUTCH_NET6_POOL", DEFAULT_POOL6, 6, 48),
+    ):
+        value = os.environ.get(var) or default
+        try:
+            pool = ipaddress.ip_network(value)
+        except ValueError as e:
+            raise SetupError(f"Invalid address pool {var}={value}: {e}.") from None
+        if pool.version != version or pool.prefixlen > largest:
+            raise SetupError(
+                f"Address pool {var}={value} does not fit.",
+                f"use an IPv{version} network of /{largest} or larger",
+            )
+        found.append(pool)
+    if found[0].overlaps(found[1]):
+        raise SetupError(
+            f"The address pools HUTCH_NET_POOL={found[0]} and HUTCH_ZONE_POOL={found[1]} overlap.",
+            "give machines and zones separate networks",
+        )
+    return found[0], found[1], found[2]
+
+
+def _subnet6(pool6: Any, index: int) -> Any:
+    return ipaddress.ip_network((int(pool6.network_address) + (index << 64), 64))
+
+
 def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
     """A member address in ZONE's /24 ($HUTCH_ZONE_POOL, default 10.89.0.0/16, the /24 chosen from the
-    zone's name): the bridge vz-ZONE has .1, members .2 to .254, each held by a kernel lock."""
-    try:
-        pool = ipaddress.ip_network(os.environ.get("HUTCH_ZONE_POOL") or "10.89.0.0/16")
-    except ValueError as e:
-        raise SetupError(f"Invalid address pool HUTCH_ZONE_POOL: {e}.") from None
-    if pool.version != 4 or pool.prefixlen > 24:
-        raise SetupError(f"Zone pool {pool} is too small.", "use an IPv4 network of /24 or larger")
+    zone's name) and /64: the bridge vz-ZONE has .1 and ::1, members .2 to .254 and ::2 to ::fe, each
+    held by a kernel lock."""
+    _, pool, pool6 = _pools()
     index = name_hash(zone) % (1 << (24 - pool.prefixlen))
     net = ipaddress.ip_network((int(pool.network_address) + index * 256, 24))
     d = os.path.join(state_dir, "net")
@@ -99,6 +142,9 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
             link.zone = zone
             link.bridge = f"vz-{zone}"
             link.state_dir = state_dir
+            net6 = _subnet6(pool6, 0x8000 + index % 0x8000)  # zones: the pool's upper half
+            link.host_ip6 = str(net6.network_address + 1)
+            link.container_ip6 = str(net6.network_address + host)
             return link
     raise SetupError(f"Network zone {zone} is full (253 machines).")
 
@@ -112,13 +158,10 @@ def _zone_mutex(state_dir: str, zone: str) -> int:
 
 
 def allocate(name: str, state_dir: str) -> Link:
-    """A free /30 from the pool, chosen from the machine's name where free, held by a kernel lock."""
-    try:
-        pool = ipaddress.ip_network(os.environ.get("HUTCH_NET_POOL") or DEFAULT_POOL)
-    except ValueError as e:
-        raise SetupError(f"Invalid address pool HUTCH_NET_POOL: {e}.") from None
-    if pool.version != 4 or pool.prefixlen > 30:
-        raise SetupError(f"Address pool {pool} is too small.", "use an IPv4 network of /30 or larger")
+    """A free /30 from the pool, chosen from the machine's name where free, held by a kernel lock, and
+    the /64 of the same index. Subnets holding an address the host already has are passed over."""
+    pool, _, pool6 = _pools()
+    taken = _host_addresses()
     subnets = 1 << (30 - pool.prefixlen)
     d = os.path.join(state_dir, "net")
     os.makedirs(d, 0o700, exist_ok=True)
@@ -126,14 +169,50 @@ def allocate(name: str, state_dir: str) -> Link:
     for i in range(min(subnets, 256)):
         index = (h + i) % subnets
         net = ipaddress.ip_network((int(pool.network_address) + index * 4, 30))
+        if any(a in net for a in taken):
+            continue
         fd = _try_lock(os.path.join(d, f"{net.network_address}.lock"))
         if fd < 0:
             continue
         hosts = list(net.hosts())
-        return Link(host_ifname(name), str(hosts[0]), str(hosts[1]), 30, fd)
+        link = Link(host_ifname(name), str(hosts[0]), str(hosts[1]), 30, fd)
+        net6 = _subnet6(pool6, index % 0x8000)
+        link.host_ip6 = str(net6.network_address + 1)
+        link.container_ip6 = str(net6.network_address + 2)
+        return link
     raise SetupError(
         f"No free subnet in the address pool {pool}.", "stop a machine, or set a larger HUTCH_NET_POOL"
     )
+
+
+def _host_addresses() -> list[Any]:
+    """The IPv4 addresses of this network namespace's interfaces (the kernel's local routes)."""
+    found = []
+    try:
+        with open("/proc/net/fib_trie") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    from itertools import pairwise
+
+    for prev, line in pairwise(lines):
+        if line.strip() == "/32 host LOCAL" and "|--" in prev:
+            found.append(ipaddress.ip_address(prev.split("|--", 1)[1].strip()))
+    return found
+
+
+def allocate_bridge(name: str, bridge: str) -> Link:
+    """--network-bridge=BR: vb-NAME on the host's bridge BR, addressed by BR's network."""
+    from hutch.linux import rtnl
+
+    if not rtnl.index(bridge):
+        raise SetupError(
+            f"Network bridge {bridge} does not exist.", "create it first, or use --network-zone="
+        )
+    link = Link(host_ifname(name, "vb-"), "", "", 0, -1)
+    link.bridge = bridge
+    link.external = True
+    return link
 
 
 def setup_host(link: Link, pid1: int) -> None:
@@ -156,10 +235,13 @@ def setup_host(link: Link, pid1: int) -> None:
             nl.add_veth(link.ifname, "host0", pid1)
             link.created = True
             idx = rtnl.index(link.ifname)
-            if link.zone:
+            if link.external:
+                nl.set_master(idx, rtnl.index(link.bridge))
+            elif link.zone:
                 _join_bridge(nl, link, idx)
             else:
                 nl.add_address(idx, link.host_ip, link.prefix)
+                nl.add_address(idx, link.host_ip6, 64)
             nl.set_up(idx)
     except OSError as e:
         raise SetupError(f"Failed to set up {link.ifname}: {e.strerror or e}.") from None
@@ -176,6 +258,7 @@ def _join_bridge(nl: Any, link: Link, idx: int) -> None:
             nl.add_bridge(link.bridge)
             br = rtnl.index(link.bridge)
             nl.add_address(br, link.host_ip, link.prefix)
+            nl.add_address(br, link.host_ip6, 64)
             nl.set_up(br)
         nl.set_master(idx, br)
     finally:
@@ -216,6 +299,28 @@ def leave_zone(link: Link) -> None:
         os.close(mutex)
 
 
+def gc_zone(state_dir: str, zone: str) -> None:
+    """Remove ZONE's bridge if no machine holds an address in it: the last member's supervisor was
+    killed before it could (called when its registry entry is found stale)."""
+    from hutch.linux import rtnl
+
+    if not os.path.isdir(os.path.join(state_dir, "net")):
+        return
+    probe = Link("", "", "", 0, -1)
+    probe.zone, probe.bridge, probe.state_dir = zone, f"vz-{zone}", state_dir
+    probe.container_ip = "0.0.0.0"  # no lock of ours to skip
+    mutex = _zone_mutex(state_dir, zone)
+    try:
+        br = rtnl.index(probe.bridge)
+        if br and not _other_members(probe):
+            with rtnl.Netlink() as nl:
+                nl.delete(br)
+    except OSError:
+        pass
+    finally:
+        os.close(mutex)
+
+
 def setup_inside(link: Link) -> None:
     """In the machine's network namespace: lo and host0 up, host0's address, the default route."""
     from hutch.linux import rtnl
@@ -224,9 +329,13 @@ def setup_inside(link: Link) -> None:
         with rtnl.Netlink() as nl:
             nl.set_up(rtnl.index("lo"))
             idx = rtnl.index("host0")
-            nl.add_address(idx, link.container_ip, link.prefix)
+            if not link.external:
+                nl.add_address(idx, link.container_ip, link.prefix)
+                nl.add_address(idx, link.container_ip6, 64)
             nl.set_up(idx)
-            nl.add_default_route(link.host_ip)
+            if not link.external:
+                nl.add_default_route(link.host_ip)
+                nl.add_default_route(link.host_ip6)
     except OSError as e:
         raise SetupError(f"Failed to configure host0 in the machine: {e.strerror or e}.") from None
 
@@ -293,3 +402,108 @@ def unmasquerade(name: str) -> None:
                 ["nft", "delete", "rule", "inet", "hutch", "postrouting", "handle", handle],
                 capture_output=True,
             )
+
+
+class Extra:
+    """--network-interface and --network-veth-extra: what else goes into the machine's namespace. The
+    supervisor holds that namespace (netns_fd) so that, once PID 1 is gone, the interfaces can still be
+    moved back: the kernel would return a physical one by itself but destroy a virtual one."""
+
+    __slots__ = ("interfaces", "moved", "netns_fd", "veth_extra")
+
+    def __init__(self, interfaces: list[tuple[str, str]], veth_extra: list[tuple[str, str]]) -> None:
+        self.interfaces = interfaces
+        self.veth_extra = veth_extra
+        self.moved: list[tuple[str, str]] = []
+        self.netns_fd = -1
+
+
+def check_extra(interfaces: list[tuple[str, str]], veth_extra: list[tuple[str, str]]) -> Extra:
+    """Refuse before anything is made: an interface that is not there, a name twice, or an extra
+    pair's host name already taken."""
+    from hutch.linux import rtnl
+
+    inner = [i for _, i in interfaces] + [i for _, i in veth_extra]
+    for n in ("host0", *inner):
+        if inner.count(n) > 1:
+            raise SetupError(f"Network interface name {n} is given twice inside the machine.")
+    seen: list[str] = []
+    for outer, _ in interfaces:
+        if outer in seen:
+            raise SetupError(f"Network interface {outer} is given twice.")
+        seen.append(outer)
+        if not rtnl.index(outer):
+            raise SetupError(f"Network interface {outer} does not exist.", "see 'ip link'")
+    for outer, _ in veth_extra:
+        if rtnl.index(outer):
+            raise SetupError(
+                f"Network interface {outer} already exists.", "pick another name for the extra pair"
+            )
+    return Extra(interfaces, veth_extra)
+
+
+def setup_extra(extra: Extra, pid1: int) -> None:
+    """In the host's namespace: move the interfaces into PID 1's, renamed; make the extra pairs."""
+    from hutch.linux import rtnl
+
+    extra.netns_fd = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with rtnl.Netlink() as nl:
+            for outer, inner in extra.interfaces:
+                nl.move(rtnl.index(outer), inner, netns_pid=pid1)
+                extra.moved.append((outer, inner))
+            for outer, inner in extra.veth_extra:
+                nl.add_veth(outer, inner, pid1)
+                nl.set_up(rtnl.index(outer))
+    except OSError as e:
+        raise SetupError(f"Failed to set up the machine's network interfaces: {e.strerror or e}.") from None
+
+
+def teardown_extra(extra: Extra) -> None:
+    """Once PID 1 is gone: the moved interfaces back to the host under their own names. Extra pairs
+    go with the namespace, which we let go of last."""
+    if extra.netns_fd < 0:
+        return
+    from hutch.linux import libc, rtnl
+
+    if extra.moved:
+        host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            libc.setns(extra.netns_fd, libc.CLONE_NEWNET)
+            try:
+                nl = rtnl.Netlink()  # bound to the machine's namespace for good
+                found = [(rtnl.index(inner), outer) for outer, inner in extra.moved]
+            finally:
+                libc.setns(host, libc.CLONE_NEWNET)
+            with nl:
+                for idx, outer in found:
+                    try:
+                        if idx:
+                            nl.move(idx, outer, netns_fd=host)
+                    except OSError as e:
+                        print(
+                            f"hutch: Failed to move {outer} back to the host: {e.strerror}", file=sys.stderr
+                        )
+        finally:
+            os.close(host)
+        extra.moved = []
+    os.close(extra.netns_fd)
+    extra.netns_fd = -1
+
+
+def open_netns(path: str) -> int:
+    """--network-namespace-path: an fd of that network namespace, checked to be one."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SetupError(f"Failed to open network namespace {path}: {e.strerror}.") from None
+    try:
+        kind = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE
+    except OSError:
+        kind = 0
+    if kind != 0x40000000:  # CLONE_NEWNET
+        os.close(fd)
+        raise SetupError(f"{path} is not a network namespace.", "give a file like /run/netns/NAME")
+    return fd

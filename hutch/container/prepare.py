@@ -70,6 +70,8 @@ class Prepared:
         self.cgroup_scope: str | None = None
         self.supervisor_cgroup: str | None = None
         self.link: Any = None  # -n: the veth pair's names and addresses (hutch.container.network)
+        self.net_extra: Any = None  # --network-interface, --network-veth-extra (network.Extra)
+        self.netns_fd = -1  # --network-namespace-path
         self.port_listeners: list[Any] = []  # -p: listening sockets, bound before the machine starts
         self.relay_pid = -1
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
@@ -296,15 +298,7 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
 
     prep.env = _environment(prep, console)
     prep.state_dir = paths.state_dir
-    if s.network_veth:
-        if prep.uid_range is None:
-            raise UsageError("--network-veth needs a user namespace here.", "drop --private-users=no")
-        from hutch.container import network
-
-        if s.network_zone:
-            prep.link = network.allocate_zone(prep.name, s.network_zone, paths.state_dir)
-        else:
-            prep.link = network.allocate(prep.name, paths.state_dir)
+    _network(prep, paths)
     if s.network_masquerade and not s.network_veth:
         raise UsageError("--network-masquerade needs a veth: add -n or --network-zone=.")
     if s.ports:
@@ -364,6 +358,38 @@ def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
         old = owner if owner % userns.RANGE == 0 and owner >= userns.RANGE else 0
         userns.chown_tree(prep.image, rng.base, old)
     prep.ownership = own
+
+
+def _network(prep: Prepared, paths: Paths) -> None:
+    s = prep.settings
+    if s.network_namespace_path:
+        if s.private_network or s.network_interfaces or s.network_veth_extra:
+            raise UsageError(
+                "--network-namespace-path= cannot be combined with other network options.",
+                "the machine joins that namespace as it is",
+            )
+        from hutch.container import network
+
+        prep.netns_fd = network.open_netns(s.network_namespace_path)
+        prep.keep_fds.append(prep.netns_fd)
+        return
+    if s.network_bridge and s.network_zone:
+        raise UsageError("--network-bridge= and --network-zone= are mutually exclusive.")
+    if s.network_interfaces or s.network_veth_extra:
+        from hutch.container import network
+
+        prep.net_extra = network.check_extra(s.network_interfaces, s.network_veth_extra)
+    if s.network_veth:
+        if prep.uid_range is None:
+            raise UsageError("--network-veth needs a user namespace here.", "drop --private-users=no")
+        from hutch.container import network
+
+        if s.network_bridge:
+            prep.link = network.allocate_bridge(prep.name, s.network_bridge)
+        elif s.network_zone:
+            prep.link = network.allocate_zone(prep.name, s.network_zone, paths.state_dir)
+        else:
+            prep.link = network.allocate(prep.name, paths.state_dir)
 
 
 def _security(prep: Prepared, paths: Paths) -> None:
@@ -427,18 +453,59 @@ def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
         return []
     if mode == "auto":
         if s.private_network:
+            if s.network_veth and not s.network_bridge:
+                return _routed_resolv_conf()
             return []
         stub = RESOLV_SOURCES["stub"]
         source = (
             stub
             if os.path.exists("/run/systemd/resolve/io.systemd.Resolve") and os.path.exists(stub)
-            else RESOLV_SOURCES["host"]
+            else _host_resolv()
         )
         return _file_op("/etc/resolv.conf", source, "bind" if read_only else "copy", "resolv.conf")
     if mode == "delete":
         return [Unlink("/etc/resolv.conf")]
     how, _, which = mode.partition("-")
     return _file_op("/etc/resolv.conf", RESOLV_SOURCES[which], how, "resolv.conf")
+
+
+def _routed_resolv_conf() -> list[Op]:
+    """A machine on a veth hutch addressed reaches the host's nameservers through its default route,
+    except the host's loopback ones (systemd-resolved's 127.0.0.53 stub, a local dnsmasq): those are
+    dropped, and resolved's uplink servers used where it runs. Upstream leaves the file to networkd."""
+    import ipaddress
+
+    resolved = os.path.exists("/run/systemd/resolve/io.systemd.Resolve")
+    source = (
+        RESOLV_SOURCES["uplink"] if resolved and os.path.exists(RESOLV_SOURCES["uplink"]) else _host_resolv()
+    )
+    data = _read_host(source)
+    if data is None:
+        return []
+    kept = []
+    servers = 0
+    for line in data.decode(errors="replace").splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1:
+            try:
+                if ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
+                    continue
+            except ValueError:
+                continue
+            servers += 1
+        kept.append(line)
+    if not servers:
+        return []  # nothing the machine could reach: its own file stays
+    text = "\n".join(kept) + "\n"
+    return [
+        WriteFile(
+            "/etc/resolv.conf", text.encode(), 0o644, replace=False, label=f"resolv.conf from {source}"
+        )
+    ]
+
+
+def _host_resolv() -> str:
+    return os.environ.get("HUTCH_HOST_RESOLV_CONF") or RESOLV_SOURCES["host"]
 
 
 def _file_op(dest: str, source: str, how: str, label: str) -> list[Op]:

@@ -16,12 +16,13 @@ NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 1, 4, 0x200, 0x400
 NLMSG_ERROR = 2
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID = 3, 10, 18, 19
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_NET_NS_FD = 3, 10, 18, 19, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
 IFF_UP = 1
-AF_INET = 2
+AF_INET, AF_INET6 = 2, 10
+IFA_F_NODAD = 0x02  # usable at once: no duplicate address detection on a link only we are on
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -92,18 +93,32 @@ class Netlink:
         self.request(RTM_DELLINK, 0, _ifinfo(ifindex), "Failed to delete an interface")
 
     def add_address(self, ifindex: int, address: str, prefixlen: int) -> None:
-        raw = _socket.inet_aton(address)
-        body = struct.pack("=BBBBI", AF_INET, prefixlen, 0, 0, ifindex)
+        family = AF_INET6 if ":" in address else AF_INET
+        raw = _socket.inet_pton(family, address)
+        flags = IFA_F_NODAD if family == AF_INET6 else 0
+        body = struct.pack("=BBBBI", family, prefixlen, flags, 0, ifindex)
         body += _attr(IFA_LOCAL, raw) + _attr(IFA_ADDRESS, raw)
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to add {address}/{prefixlen}")
 
     def add_default_route(self, gateway: str) -> None:
+        family = AF_INET6 if ":" in gateway else AF_INET
         # family, dst_len, src_len, tos, table main, protocol boot, scope universe, type unicast, flags
-        body = struct.pack("=BBBBBBBBI", AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
-        body += _attr(RTA_GATEWAY, _socket.inet_aton(gateway))
+        body = struct.pack("=BBBBBBBBI", family, 0, 0, 0, 254, 3, 0, 1, 0)
+        body += _attr(RTA_GATEWAY, _socket.inet_pton(family, gateway))
         self.request(
             RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to add a default route via {gateway}"
         )
+
+    def move(self, ifindex: int, name: str, *, netns_pid: int = 0, netns_fd: int = -1) -> None:
+        """Move the interface into another network namespace (a process's, or one held by an fd),
+        renamed to NAME there."""
+        target = (
+            _attr(IFLA_NET_NS_FD, struct.pack("=I", netns_fd))
+            if netns_fd >= 0
+            else _attr(IFLA_NET_NS_PID, struct.pack("=I", netns_pid))
+        )
+        body = _ifinfo(ifindex) + target + _attr(IFLA_IFNAME, name.encode() + b"\0")
+        self.request(RTM_NEWLINK, 0, body, f"Failed to move network interface {name}")
 
     def add_bridge(self, name: str) -> None:
         body = (

@@ -146,8 +146,14 @@ def _reap(path: str) -> None:
         with open(path) as f:
             entry = json.load(f)
         cgroup = str(entry.get("scope") or entry.get("cgroup") or "")
+        zone = str(entry.get("zone") or "")
     except (OSError, ValueError):
-        cgroup = ""
+        cgroup = zone = ""
+    if zone:
+        # Its supervisor could not take the zone's bridge with it if it was the last member.
+        from hutch.container import network
+
+        network.gc_zone(os.path.dirname(os.path.dirname(path)), zone)
     if cgroup and "/machine.slice/machine-" in cgroup:
         from hutch.linux import cgroups
 

@@ -397,13 +397,57 @@ def _port(s: Settings, v: str) -> None:
         spec = rest
     else:
         proto, spec = "tcp", v
-    if proto != "tcp":
-        raise UsageError(f"Unsupported port protocol in --port={v}", "only tcp is forwarded so far")
     host, _, inner = spec.partition(":")
     inner = inner or host
     if not (host.isdigit() and inner.isdigit() and 0 < int(host) < 65536 and 0 < int(inner) < 65536):
-        raise UsageError(f"Invalid --port={v}", "use [tcp:]HOSTPORT[:CONTAINERPORT], ports 1-65535")
+        raise UsageError(f"Invalid --port={v}", "use [tcp:|udp:]HOSTPORT[:CONTAINERPORT], ports 1-65535")
     s.ports.append((proto, int(host), int(inner)))
+
+
+def valid_ifname(name: str) -> bool:
+    """The kernel's rule (dev_valid_name): 1-15 bytes, not . or .., no '/', ':' or whitespace."""
+    return (
+        0 < len(name.encode()) <= 15
+        and name not in (".", "..")
+        and not any(c in "/:" or c.isspace() for c in name)
+    )
+
+
+def _ifname_pair(option: str, v: str) -> tuple[str, str]:
+    outer, _, inner = v.partition(":")
+    inner = inner or outer
+    for n in (outer, inner):
+        if not valid_ifname(n):
+            raise UsageError(
+                f"Invalid network interface name in {option}={v}", "1-15 characters, no '/', ':' or spaces"
+            )
+    return outer, inner
+
+
+def _network_bridge(s: Settings, v: str) -> None:
+    if not valid_ifname(v):
+        raise UsageError(
+            f"Invalid bridge name in --network-bridge={v}", "1-15 characters, no '/', ':' or spaces"
+        )
+    s.network_bridge = v
+    s.network_veth = True
+    s.private_network = True
+
+
+def _network_interface(s: Settings, v: str) -> None:
+    s.network_interfaces.append(_ifname_pair("--network-interface", v))
+    s.private_network = True
+
+
+def _network_veth_extra(s: Settings, v: str) -> None:
+    s.network_veth_extra.append(_ifname_pair("--network-veth-extra", v))
+    s.private_network = True
+
+
+def _network_namespace_path(s: Settings, v: str) -> None:
+    if not v.startswith("/"):
+        raise UsageError(f"--network-namespace-path={v} is not an absolute path")
+    s.network_namespace_path = v
 
 
 def _property(s: Settings, v: str) -> None:
@@ -534,6 +578,10 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "private-network": (False, False, _flag("private_network")),
     "network-veth": (False, False, _network_veth),
     "network-zone": (True, False, _network_zone),
+    "network-bridge": (True, False, _network_bridge),
+    "network-interface": (True, False, _network_interface),
+    "network-veth-extra": (True, False, _network_veth_extra),
+    "network-namespace-path": (True, False, _network_namespace_path),
     "port": (True, False, _port),
     "network-masquerade": (False, False, _flag("network_masquerade")),
     "console": (True, False, _console),

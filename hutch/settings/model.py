@@ -93,8 +93,12 @@ class Settings:
         "inaccessible",
         "kill_signal",
         "machine",
+        "network_bridge",
+        "network_interfaces",
         "network_masquerade",
+        "network_namespace_path",
         "network_veth",
+        "network_veth_extra",
         "network_zone",
         "no_new_privileges",
         "oom_score_adjust",
@@ -149,7 +153,11 @@ class Settings:
         self.private_network = False
         self.network_veth = False  # -n: implies private_network
         self.network_zone = ""  # --network-zone=Z: a veth on the bridge vz-Z
+        self.network_bridge = ""  # --network-bridge=BR: the veth's host side (vb-NAME) on BR
         self.network_masquerade = False  # hutch's --network-masquerade: NAT for outbound traffic
+        self.network_namespace_path = ""  # --network-namespace-path: join that network namespace
+        self.network_interfaces: list[tuple[str, str]] = []  # --network-interface=IF[:NEW], moved in
+        self.network_veth_extra: list[tuple[str, str]] = []  # --network-veth-extra=HOST[:INNER]
         self.ports: list[tuple[str, int, int]] = []  # -p: (protocol, host port, container port)
         self.console: str | None = None  # None: interactive on a terminal, read-only otherwise
         self.command: list[str] = []

@@ -53,6 +53,12 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "PrivateUsersOwnership": ("Files", "private-users-ownership", "value"),
     "PrivateUsersChown": ("Files", "private-users-chown", "flag"),
     "Private": ("Network", "private-network", "flag"),
+    "VirtualEthernet": ("Network", "network-veth", "flag"),
+    "VirtualEthernetExtra": ("Network", "network-veth-extra", "list"),
+    "Interface": ("Network", "network-interface", "list"),
+    "Bridge": ("Network", "network-bridge", "value"),
+    "Zone": ("Network", "network-zone", "value"),
+    "Port": ("Network", "port", "value"),
 }
 LIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC", "MEMLOCK", "LOCKS",
           "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME")  # fmt: skip
@@ -60,6 +66,7 @@ LIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC
 PRIVILEGED = {
     "Capability", "AmbientCapability", "Bind", "BindReadOnly", "TemporaryFileSystem", "Overlay",
     "OverlayReadOnly", "PrivateUsersOwnership", "PrivateUsersChown", "SystemCallFilter", "OOMScoreAdjust",
+    "VirtualEthernetExtra", "Interface", "Bridge", "Port",
     *(f"Limit{x}" for x in LIMITS),
 }  # fmt: skip
 # Without a user namespace the container is no security boundary: an untrusted file cannot ask for that.

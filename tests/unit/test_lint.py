@@ -41,3 +41,20 @@ def test_spawn_start_path_imports_stay_small() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"start-up path imports heavy modules: {r.stdout}"
+
+
+def test_slim_monitor_loads_nothing_else_of_hutch() -> None:
+    """The monitor that supervises a started machine for its whole life imports one module of hutch's
+    and no heavy library: what it loads stays resident (see hutch.container.monitor)."""
+    code = (
+        "import sys; before=set(sys.modules); import hutch.container.monitor; "
+        "new=sorted(m for m in set(sys.modules)-before if m.startswith('hutch') or m in "
+        "('json','re','enum','typing','socket','subprocess','pickle','ctypes')); print(','.join(new))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {code}"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "hutch,hutch.container,hutch.container.monitor"
