@@ -274,7 +274,9 @@ def test_udp_and_tcp_forwards_from_localhost_and_a_second_namespace(busybox: Pat
         host_side = f"ip link add to-peer type veth peer name from-host netns {ns} && "
         host_side += "ip addr add 198.51.100.1/24 dev to-peer && ip link set to-peer up"
         subprocess.run(["sh", "-c", host_side], check=True)
-        peer_side = "ip addr add 198.51.100.2/24 dev from-host && ip link set from-host up && ip link set lo up"
+        peer_side = (
+            "ip addr add 198.51.100.2/24 dev from-host && ip link set from-host up && ip link set lo up"
+        )
         subprocess.run(["nsenter", f"--net={ns}", "sh", "-c", peer_side], check=True)
 
         def udp(host: str) -> bytes:
@@ -402,8 +404,8 @@ def test_network_bad_input(busybox: Path, hutch_env: Path, tmp_path: Path) -> No
         r = run("spawn", "-q", *args, "-D", str(busybox), "/bin/true")
         assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = run("spawn", "-q", "-n", "-D", str(busybox), "/bin/true",
-            env=dict(os.environ, HUTCH_NET_POOL="10.89.0.0/16", HUTCH_ZONE_POOL="10.89.128.0/17"))  # fmt: skip
+    pools = dict(os.environ, HUTCH_NET_POOL="10.89.0.0/16", HUTCH_ZONE_POOL="10.89.128.0/17")
+    r = run("spawn", "-q", "-n", "-D", str(busybox), "/bin/true", env=pools)
     assert r.returncode != 0 and "overlap" in r.stderr
     assert links() == before  # nothing half-made
     # A pool subnet the host already uses is passed over.
@@ -412,8 +414,9 @@ def test_network_bad_input(busybox: Path, hutch_env: Path, tmp_path: Path) -> No
         check=True,
     )
     try:
-        r = run("spawn", "-q", "-n", "--read-only", "-D", str(busybox), "/bin/sh", "-c", "ip -4 -o addr show host0",
-                env=dict(os.environ, HUTCH_NET_POOL="10.66.0.0/29"))  # fmt: skip
+        small = dict(os.environ, HUTCH_NET_POOL="10.66.0.0/29")
+        cmd = ["/bin/sh", "-c", "ip -4 -o addr show host0"]
+        r = run("spawn", "-q", "-n", "--read-only", "-D", str(busybox), *cmd, env=small)
         assert r.returncode == 0 and "10.66.0.6/30" in r.stdout, r.stdout + r.stderr
     finally:
         subprocess.run(["ip", "link", "del", "used0"], check=True)
