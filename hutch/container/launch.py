@@ -497,12 +497,14 @@ class Supervisor:
 
                 network.unmasquerade(self.name)
                 self.masqueraded = False
-            if prep.relay_pid > 0:
-                try:
-                    os.kill(prep.relay_pid, 9)
-                except ProcessLookupError:
-                    pass
-                prep.relay_pid = -1
+            for helper in ("relay_pid", "dhcp_pid"):
+                pid = getattr(prep, helper)
+                if pid > 0:
+                    try:
+                        os.kill(pid, 9)
+                    except ProcessLookupError:
+                        pass
+                    setattr(prep, helper, -1)
         return self._result()
 
     def _start_once(self) -> None:
@@ -528,6 +530,18 @@ class Supervisor:
             from hutch.container import ports
 
             prep.relay_pid = ports.start_relay(prep.port_listeners, prep.link.container_ip)
+        link = prep.link
+        if link is not None and not link.external and link.mac:
+            from hutch.container import dhcp
+
+            lease = dhcp.Lease(link.mac, link.container_ip, link.host_ip, link.prefix, prep.dns)
+            try:
+                prep.dhcp_pid = dhcp.start(link.bridge or link.ifname, lease)
+            except OSError as e:
+                # hutch configured host0 already: only a guest's own DHCP client misses this.
+                print(
+                    f"hutch: No DHCP server on {link.bridge or link.ifname}: {e.strerror}", file=sys.stderr
+                )
         self._register()
         # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on this
         # process may supervise for months.

@@ -49,6 +49,7 @@ class Link:
         "host_ip6",
         "ifname",
         "lock_fd",
+        "mac",
         "prefix",
         "state_dir",
         "zone",
@@ -67,6 +68,7 @@ class Link:
         self.state_dir = ""
         self.host_ip6 = ""  # the /64's ::1 (the zone's bridge's), and ours
         self.container_ip6 = ""
+        self.mac = b""  # host0's, for the DHCP server (hutch.container.dhcp)
 
     def addresses(self) -> list[str]:
         return [a for a in (self.container_ip, self.container_ip6) if a]
@@ -329,6 +331,7 @@ def setup_inside(link: Link) -> None:
         with rtnl.Netlink() as nl:
             nl.set_up(rtnl.index("lo"))
             idx = rtnl.index("host0")
+            link.mac = rtnl.hwaddr("host0")
             if not link.external:
                 nl.add_address(idx, link.container_ip, link.prefix)
                 nl.add_address(idx, link.container_ip6, 64)

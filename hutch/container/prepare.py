@@ -74,6 +74,8 @@ class Prepared:
         self.netns_fd = -1  # --network-namespace-path
         self.port_listeners: list[Any] = []  # -p: listening sockets, bound before the machine starts
         self.relay_pid = -1
+        self.dhcp_pid = -1  # -n: the machine's DHCP server (hutch.container.dhcp)
+        self.dns: list[str] = []  # the IPv4 nameservers given to the machine, for DHCP
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1
@@ -454,7 +456,7 @@ def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
     if mode == "auto":
         if s.private_network:
             if s.network_veth and not s.network_bridge:
-                return _routed_resolv_conf()
+                return _routed_resolv_conf(prep)
             return []
         stub = RESOLV_SOURCES["stub"]
         source = (
@@ -469,7 +471,7 @@ def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
     return _file_op("/etc/resolv.conf", RESOLV_SOURCES[which], how, "resolv.conf")
 
 
-def _routed_resolv_conf() -> list[Op]:
+def _routed_resolv_conf(prep: Prepared) -> list[Op]:
     """A machine on a veth hutch addressed reaches the host's nameservers through its default route,
     except the host's loopback ones (systemd-resolved's 127.0.0.53 stub, a local dnsmasq): those are
     dropped, and resolved's uplink servers used where it runs. Upstream leaves the file to networkd."""
@@ -488,10 +490,13 @@ def _routed_resolv_conf() -> list[Op]:
         words = line.split()
         if words[:1] == ["nameserver"] and len(words) > 1:
             try:
-                if ipaddress.ip_address(words[1].split("%")[0]).is_loopback:
-                    continue
+                ip = ipaddress.ip_address(words[1].split("%")[0])
             except ValueError:
                 continue
+            if ip.is_loopback:
+                continue
+            if ip.version == 4:
+                prep.dns.append(str(ip))
             servers += 1
         kept.append(line)
     if not servers:

@@ -42,6 +42,18 @@ def index(name: str) -> int:
         return 0
 
 
+def hwaddr(name: str) -> bytes:
+    """The interface's MAC address (SIOCGIFHWADDR)."""
+    import fcntl
+
+    s = _socket.socket(AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        raw = fcntl.ioctl(s.fileno(), 0x8927, struct.pack("256s", name.encode()))
+    finally:
+        s.close()
+    return bytes(raw[18:24])
+
+
 class Netlink:
     def __init__(self) -> None:
         self.sock = _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE)

@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,6 +239,17 @@ def test_debian_machine_reports_ready_and_powers_off(debian: Path, hutch_env: Pa
     assert time.monotonic() - start < 60
     r = run("shell", "deb", "systemctl", "is-system-running")
     assert r.stdout.strip() in ("running", "degraded"), r.stdout + r.stderr
+    # A guest that runs systemd-networkd (DHCP on host0, its 80-container-host0.network) keeps the
+    # address hutch gave it: hutch's DHCP server answers with that one.
+    addr = str(m["addresses"][0])  # type: ignore[index]
+    run("shell", "deb", "systemctl", "start", "systemd-networkd", check=True)
+
+    def leased() -> bool:
+        out = run("shell", "deb", "networkctl", "status", "host0", "--no-pager").stdout
+        return f"{addr} (DHCP4" in out
+
+    wait_for(leased, timeout=30)
+    assert subprocess.run(["busybox", "ping", "-c1", "-W2", addr], capture_output=True).returncode == 0
     r = run("shell", "deb", "/bin/sh", "-c", "echo out; echo err >&2; exit 42")
     assert (r.returncode, r.stdout, r.stderr) == (42, "out\n", "err\n")
     # Under limits, systemd still manages a tree of its own, and sees only that one.

@@ -435,3 +435,37 @@ def test_zone_bridge_of_a_killed_last_member_is_collected(busybox: Path, hutch_e
     assert "vz-zk" in links()
     run("list", check=True)  # the next command finds the entry stale, and the zone empty
     assert "vz-zk" not in links()
+
+
+def test_guest_dhcp_client_gets_the_machines_address(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
+    """A guest's own DHCP client (busybox udhcpc) is answered with the address hutch gave host0, its
+    router and the nameservers of its resolv.conf; in a zone, each member gets its own."""
+    import os
+
+    script = busybox / "udhcpc.sh"
+    script.write_text('#!/bin/sh\necho "$1 ip=$ip subnet=$subnet router=$router dns=$dns"\n')
+    script.chmod(0o755)
+    host_resolv = tmp_path / "resolv.conf"
+    host_resolv.write_text("nameserver 127.0.0.53\nnameserver 192.0.2.53\n")
+    env = dict(os.environ, HUTCH_HOST_RESOLV_CONF=str(host_resolv))
+    dhcp = "ip -4 -o addr show host0; udhcpc -i host0 -f -q -n -t 3 -s /udhcpc.sh"
+    r = run("spawn", "-q", "-n", "-D", str(busybox), "/bin/sh", "-c", dhcp, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    configured = r.stdout.split()[3].split("/")[0]
+    (bound,) = [line for line in r.stdout.splitlines() if line.startswith("bound ")]
+    gw = configured.rsplit(".", 1)[0] + "." + str(int(configured.rsplit(".", 1)[1]) - 1)
+    assert bound == f"bound ip={configured} subnet=255.255.255.252 router={gw} dns=192.0.2.53"
+    # Two zone members on one bridge: each server answers its own machine only.
+    argv = [HUTCH, "spawn", "-q", "-M", "da", "--network-zone=zd", "--read-only", "-D", str(busybox)]
+    a = subprocess.Popen([*argv, "/bin/sh", "-c", "sleep 6"])
+    try:
+        wait_for(lambda: "vb-da" in links())
+        r = run("spawn", "-q", "-M", "db", "--network-zone=zd", "--read-only", "-D", str(busybox),
+                "/bin/sh", "-c", dhcp, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        mine = r.stdout.split()[3].split("/")[0]
+        (bound,) = [line for line in r.stdout.splitlines() if line.startswith("bound ")]
+        assert bound.startswith(f"bound ip={mine} subnet=255.255.255.0 router=10.89.")
+    finally:
+        a.terminate()
+        a.wait()
