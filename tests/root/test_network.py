@@ -57,11 +57,28 @@ def test_veth_addresses_ping_and_tcp(busybox: Path, hutch_env: Path) -> None:
 
 
 def test_cycles_leave_no_interface(busybox: Path) -> None:
-    for _ in range(50):
-        r = run("spawn", "-q", "-n", "-D", str(busybox), "/bin/true")
+    """50 start/stop cycles: veths with masquerading, port forwards and DHCP servers, and zone members.
+    Nothing of them may be left: interface, bridge, address, nftables rule, port or helper process."""
+    import socket
+
+    for i in range(50):
+        if i % 2:
+            args = ["--network-zone=cz"]
+        else:
+            args = ["-n", "--network-masquerade", "-p", "9100:80", "-p", "udp:9100:53"]
+        r = run("spawn", "-q", *args, "--read-only", "-D", str(busybox), "/bin/true")
         assert r.returncode == 0, r.stderr
-    assert " ve-" not in links()
-    assert "10.88." not in subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    out = links()
+    assert " ve-" not in out and " vb-" not in out and " vz-" not in out
+    addrs = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    assert "10.88." not in addrs and "10.89." not in addrs and "fd68:" not in addrs
+    rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    assert "hutch:" not in rules and "masquerade" not in rules
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET6, kind) as sk:
+            sk.bind(("::", 9100))
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(busybox) not in ps  # no supervisor, relay or DHCP server left
 
 
 def test_long_names_and_bad_input(busybox: Path, hutch_env: Path) -> None:
