@@ -281,15 +281,16 @@ def _other_members(link: Link) -> bool:
     return False
 
 
-def leave_zone(link: Link) -> None:
-    """At stop: our port off the bridge now, and the bridge gone with its last member."""
+def leave_zone(link: Link, delete_port: bool = False) -> None:
+    """At stop: the bridge gone with its last member. Our port goes with the machine's namespace, or
+    now (DELETE_PORT) for a reboot, which makes it again."""
     from hutch.linux import rtnl
 
     mutex = _zone_mutex(link.state_dir, link.zone)
     try:
         with rtnl.Netlink() as nl:
             idx = rtnl.index(link.ifname)
-            if idx and link.created:
+            if idx and link.created and delete_port:
                 nl.delete(idx)
             link.created = False
             br = rtnl.index(link.bridge)
@@ -347,7 +348,7 @@ def teardown(link: Link) -> None:
     """Delete the pair now, for a reboot: the kernel would too, but only once the machine's network
     namespace is freed, asynchronously."""
     if link.zone:
-        leave_zone(link)
+        leave_zone(link, delete_port=True)
         return
     if not link.created:
         return
