@@ -501,14 +501,15 @@ class Supervisor:
 
                 network.unmasquerade(self.name)
                 self.masqueraded = False
-            for helper in ("relay_pid", "dhcp_pid"):
-                pid = getattr(prep, helper)
-                if pid > 0:
-                    try:
-                        os.kill(pid, 9)
-                    except ProcessLookupError:
-                        pass
-                    setattr(prep, helper, -1)
+            if prep.relay_pid > 0:
+                try:
+                    os.kill(prep.relay_pid, 9)
+                except ProcessLookupError:
+                    pass
+                prep.relay_pid = -1
+            if prep.dhcp_sock is not None:
+                prep.dhcp_sock.close()
+                prep.dhcp_sock = None
         return self._result()
 
     def _start_once(self) -> None:
@@ -538,9 +539,9 @@ class Supervisor:
         if link is not None and not link.external and link.mac:
             from hutch.container import dhcp
 
-            lease = dhcp.Lease(link.mac, link.container_ip, link.host_ip, link.prefix, prep.dns)
+            prep.lease = dhcp.Lease(link.mac, link.container_ip, link.host_ip, link.prefix, prep.dns)
             try:
-                prep.dhcp_pid = dhcp.start(link.bridge or link.ifname, lease)
+                prep.dhcp_sock = dhcp.open_socket(link.bridge or link.ifname)
             except OSError as e:
                 # hutch configured host0 already: only a guest's own DHCP client misses this.
                 print(
@@ -602,6 +603,7 @@ class Supervisor:
                 "pid1": self.pid1,
                 "master": self.handoff[0],
                 "notify": self.prep.notify_fd,
+                "dhcp": _lease_args(self.prep),
                 "kill_signal": self.prep.kill_signal,
                 "kill_sent": self.kill_sent,
                 "log": {
@@ -675,6 +677,9 @@ class Supervisor:
         notify = self.prep.notify_fd
         if notify >= 0:
             poller.register(notify, select.POLLIN)
+        dhcp_fd = self.prep.dhcp_sock.fileno() if self.prep.dhcp_sock is not None else -1
+        if dhcp_fd >= 0:
+            poller.register(dhcp_fd, select.POLLIN)
         out = self.out.write if self.out is not None else (lambda data: console.write_all(1, data))
         interactive = mode == "interactive" and master >= 0
         if master >= 0 and mode in ("interactive", "read-only"):
@@ -719,6 +724,10 @@ class Supervisor:
                         status_open = False
                         if notify < 0 and not self.errors:
                             self._ready()  # PID 1 exec'd, and no READY=1 is coming
+                elif fd == dhcp_fd:
+                    from hutch.container import dhcp
+
+                    dhcp.answer(self.prep.dhcp_sock, self.prep.lease)
                 elif fd == notify:
                     try:
                         msg = os.read(notify, 4096)
@@ -808,6 +817,20 @@ class Supervisor:
         if not quiet:
             print(f"Container {self.name} terminated by signal {signal_name(signo)}.", file=sys.stderr)
         return 1
+
+
+def _lease_args(prep: Prepared) -> dict[str, Any] | None:
+    if prep.dhcp_sock is None:
+        return None
+    lease = prep.lease
+    return {
+        "fd": prep.dhcp_sock.fileno(),
+        "mac": lease.mac,
+        "address": lease.address,
+        "server": lease.server,
+        "prefix": lease.prefix,
+        "dns": lease.dns,
+    }
 
 
 def _reduce_socket(sock: Any) -> tuple[Any, tuple[int, int, int, int]]:

@@ -108,6 +108,15 @@ class Monitor:
         self.log_size: int = a["log"]["size"]
         self.status: int | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.dhcp: Any = None  # (socket, lease): see hutch.container.dhcp
+        d = a.get("dhcp")
+        if d:
+            import _socket
+
+            from hutch.container import dhcp
+
+            sock = _socket.socket(fileno=d["fd"])
+            self.dhcp = (sock, dhcp.Lease(d["mac"], d["address"], d["server"], d["prefix"], d["dns"]))
         self.pending: list[int] = []
 
     def _on_signal(self, signo: int, _frame: object) -> None:
@@ -164,6 +173,9 @@ class Monitor:
             poller.register(self.master, select.POLLIN)
         if self.notify >= 0:
             poller.register(self.notify, select.POLLIN)
+        dhcp_fd = self.dhcp[0].fileno() if self.dhcp is not None else -1
+        if dhcp_fd >= 0:
+            poller.register(dhcp_fd, select.POLLIN)
         self._reap()
         while self.status is None:
             for fd, _ev in poller.poll():
@@ -178,6 +190,10 @@ class Monitor:
                         self._log(data)
                     else:
                         poller.unregister(self.master)
+                elif fd == dhcp_fd:
+                    from hutch.container import dhcp
+
+                    dhcp.answer(*self.dhcp)
                 elif fd == self.notify:
                     try:
                         os.read(self.notify, 4096)  # STATUS=, WATCHDOG=1 ...: nothing to act on

@@ -74,7 +74,8 @@ class Prepared:
         self.netns_fd = -1  # --network-namespace-path
         self.port_listeners: list[Any] = []  # -p: listening sockets, bound before the machine starts
         self.relay_pid = -1
-        self.dhcp_pid = -1  # -n: the machine's DHCP server (hutch.container.dhcp)
+        self.dhcp_sock: Any = None  # -n: the machine's DHCP server's socket (hutch.container.dhcp)
+        self.lease: Any = None
         self.dns: list[str] = []  # the IPv4 nameservers given to the machine, for DHCP
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
