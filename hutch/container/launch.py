@@ -97,7 +97,7 @@ def _preload(prep: Prepared) -> None:
     if prep.settings.as_pid2:
         from hutch.container import stub_init  # noqa: F401
     if prep.settings.private_network:
-        import socket  # noqa: F401
+        import _socket  # noqa: F401  (payload.loopback_up)
 
 
 def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
@@ -583,6 +583,7 @@ class Supervisor:
     def _slim(self) -> None:
         """Exec into hutch.container.monitor for the rest of this run (see there): same PID, children
         and descriptors; our state waits in a memfd for the exec back."""
+        import _socket
         import copyreg
         import pickle
         import socket
@@ -591,6 +592,7 @@ class Supervisor:
 
         self.slim = False
         copyreg.pickle(socket.socket, _reduce_socket)
+        copyreg.pickle(_socket.socket, _reduce_socket)  # the DHCP server's, made without `socket`
         try:
             state = os.memfd_create("hutch-supervisor", 0)
         except OSError:
@@ -840,7 +842,7 @@ def _reduce_socket(sock: Any) -> tuple[Any, tuple[int, int, int, int]]:
 def _socket_from_fd(family: int, type_: int, proto: int, fd: int) -> Any:
     import socket
 
-    return socket.socket(family, type_, proto, fd)
+    return socket.socket(family, type_, proto, fd)  # either kind comes back as socket.socket
 
 
 def _keep_fds_across_exec(keep: bool) -> None:

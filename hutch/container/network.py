@@ -15,13 +15,16 @@ machine's network namespace; the lock with the supervisor.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import sys
-from typing import Any
 
+from hutch.container.addr import Net, parse_address, parse_network
 from hutch.container.userns import name_hash
 from hutch.errors import SetupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_POOL = "10.88.0.0/16"
 DEFAULT_ZONE_POOL = "10.89.0.0/16"
@@ -89,7 +92,7 @@ def _try_lock(path: str) -> int:
     return fd
 
 
-def _pools() -> tuple[Any, Any, Any]:
+def _pools() -> tuple[Net, Net, Net]:
     """The machines' IPv4 pool, the zones' IPv4 pool and the IPv6 pool, checked against each other."""
     found = []
     for var, default, version, largest in (
@@ -99,10 +102,10 @@ def _pools() -> tuple[Any, Any, Any]:
     ):
         value = os.environ.get(var) or default
         try:
-            pool = ipaddress.ip_network(value)
+            pool = parse_network(value)
         except ValueError as e:
             raise SetupError(f"Invalid address pool {var}={value}: {e}.") from None
-        if pool.version != version or pool.prefixlen > largest:
+        if pool.version != version or pool.prefix > largest:
             raise SetupError(
                 f"Address pool {var}={value} does not fit.",
                 f"use an IPv{version} network of /{largest} or larger",
@@ -116,8 +119,8 @@ def _pools() -> tuple[Any, Any, Any]:
     return found[0], found[1], found[2]
 
 
-def _subnet6(pool6: Any, index: int) -> Any:
-    return ipaddress.ip_network((int(pool6.network_address) + (index << 64), 64))
+def _subnet6(pool6: Net, index: int) -> Net:
+    return Net(6, pool6.address + (index << 64), 64)
 
 
 def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
@@ -125,8 +128,8 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
     zone's name) and /64: the bridge vz-ZONE has .1 and ::1, members .2 to .254 and ::2 to ::fe, each
     held by a kernel lock."""
     _, pool, pool6 = _pools()
-    index = name_hash(zone) % (1 << (24 - pool.prefixlen))
-    net = ipaddress.ip_network((int(pool.network_address) + index * 256, 24))
+    index = name_hash(zone) % (1 << (24 - pool.prefix))
+    net = Net(4, pool.address + index * 256, 24)
     d = os.path.join(state_dir, "net")
     os.makedirs(d, 0o700, exist_ok=True)
     start = name_hash(name) % 253
@@ -136,8 +139,8 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
         if fd >= 0:
             link = Link(
                 host_ifname(name, "vb-"),
-                str(net.network_address + 1),
-                str(net.network_address + host),
+                net.host(1),
+                net.host(host),
                 24,
                 fd,
             )
@@ -145,8 +148,8 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
             link.bridge = f"vz-{zone}"
             link.state_dir = state_dir
             net6 = _subnet6(pool6, 0x8000 + index % 0x8000)  # zones: the pool's upper half
-            link.host_ip6 = str(net6.network_address + 1)
-            link.container_ip6 = str(net6.network_address + host)
+            link.host_ip6 = net6.host(1)
+            link.container_ip6 = net6.host(host)
             return link
     raise SetupError(f"Network zone {zone} is full (253 machines).")
 
@@ -164,30 +167,29 @@ def allocate(name: str, state_dir: str) -> Link:
     the /64 of the same index. Subnets holding an address the host already has are passed over."""
     pool, _, pool6 = _pools()
     taken = _host_addresses()
-    subnets = 1 << (30 - pool.prefixlen)
+    subnets = 1 << (30 - pool.prefix)
     d = os.path.join(state_dir, "net")
     os.makedirs(d, 0o700, exist_ok=True)
     h = name_hash(name)
     for i in range(min(subnets, 256)):
         index = (h + i) % subnets
-        net = ipaddress.ip_network((int(pool.network_address) + index * 4, 30))
-        if any(a in net for a in taken):
+        net = Net(4, pool.address + index * 4, 30)
+        if any(net.contains(a) for a in taken):
             continue
-        fd = _try_lock(os.path.join(d, f"{net.network_address}.lock"))
+        fd = _try_lock(os.path.join(d, f"{net.host(0)}.lock"))
         if fd < 0:
             continue
-        hosts = list(net.hosts())
-        link = Link(host_ifname(name), str(hosts[0]), str(hosts[1]), 30, fd)
+        link = Link(host_ifname(name), net.host(1), net.host(2), 30, fd)
         net6 = _subnet6(pool6, index % 0x8000)
-        link.host_ip6 = str(net6.network_address + 1)
-        link.container_ip6 = str(net6.network_address + 2)
+        link.host_ip6 = net6.host(1)
+        link.container_ip6 = net6.host(2)
         return link
     raise SetupError(
         f"No free subnet in the address pool {pool}.", "stop a machine, or set a larger HUTCH_NET_POOL"
     )
 
 
-def _host_addresses() -> list[Any]:
+def _host_addresses() -> list[int]:
     """The IPv4 addresses of this network namespace's interfaces (the kernel's local routes)."""
     found = []
     try:
@@ -199,7 +201,9 @@ def _host_addresses() -> list[Any]:
 
     for prev, line in pairwise(lines):
         if line.strip() == "/32 host LOCAL" and "|--" in prev:
-            found.append(ipaddress.ip_address(prev.split("|--", 1)[1].strip()))
+            version, value = parse_address(prev.split("|--", 1)[1].strip())
+            if version == 4:
+                found.append(value)
     return found
 
 
@@ -383,7 +387,7 @@ def masquerade(link: Link, name: str) -> None:
 
     if shutil.which("nft") is None:
         raise SetupError("--network-masquerade needs nftables.", "apt-get install nftables")
-    net = ipaddress.ip_network(f"{link.container_ip}/{link.prefix}", strict=False)
+    net = parse_network(f"{link.container_ip}/{link.prefix}", strict=False)
     _nft(
         "table inet hutch {\n chain postrouting {\n  type nat hook postrouting priority srcnat;\n }\n}\n"
         f'add rule inet hutch postrouting ip saddr {net} oifname != "{link.bridge or link.ifname}" '

@@ -476,7 +476,7 @@ def _routed_resolv_conf(prep: Prepared) -> list[Op]:
     """A machine on a veth hutch addressed reaches the host's nameservers through its default route,
     except the host's loopback ones (systemd-resolved's 127.0.0.53 stub, a local dnsmasq): those are
     dropped, and resolved's uplink servers used where it runs. Upstream leaves the file to networkd."""
-    import ipaddress
+    from hutch.container.addr import is_loopback, parse_address
 
     resolved = os.path.exists("/run/systemd/resolve/io.systemd.Resolve")
     source = (
@@ -490,14 +490,15 @@ def _routed_resolv_conf(prep: Prepared) -> list[Op]:
     for line in data.decode(errors="replace").splitlines():
         words = line.split()
         if words[:1] == ["nameserver"] and len(words) > 1:
+            server = words[1].split("%")[0]
             try:
-                ip = ipaddress.ip_address(words[1].split("%")[0])
+                version, _ = parse_address(server)
             except ValueError:
                 continue
-            if ip.is_loopback:
+            if is_loopback(server):
                 continue
-            if ip.version == 4:
-                prep.dns.append(str(ip))
+            if version == 4:
+                prep.dns.append(server)
             servers += 1
         kept.append(line)
     if not servers:
