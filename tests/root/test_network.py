@@ -480,3 +480,17 @@ def test_guest_dhcp_client_gets_the_machines_address(busybox: Path, hutch_env: P
     finally:
         a.terminate()
         a.wait()
+
+
+def test_network_keys_of_an_untrusted_settings_file_are_ignored(busybox: Path, hutch_env: Path) -> None:
+    """A .nspawn file next to the image may ask for a veth or a zone, but not for the host's
+    interfaces, bridges or ports."""
+    (hutch_env / "images/bb.nspawn").write_text("[Network]\nInterface=lo\nBridge=br0\nPort=9177\nZone=uz\n")
+    r = run("spawn", "-q", "-M", "bb", "--read-only", "/bin/sh", "-c", "ip -o link")
+    assert r.returncode == 0, r.stderr
+    for key in ("Interface", "Bridge", "Port"):
+        assert f"Ignoring {key}=" in r.stderr
+    assert "host0" in r.stdout and "Ignoring Zone=" not in r.stderr  # the zone was honoured
+    (hutch_env / "settings/bb.nspawn").write_text("[Network]\nPort=notaport\n")  # trusted, but malformed
+    r = run("spawn", "-q", "-M", "bb", "--read-only", "/bin/true")
+    assert r.returncode != 0 and "bb.nspawn:2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
