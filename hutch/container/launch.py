@@ -868,6 +868,7 @@ def resume(a: dict[str, Any]) -> None:
         sup: Supervisor = pickle.load(f)
     _keep_fds_across_exec(False)
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    monitor.name_self()
     sup.status = a["status"]
     sup.kill_sent = a["kill_sent"]
     sup.out.fd = a["log_fd"]

@@ -66,6 +66,15 @@ def _libc() -> dict[str, Any]:
     return {"prctl": call("prctl"), "madvise": call("madvise")}
 
 
+def name_self() -> None:
+    """`hutch`, as the launcher's process was called, for ps -C and top, rather than `python`."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write("hutch")
+    except OSError:
+        pass
+
+
 def release_clean_pages(madvise: Any) -> None:
     """Drop our page-table entries for clean file pages: the interpreter's and libraries' code and
     read-only data. The loop faults back the few it runs from the page cache, as the kernel's own
@@ -108,15 +117,10 @@ class Monitor:
         self.log_size: int = a["log"]["size"]
         self.status: int | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.dhcp: Any = None  # (socket, lease): see hutch.container.dhcp
-        d = a.get("dhcp")
-        if d:
-            import _socket
-
-            from hutch.container import dhcp
-
-            sock = _socket.socket(fileno=d["fd"])
-            self.dhcp = (sock, dhcp.Lease(d["mac"], d["address"], d["server"], d["prefix"], d["dns"]))
+        # The DHCP server's socket and lease (hutch.container.dhcp), made into objects at the first
+        # request: until a guest asks, its module and _socket need not be loaded.
+        self.dhcp_args: dict[str, Any] | None = a.get("dhcp")
+        self.dhcp: Any = None
         self.pending: list[int] = []
 
     def _on_signal(self, signo: int, _frame: object) -> None:
@@ -148,6 +152,18 @@ class Monitor:
             if pid == self.pid1:
                 self.status = status
 
+    def _dhcp(self) -> None:
+        from hutch.container import dhcp
+
+        if self.dhcp is None:
+            import _socket
+
+            d = self.dhcp_args
+            assert d is not None
+            lease = dhcp.Lease(d["mac"], d["address"], d["server"], d["prefix"], d["dns"])
+            self.dhcp = (_socket.socket(fileno=d["fd"]), lease)
+        dhcp.answer(*self.dhcp)
+
     def _signals(self) -> None:
         try:
             while os.read(self.wake_r, 256):
@@ -173,7 +189,7 @@ class Monitor:
             poller.register(self.master, select.POLLIN)
         if self.notify >= 0:
             poller.register(self.notify, select.POLLIN)
-        dhcp_fd = self.dhcp[0].fileno() if self.dhcp is not None else -1
+        dhcp_fd = self.dhcp_args["fd"] if self.dhcp_args else -1
         if dhcp_fd >= 0:
             poller.register(dhcp_fd, select.POLLIN)
         self._reap()
@@ -191,9 +207,7 @@ class Monitor:
                     else:
                         poller.unregister(self.master)
                 elif fd == dhcp_fd:
-                    from hutch.container import dhcp
-
-                    dhcp.answer(*self.dhcp)
+                    self._dhcp()
                 elif fd == self.notify:
                     try:
                         os.read(self.notify, 4096)  # STATUS=, WATCHDOG=1 ...: nothing to act on
@@ -215,6 +229,7 @@ def main(a: dict[str, Any]) -> None:
     libc = _libc()
     # exec() made us dumpable again: no ptrace or /proc/PID/mem for anyone but the host's root.
     libc["prctl"](PR_SET_DUMPABLE, 0, 0, 0, 0)
+    name_self()
     m = Monitor(a)
     _signal.set_wakeup_fd(m.wake_w, warn_on_full_buffer=False)
     for signo in HANDLED:
