@@ -314,8 +314,9 @@ def edit(args: list[str]) -> int:
             raise ImageError(
                 f"Editor '{editor}' failed with exit status {r.returncode}; {target} is unchanged."
             )
-        with open(tmp) as f:
-            settings_files.check_syntax(f.read(), target)
+        from hutch.settings import nspawnfile
+
+        nspawnfile.check(tmp, target)  # what spawn would refuse, refused now
         os.rename(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -58,23 +58,3 @@ def remove_along(name: str, paths: Paths) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
-
-
-def check_syntax(text: str, origin: str) -> None:
-    """The file's shape: [Section] headers and Key=Value lines (the keys are checked at start)."""
-    section = None
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            if section not in ("Exec", "Files", "Network"):
-                raise ImageError(
-                    f"{origin}:{n}: unknown section [{section}].", "use [Exec], [Files] or [Network]"
-                )
-            continue
-        if "=" not in line:
-            raise ImageError(f"{origin}:{n}: expected Key=Value, got {line[:60]!r}.")
-        if section is None:
-            raise ImageError(f"{origin}:{n}: assignment outside of a section.", "put it under [Exec]")

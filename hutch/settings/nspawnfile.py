@@ -83,9 +83,9 @@ def _parse_bool(value: str, where: str) -> bool:
         raise SettingsError(f"{where}: Failed to parse boolean value '{value}'.") from None
 
 
-def read(path: str, trusted: bool) -> list[tuple[str, str, str]]:
+def read(path: str, trusted: bool, origin: str = "") -> list[tuple[str, str, str]]:
     """The file's assignments as (key, value, 'file:line'), privileged ones dropped if untrusted.
-    Raises SettingsError naming file:line for anything malformed."""
+    Raises SettingsError naming file:line (ORIGIN:line if given) for anything malformed."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -94,7 +94,7 @@ def read(path: str, trusted: bool) -> list[tuple[str, str, str]]:
     section = None
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
-        where = f"{path}:{n}"
+        where = f"{origin or path}:{n}"
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -192,3 +192,9 @@ def merge(cmdline: Settings, path: str, trusted: bool) -> Settings:
     out.argv = cmdline.argv
     out.settings_mode = mode
     return out
+
+
+def check(path: str, origin: str) -> None:
+    """Everything spawn would refuse in the file at PATH, named ORIGIN:line: the syntax, and each
+    value as its command-line option parses it (`hutch edit` checks before it saves)."""
+    to_argv(read(path, trusted=True, origin=origin))

@@ -209,11 +209,16 @@ def test_cat_and_edit(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
     assert (hutch_env / "settings/bb.nspawn").read_text() == "[Exec]\nBoot=yes\n"
     r = run("cat", "bb", check=True)
     assert r.stdout == f"# {hutch_env / 'settings/bb.nspawn'}\n[Exec]\nBoot=yes\n"
-    # A malformed file is refused and the old one kept.
-    editor.write_text("#!/bin/sh\necho 'not a setting' > \"$1\"\n")
-    r = run("edit", "bb", env=env)
-    assert r.returncode != 0 and "expected Key=Value" in r.stderr
-    assert (hutch_env / "settings/bb.nspawn").read_text() == "[Exec]\nBoot=yes\n"
+    # A malformed file is refused, naming the file and line as spawn would, and the old one kept: bad
+    # syntax, and a value spawn's option parser refuses.
+    target = hutch_env / "settings/bb.nspawn"
+    for text, msg in (("not a setting", ":1: Missing '='"), ("[Exec]\\nKillSignal=SIGNOPE", ":2:")):
+        editor.write_text(f"#!/bin/sh\nprintf '{text}\\n' > \"$1\"\n")
+        r = run("edit", "bb", env=env)
+        assert r.returncode != 0 and f"{target}{msg}" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert target.read_text() == "[Exec]\nBoot=yes\n"
+        assert not list(target.parent.glob(".#*"))  # no temporary file left
     assert run("edit", "nosuch", env=env).returncode != 0
 
 
