@@ -38,6 +38,14 @@ class Paths:
         """The first image directory: the one that receives new images."""
         return self.image_path[0]
 
+    def settings_files(self, name: str, image_dirs: tuple[str, ...] | None = None) -> list[tuple[str, bool]]:
+        """Where NAME.nspawn may be, in the order systemd-nspawn looks, each with whether it is
+        trusted: the settings directories, then next to the image (IMAGE_DIRS: where it is; by
+        default every image directory)."""
+        out = [(os.path.join(d, f"{name}.nspawn"), True) for d in self.settings_path]
+        dirs = self.image_path if image_dirs is None else image_dirs
+        return out + [(os.path.join(d, f"{name}.nspawn"), False) for d in dirs]
+
     @classmethod
     def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> Paths:
         e = os.environ if env is None else env

@@ -123,10 +123,8 @@ def _with_settings_file(
     if not name:
         return s
     image = s.directory or find_image(name, paths)
-    candidates = [(f"{d}/{name}.nspawn", True) for d in paths.settings_path]
-    if image:
-        candidates.append((f"{os.path.dirname(os.path.abspath(image).rstrip('/'))}/{name}.nspawn", False))
-    for path, trusted in candidates:
+    beside = (os.path.dirname(os.path.abspath(image).rstrip("/")),) if image else ()
+    for path, trusted in paths.settings_files(name, beside):
         if os.path.isfile(path):
             from hutch.settings import nspawnfile
 

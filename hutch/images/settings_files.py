@@ -12,9 +12,7 @@ from hutch.paths import Paths
 
 def locations(name: str, paths: Paths) -> list[str]:
     """Every place NAME's settings file may be, in the order systemd-nspawn searches them."""
-    out = [os.path.join(d, f"{name}.nspawn") for d in paths.settings_path]
-    out += [os.path.join(d, f"{name}.nspawn") for d in paths.image_path]
-    return out
+    return [path for path, _ in paths.settings_files(name)]
 
 
 def existing(name: str, paths: Paths) -> list[str]:
