@@ -86,6 +86,10 @@ def main() -> int:
             "shell", NAME, "/bin/sh", "-c", 'echo "hello from $(hostname), PID $$ in the machine"; exit 3'
         )
         print(f"[hutch shell exited with {rc}: the command's own status]")
+        # Its veth has addresses at both ends (IPv4 and IPv6) and a default route, with no networkd.
+        net = "ip -o addr show host0 | awk '{print $4}'; "
+        net += "ping -c1 -W2 $(ip route | awk '/default/{print $3}') | tail -2"
+        sh("shell", NAME, "/bin/sh", "-c", net)
         sh("status", NAME, "-n", "0")
         if sh("poweroff", "--wait", NAME) != 0:
             return 1
