@@ -1,14 +1,16 @@
 """The slim supervisor of a machine started with `hutch start`, once it is up.
 
 A detached supervisor spends the machine's whole life in one poll loop: copy the console to the log,
-pass SIGTERM/SIGINT/SIGHUP on to PID 1, read the notify socket, reap children. Everything it imported
+pass SIGTERM/SIGINT/SIGHUP on to PID 1, read the notify socket, answer the machine's DHCP requests
+(hutch.container.dhcp, loaded at the first), reap children. Everything it imported
 to build the container (~3 MiB of code and data) would stay resident for that loop, so the full
 supervisor exec()s into this module instead (see Supervisor._slim in launch.py): same PID, same
 children, same descriptors (the registry lock among them), and a fresh interpreter that loads nothing
 of hutch but this file. When PID 1 is gone it exec()s back into the full supervisor, which reads its
 pickled state from a memfd and carries on: reboot, or tear down and exit.
 
-Imports: the standard library's built-in modules only, and `_ctypes` for prctl and madvise.
+Imports: the standard library's built-in modules only, and `_ctypes` for prctl and madvise; a test
+(tests/unit/test_lint.py) keeps it so.
 """
 
 from __future__ import annotations
