@@ -24,7 +24,10 @@ def _parser(verb: str, usage: str, description: str) -> _Parser:
 
 def _wait_options(p: _Parser, default_wait: bool = False) -> None:
     p.add_argument(
-        "--wait", action="store_true", default=default_wait, help="return once the machine has stopped"
+        "--wait",
+        action="store_true",
+        default=default_wait,
+        help="return once the machine has stopped (reboot: once it runs again)",
     )
     p.add_argument("--timeout", type=float, default=60.0, metavar="SEC", help="how long --wait waits (60)")
 
@@ -265,11 +268,17 @@ def _stopper(verb: str, doc: str, action: Any, default_wait: bool = False) -> An
         _wait_options(p, default_wait)
         ns = p.parse_args(args)
         paths = Paths.from_env()
+        leaders = {}
         for name in ns.names:
+            leaders[name] = int(control.get(name, paths)["leader"])
             action(name, paths)
         if ns.wait:
             for name in ns.names:
-                control.wait_stopped(name, paths, ns.timeout)
+                if verb == "reboot":
+                    control.wait_rebooted(name, paths, ns.timeout, leaders[name])
+                else:
+                    resend = action if verb == "poweroff" else None
+                    control.wait_stopped(name, paths, ns.timeout, resend)
         return 0
 
     return run

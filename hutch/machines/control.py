@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hutch.errors import MachineError
@@ -256,12 +257,42 @@ def terminate(name: str, paths: Paths) -> None:
     signal_leader(name, 9, paths)
 
 
-def wait_stopped(name: str, paths: Paths, timeout: float) -> None:
-    if not registry.wait_stopped(paths.state_dir, name, timeout):
-        raise MachineError(
-            f"Machine '{name}' is still running after {timeout:g} s.",
-            f"'hutch terminate {name}' stops it at once",
-        )
+def wait_stopped(
+    name: str, paths: Paths, timeout: float, resend: Callable[[str, Paths], None] | None = None
+) -> None:
+    """Wait until the machine's supervisor is gone. With RESEND (poweroff), a machine that comes back
+    with a new leader meanwhile gets the signal again: it was rebooting, and the init that took the
+    first one was already on its way out (upstream loses that poweroff)."""
+    entry = registry.load(paths.state_dir, name)
+    leader = int(entry["leader"]) if entry else 0
+    deadline = time.monotonic() + timeout
+    while not registry.wait_stopped(paths.state_dir, name, 0.05):
+        if time.monotonic() > deadline:
+            raise MachineError(
+                f"Machine '{name}' is still running after {timeout:g} s.",
+                f"'hutch terminate {name}' stops it at once",
+            )
+        if resend is not None:
+            e = registry.load(paths.state_dir, name)
+            if e and e.get("state") == "running" and int(e.get("leader") or 0) not in (0, leader):
+                leader = int(e["leader"])
+                resend(name, paths)
+
+
+def wait_rebooted(name: str, paths: Paths, timeout: float, old_leader: int) -> None:
+    """Wait until the machine runs again under a new leader."""
+    deadline = time.monotonic() + timeout
+    while True:
+        e = registry.load(paths.state_dir, name)
+        if e is None:
+            raise MachineError(f"Machine '{name}' stopped instead of rebooting.", f"see 'hutch logs {name}'")
+        if e.get("state") == "running" and int(e.get("leader") or 0) not in (0, old_leader):
+            return
+        if time.monotonic() > deadline:
+            raise MachineError(
+                f"Machine '{name}' did not come back within {timeout:g} s.", f"see 'hutch logs {name}'"
+            )
+        time.sleep(0.02)
 
 
 def limits_path(paths: Paths, name: str) -> str:

@@ -106,6 +106,24 @@ def test_reboot_comes_back(busybox: Path, hutch_env: Path) -> None:
     wait_for(lambda: not alive(sup))
 
 
+def test_reboot_wait_and_a_poweroff_racing_a_reboot(busybox: Path, hutch_env: Path) -> None:
+    """reboot --wait returns once the machine runs again; poweroff --wait sent while a reboot is under
+    way (busybox init takes a second to go) powers off the machine that comes back."""
+    run("start", "bb", check=True)
+    first = int(entry(hutch_env, "bb")["leader"])  # type: ignore[call-overload]
+    r = run("reboot", "--wait", "--timeout=30", "bb")
+    assert r.returncode == 0, r.stderr
+    e = entry(hutch_env, "bb")
+    second = int(e["leader"])  # type: ignore[call-overload]
+    assert second != first and e["state"] == "running" and alive(second)
+    run("reboot", "bb", check=True)  # the old init is still shutting down when poweroff comes
+    r = run("poweroff", "--wait", "--timeout=30", "bb")
+    assert r.returncode == 0, r.stderr
+    assert names() == [] and not alive(second)
+    log = (hutch_env / "log/bb.log").read_text()
+    assert "Requesting system poweroff" in log
+
+
 def supervisor_cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
