@@ -598,8 +598,7 @@ class Supervisor:
         except OSError:
             return
         try:
-            data = pickle.dumps(self, pickle.HIGHEST_PROTOCOL)
-            os.write(state, data)  # a memfd takes it whole
+            os.write(state, pickle.dumps(self, pickle.HIGHEST_PROTOCOL))  # a memfd takes it whole
             os.lseek(state, 0, os.SEEK_SET)
             args = {
                 "pid1": self.pid1,
@@ -623,7 +622,8 @@ class Supervisor:
             argv = monitor.interpreter_argv(monitor.MONITOR_CODE, args)
             _signal.pthread_sigmask(_signal.SIG_BLOCK, monitor.HANDLED)
             os.execv(argv[0], argv)
-        except OSError as e:
+        except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError) as e:
+            # The machine must not pay for a failed optimisation: this process goes on supervising it.
             _signal.pthread_sigmask(_signal.SIG_UNBLOCK, monitor.HANDLED)
             _keep_fds_across_exec(False)
             print(f"hutch: Failed to start the slim supervisor, staying as we are: {e}", file=sys.stderr)
