@@ -47,8 +47,35 @@ def _collect_cgroups() -> Iterator[None]:
     registry.gc_cgroups(min_age=0)
 
 
+def _writable_again(top: Path, depth: int = 3) -> None:
+    """Clear the immutable flag `hutch read-only` sets on image directories, down to DEPTH levels
+    below TOP: pytest cannot delete an immutable tree, and each run used to leave ~2.5 GB behind."""
+    sys.path.insert(0, str(REPO))
+    from hutch.linux import fsutil
+
+    level = [str(top)]
+    for _ in range(depth + 1):
+        below = []
+        for d in level:
+            try:
+                fd = os.open(d, fsutil.DIR_FLAGS)
+            except OSError:
+                continue
+            try:
+                fsutil.set_immutable_fd(fd, False)
+            except OSError:
+                pass  # a file system without inode flags
+            finally:
+                os.close(fd)
+            try:
+                below += [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                pass
+        level = below
+
+
 @pytest.fixture(autouse=True)
-def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test gets its own image path, state, log and cache directories: never the host's."""
     base = tmp_path / "hutch"
     for d in ("images", "state", "log", "cache", "settings", "config"):
@@ -60,7 +87,8 @@ def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HUTCH_SETTINGS_PATH", str(base / "settings"))
     monkeypatch.setenv("HUTCH_CONFIG_DIR", str(base / "config"))
     monkeypatch.setenv("HUTCH_SYSTEMD_UNIT_DIR", str(base / "units"))
-    return base
+    yield base
+    _writable_again(tmp_path)
 
 
 def run(
