@@ -271,13 +271,12 @@ def _join_bridge(nl: Any, link: Link, idx: int) -> None:
         os.close(mutex)
 
 
-def _other_members(link: Link) -> bool:
-    """Whether another machine holds an address in the zone (its kernel lock; sysfs would show the
-    bridges of the namespace that mounted it, not ours)."""
-    d = os.path.join(link.state_dir, "net")
-    mine = f"zone-{link.zone}-{link.container_ip.rsplit('.', 1)[1]}.lock"
+def _other_members(state_dir: str, zone: str, mine: str = "") -> bool:
+    """Whether a machine holds an address in the zone, other than our MINE (its kernel lock; sysfs
+    would show the bridges of the namespace that mounted it, not ours)."""
+    d = os.path.join(state_dir, "net")
     for entry in os.listdir(d):
-        if entry.startswith(f"zone-{link.zone}-") and entry.endswith(".lock") and entry != mine:
+        if entry.startswith(f"zone-{zone}-") and entry.endswith(".lock") and entry != mine:
             fd = _try_lock(os.path.join(d, entry))
             if fd < 0:
                 return True
@@ -298,7 +297,8 @@ def leave_zone(link: Link, delete_port: bool = False) -> None:
                 nl.delete(idx)
             link.created = False
             br = rtnl.index(link.bridge)
-            if br and not _other_members(link):
+            mine = f"zone-{link.zone}-{link.container_ip.rsplit('.', 1)[1]}.lock"
+            if br and not _other_members(link.state_dir, link.zone, mine):
                 nl.delete(br)
     except OSError:
         pass
@@ -313,13 +313,10 @@ def gc_zone(state_dir: str, zone: str) -> None:
 
     if not os.path.isdir(os.path.join(state_dir, "net")):
         return
-    probe = Link("", "", "", 0, -1)
-    probe.zone, probe.bridge, probe.state_dir = zone, f"vz-{zone}", state_dir
-    probe.container_ip = "0.0.0.0"  # no lock of ours to skip
     mutex = _zone_mutex(state_dir, zone)
     try:
-        br = rtnl.index(probe.bridge)
-        if br and not _other_members(probe):
+        br = rtnl.index(f"vz-{zone}")
+        if br and not _other_members(state_dir, zone):
             with rtnl.Netlink() as nl:
                 nl.delete(br)
     except OSError:
