@@ -19,14 +19,13 @@ Without one (--private-users=no), PID 1 builds the tree in its own mount namespa
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found,unused-ignore]
 import gc
 import os
 import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan, rootfs
+from hutch.container import cgroup_setup, console, payload, plan, prepare, rootfs
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
 from hutch.linux import caps, cgroups, libc, seccomp, sig
@@ -477,7 +476,7 @@ class Supervisor:
             if self.ready_fd >= 0:
                 os.close(self.ready_fd)
                 self.ready_fd = -1
-            cleanup(prep)
+            prepare.cleanup(prep)
 
     def _run_once(self, resumed: bool = False) -> int:
         prep = self.prep
@@ -580,55 +579,6 @@ class Supervisor:
         if self.claim is not None and self.out is not None:
             self.slim = True  # a long-lived, detached supervisor: _forward hands over to the monitor
 
-    def _slim(self) -> None:
-        """Exec into hutch.container.monitor for the rest of this run (see there): same PID, children
-        and descriptors; our state waits in a memfd for the exec back."""
-        import _socket
-        import copyreg
-        import pickle
-        import socket
-
-        from hutch.container import monitor
-
-        self.slim = False
-        copyreg.pickle(socket.socket, _reduce_socket)
-        copyreg.pickle(_socket.socket, _reduce_socket)  # the DHCP server's, made without `socket`
-        try:
-            state = os.memfd_create("hutch-supervisor", 0)
-        except OSError:
-            return
-        try:
-            os.write(state, pickle.dumps(self, pickle.HIGHEST_PROTOCOL))  # a memfd takes it whole
-            os.lseek(state, 0, os.SEEK_SET)
-            args = {
-                "pid1": self.pid1,
-                "master": self.handoff[0],
-                "notify": self.prep.notify_fd,
-                "dhcp": _lease_args(self.prep),
-                "kill_signal": self.prep.kill_signal,
-                "kill_sent": self.kill_sent,
-                "log": {
-                    "path": self.out.path,
-                    "fd": self.out.fd,
-                    "cap": self.out.cap,
-                    "size": self.out.size,
-                },
-                "resume": {"state": state},
-                "path": [p for p in sys.path if p],
-            }
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _keep_fds_across_exec(True)
-            argv = monitor.interpreter_argv(monitor.MONITOR_CODE, args)
-            _signal.pthread_sigmask(_signal.SIG_BLOCK, monitor.HANDLED)
-            os.execv(argv[0], argv)
-        except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError) as e:
-            # The machine must not pay for a failed optimisation: this process goes on supervising it.
-            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, monitor.HANDLED)
-            _keep_fds_across_exec(False)
-            print(f"hutch: Failed to start the slim supervisor, staying as we are: {e}", file=sys.stderr)
-        os.close(state)
-
     def _start_plain(self, status_r: int, status_w: int) -> tuple[int, int, int]:
         """Without a user namespace PID 1 builds its own tree and hands us the console's master."""
         ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
@@ -696,7 +646,10 @@ class Supervisor:
         self._reap_all()
         while self.status is None:
             if self.slim and not status_open and not self.errors:
-                self._slim()  # returns only if the monitor could not be started
+                from hutch.container import handoff
+
+                self.slim = False
+                handoff.to_monitor(self)  # returns only if the monitor could not be started
             for fd, _ev in poller.poll():
                 if fd == self.wake_r:
                     self._handle_signals(master)
@@ -821,73 +774,6 @@ class Supervisor:
         return 1
 
 
-def _lease_args(prep: Prepared) -> dict[str, Any] | None:
-    if prep.dhcp_sock is None:
-        return None
-    lease = prep.lease
-    return {
-        "fd": prep.dhcp_sock.fileno(),
-        "mac": lease.mac,
-        "address": lease.address,
-        "server": lease.server,
-        "prefix": lease.prefix,
-        "dns": lease.dns,
-    }
-
-
-def _reduce_socket(sock: Any) -> tuple[Any, tuple[int, int, int, int]]:
-    return _socket_from_fd, (int(sock.family), int(sock.type), sock.proto, sock.fileno())
-
-
-def _socket_from_fd(family: int, type_: int, proto: int, fd: int) -> Any:
-    import socket
-
-    return socket.socket(family, type_, proto, fd)  # either kind comes back as socket.socket
-
-
-def _keep_fds_across_exec(keep: bool) -> None:
-    """The supervisor's descriptors, the registry lock among them, outlive its exec()s into the monitor
-    and back; everything it opens is O_CLOEXEC otherwise."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2:
-            try:
-                os.set_inheritable(fd, keep)
-            except OSError:
-                pass  # the directory listdir read
-
-
-def resume(a: dict[str, Any]) -> None:
-    """The full supervisor again, exec'd by the monitor once PID 1 has exited: finish that run (reboot,
-    or tear down) as Supervisor.loop would have."""
-    import pickle
-
-    from hutch.container import monitor
-
-    with os.fdopen(a["state"], "rb") as f:
-        sup: Supervisor = pickle.load(f)
-    _keep_fds_across_exec(False)
-    libc.prctl(libc.PR_SET_DUMPABLE, 0)
-    monitor.name_self()
-    sup.status = a["status"]
-    sup.kill_sent = a["kill_sent"]
-    sup.out.fd = a["log_fd"]
-    sup.out.size = a["log_size"]
-    sig.set_wakeup_fd(sup.wake_w)
-    for signo in (sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP):
-        sig.signal(signo, sup._on_signal)
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, monitor.HANDLED)
-    try:
-        rc = sup.loop(resumed=True)
-    except HutchError as e:
-        from hutch.cli import fail
-
-        rc = fail("hutch spawn", e)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)
-
-
 def _read_line(fd: int) -> str:
     buf = b""
     while not buf.endswith(b"\n"):
@@ -905,39 +791,6 @@ def _drain(fd: int) -> str:
         if not chunk:
             return out.decode(errors="replace")
         out += chunk
-
-
-def cleanup(prep: Prepared) -> None:
-    """Remove what prepare() created on the host: ephemeral layers and temporary bind sources."""
-    if prep.cleanup_dirs:
-        from hutch.linux.fsutil import rm_rf
-
-        for d in prep.cleanup_dirs:
-            try:
-                rm_rf(d)
-            except OSError as e:
-                print(f"hutch: Failed to remove {d}: {e.strerror}", file=sys.stderr)
-        prep.cleanup_dirs = []
-    if prep.lock_fd >= 0:
-        os.close(prep.lock_fd)
-        prep.lock_fd = -1
-    for fd in prep.keep_fds:
-        os.close(fd)
-    prep.keep_fds = []
-    if prep.uid_range is not None:
-        prep.uid_range.release()
-    for sock, _, _ in prep.port_listeners:
-        sock.close()
-    prep.port_listeners = []
-    if prep.link is not None:
-        # No explicit delete at the end: the kernel removes the pair with the machine's network
-        # namespace, and deleting it ourselves waits for an RCU grace period (~20 ms) at every stop.
-        # A zone's last member must take the bridge with it, though.
-        if prep.link.zone:
-            from hutch.container import network
-
-            network.leave_zone(prep.link)
-        prep.link.release()
 
 
 def run(prep: Prepared) -> int:

@@ -4,7 +4,7 @@ A detached supervisor spends the machine's whole life in one poll loop: copy the
 pass SIGTERM/SIGINT/SIGHUP on to PID 1, read the notify socket, answer the machine's DHCP requests
 (hutch.container.dhcp, loaded at the first), reap children. Everything it imported
 to build the container (~3 MiB of code and data) would stay resident for that loop, so the full
-supervisor exec()s into this module instead (see Supervisor._slim in launch.py): same PID, same
+supervisor exec()s into this module instead (see hutch.container.handoff): same PID, same
 children, same descriptors (the registry lock among them), and a fresh interpreter that loads nothing
 of hutch but this file. When PID 1 is gone it exec()s back into the full supervisor, which reads its
 pickled state from a memfd and carries on: reboot, or tear down and exit.
@@ -36,7 +36,7 @@ MADV_DONTNEED = 4
 # format (`json` would import `re`: ~0.5 MiB more for the machine's whole life).
 _LOAD = "import sys,marshal;a=marshal.loads(bytes.fromhex(sys.argv[1]));sys.path[:0]=a['path'];"
 MONITOR_CODE = _LOAD + "from hutch.container import monitor;monitor.main(a)"
-RESUME_CODE = _LOAD + "from hutch.container import launch;launch.resume(a)"
+RESUME_CODE = _LOAD + "from hutch.container import handoff;handoff.resume(a)"
 
 
 def interpreter_argv(code: str, args: dict[str, Any]) -> list[str]:

@@ -715,3 +715,36 @@ class _RemountWritable(Op):
 
 
 __all__ = ["PivotRoot", "Prepared", "prepare"]
+
+
+def cleanup(prep: Prepared) -> None:
+    """Remove what prepare() created on the host: ephemeral layers and temporary bind sources."""
+    if prep.cleanup_dirs:
+        from hutch.linux.fsutil import rm_rf
+
+        for d in prep.cleanup_dirs:
+            try:
+                rm_rf(d)
+            except OSError as e:
+                print(f"hutch: Failed to remove {d}: {e.strerror}", file=sys.stderr)
+        prep.cleanup_dirs = []
+    if prep.lock_fd >= 0:
+        os.close(prep.lock_fd)
+        prep.lock_fd = -1
+    for fd in prep.keep_fds:
+        os.close(fd)
+    prep.keep_fds = []
+    if prep.uid_range is not None:
+        prep.uid_range.release()
+    for sock, _, _ in prep.port_listeners:
+        sock.close()
+    prep.port_listeners = []
+    if prep.link is not None:
+        # No explicit delete at the end: the kernel removes the pair with the machine's network
+        # namespace, and deleting it ourselves waits for an RCU grace period (~20 ms) at every stop.
+        # A zone's last member must take the bridge with it, though.
+        if prep.link.zone:
+            from hutch.container import network
+
+            network.leave_zone(prep.link)
+        prep.link.release()

@@ -141,7 +141,7 @@ def test_detached_supervisor_hands_over_to_the_slim_monitor(busybox: Path, hutch
     sup, leader = int(e["supervisor"]), int(e["leader"])  # type: ignore[call-overload]
     cgroup = str(e["cgroup"])
     wait_for(lambda: "monitor.main(a)" in supervisor_cmdline(sup))
-    assert "launch.resume" not in supervisor_cmdline(sup)
+    assert "handoff.resume" not in supervisor_cmdline(sup)
     # The registry lock went through the exec: a second start is still refused.
     r = run("start", "bb")
     assert r.returncode != 0 and "already running" in r.stderr

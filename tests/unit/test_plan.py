@@ -51,7 +51,7 @@ def test_user_namespace_shifts_owned_file_systems(image: Path, hutch_env: Path) 
     d = describe(prep)
     assert any(x.startswith("mount tmpfs on /run ") and f"uid={base},gid={base}" in x for x in d)
     assert any(x.startswith("mount devpts") and f"gid={base + 5}" in x for x in d)
-    from hutch.container.launch import cleanup
+    from hutch.container.prepare import cleanup
 
     cleanup(prep)  # releases the image lock and the UID range
     prep_no = plan_for(image, hutch_env, "--private-users=no")
