@@ -6,7 +6,7 @@ start-up path cannot afford.
 
 from __future__ import annotations
 
-import os
+from hutch.linux import posixos as os
 
 DEFAULT_IMAGE_PATH = (
     "/var/lib/machines:/etc/machines:/run/machines:/usr/local/lib/machines:/usr/lib/machines"
@@ -47,17 +47,17 @@ class Paths:
         return out + [(os.path.join(d, f"{name}.nspawn"), False) for d in dirs]
 
     @classmethod
-    def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> Paths:
-        e = os.environ if env is None else env
+    def from_env(cls, env: dict[str, str] | None = None) -> Paths:
+        get = os.getenv if env is None else env.get
 
         def split(value: str) -> tuple[str, ...]:
             return tuple(p for p in value.split(":") if p)
 
         return cls(
-            image_path=split(e.get("HUTCH_IMAGE_PATH") or DEFAULT_IMAGE_PATH),
-            settings_path=split(e.get("HUTCH_SETTINGS_PATH") or DEFAULT_SETTINGS_PATH),
-            state_dir=e.get("HUTCH_STATE_DIR") or "/run/hutch",
-            log_dir=e.get("HUTCH_LOG_DIR") or "/var/log/hutch",
-            cache_dir=e.get("HUTCH_CACHE_DIR") or "/var/cache/hutch",
-            config_dir=e.get("HUTCH_CONFIG_DIR") or "/etc/hutch",
+            image_path=split(get("HUTCH_IMAGE_PATH") or DEFAULT_IMAGE_PATH),
+            settings_path=split(get("HUTCH_SETTINGS_PATH") or DEFAULT_SETTINGS_PATH),
+            state_dir=get("HUTCH_STATE_DIR") or "/run/hutch",
+            log_dir=get("HUTCH_LOG_DIR") or "/var/log/hutch",
+            cache_dir=get("HUTCH_CACHE_DIR") or "/var/cache/hutch",
+            config_dir=get("HUTCH_CONFIG_DIR") or "/etc/hutch",
         )

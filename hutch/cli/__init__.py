@@ -3,10 +3,10 @@ so `hutch spawn` pays for nothing else (argparse alone costs ~7 ms)."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 from hutch.errors import HutchError
+from hutch.linux import posixos as os
 
 USAGE = """\
 hutch: systemd-nspawn and machinectl for any Linux host.
@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(rc)
         return rc
     except HutchError as e:
-        if debug or os.environ.get("HUTCH_DEBUG"):
+        if debug or os.getenv("HUTCH_DEBUG"):
             import traceback
 
             traceback.print_exc()
         return fail(f"hutch {verb}", e)
     except OSError as e:
         # Library code raises OSError with the path in its message; one line, no traceback.
-        if debug or os.environ.get("HUTCH_DEBUG"):
+        if debug or os.getenv("HUTCH_DEBUG"):
             import traceback
 
             traceback.print_exc()

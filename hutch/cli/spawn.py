@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
+
+from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

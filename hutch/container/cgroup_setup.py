@@ -3,16 +3,15 @@ it), seen by PID 1 through its own cgroup namespace as a cgroup2 mount on /sys/f
 
 from __future__ import annotations
 
-import os
-
 from hutch.container import plan, rootfs
 from hutch.container.prepare import Prepared
 from hutch.errors import MachineError
 from hutch.linux import cgroups, libc
+from hutch.linux import posixos as os
 
 
 def create(prep: Prepared) -> None:
-    root = cgroups.unified_root(os.environ.get("HUTCH_CGROUP_ROOT", cgroups.CGROUP_ROOT))
+    root = cgroups.unified_root(os.getenv("HUTCH_CGROUP_ROOT") or cgroups.CGROUP_ROOT)
     if root is None:
         prep.cgroup = None
         return
@@ -24,7 +23,7 @@ def create(prep: Prepared) -> None:
             "pick another name with -M, or stop the running one",
         )
     cgroups.create(scope)
-    if os.environ.get("HUTCH_READY_FD"):
+    if os.getenv("HUTCH_READY_FD"):
         # A detached machine (hutch start): upstream's supervisor/payload split. The supervisor moves
         # into machine-NAME.scope/supervisor, out of whatever session started it (and would take it
         # down at logout), and PID 1 gets machine-NAME.scope/payload, delegated. Not for a plain
@@ -49,7 +48,7 @@ def create(prep: Prepared) -> None:
     if prep.limits:
         from hutch.container import limits
 
-        backend = limits.backend(prep.name, os.environ.get("HUTCH_CGROUP_ROOT"))
+        backend = limits.backend(prep.name, os.getenv("HUTCH_CGROUP_ROOT"))
         prep.limit_backend = backend
         try:
             backend.prepare(prep.limits)
@@ -88,7 +87,7 @@ def devices_cgroup(prep: Prepared) -> str | None:
     namespace the kernel refuses to open device nodes the container creates, on every host.)"""
     if prep.uid_range is not None:
         return None
-    base = os.environ.get("HUTCH_CGROUP_ROOT", cgroups.CGROUP_ROOT) + "/devices"
+    base = (os.getenv("HUTCH_CGROUP_ROOT") or cgroups.CGROUP_ROOT) + "/devices"
     if not os.path.exists(base + "/devices.deny"):
         return None
     path = f"{base}/machine.slice/machine-{prep.name}.scope"
@@ -153,7 +152,7 @@ def remove(prep: Prepared) -> None:
     if prep.limit_backend is not None:
         for path in prep.limit_backend.paths():
             cgroups.remove_tree(path)
-    base = os.environ.get("HUTCH_CGROUP_ROOT", cgroups.CGROUP_ROOT)
+    base = os.getenv("HUTCH_CGROUP_ROOT") or cgroups.CGROUP_ROOT
     if not os.path.exists(f"{base}/cgroup.subtree_control"):
         # v1 hierarchies: also those `hutch set-property` added while the machine ran.
         for path in cgroups.v1_scopes(base, f"machine.slice/machine-{prep.name}.scope"):

@@ -7,9 +7,9 @@ owns (getty can chown it); the slave is bind-mounted onto /dev/console, as nspaw
 from __future__ import annotations
 
 import fcntl
-import os
 
 from hutch.container import rootfs
+from hutch.linux import posixos as os
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430

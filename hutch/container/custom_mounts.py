@@ -5,11 +5,10 @@ Imported only when one of these options is given.
 
 from __future__ import annotations
 
-import os
-
 from hutch.container import plan, rootfs
 from hutch.container.plan import Inaccessible, Mount, Op
 from hutch.container.prepare import Prepared, make_temp_dir
+from hutch.linux import posixos as os
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC
 
 

@@ -20,7 +20,6 @@ Without one (--private-users=no), PID 1 builds the tree in its own mount namespa
 from __future__ import annotations
 
 import gc
-import os
 import select
 import sys
 import time
@@ -29,6 +28,7 @@ from hutch.container import cgroup_setup, console, payload, plan, prepare, rootf
 from hutch.container.prepare import Prepared
 from hutch.errors import HutchError, SetupError
 from hutch.linux import caps, cgroups, libc, seccomp, sig
+from hutch.linux import posixos as os
 from hutch.settings.cmdline import signal_name
 
 TYPE_CHECKING = False
@@ -39,7 +39,7 @@ REBOOT = -1
 
 
 def _report(fd: int, e: BaseException) -> None:
-    if os.environ.get("HUTCH_DEBUG") and "traceback" in sys.modules:
+    if os.getenv("HUTCH_DEBUG") and "traceback" in sys.modules:
         sys.modules["traceback"].print_exception(e)
     if isinstance(e, HutchError):
         msg = e.message + (f"\t{e.hint}" if e.hint else "")
@@ -404,7 +404,7 @@ class Supervisor:
         self.saved_tty: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         # `hutch start` waits on this pipe for "READY" (or EOF: failed); see hutch.machines.control.
-        self.ready_fd = int(os.environ.get("HUTCH_READY_FD") or -1)
+        self.ready_fd = int(os.getenv("HUTCH_READY_FD") or -1)
         if self.ready_fd >= 0:
             os.set_inheritable(self.ready_fd, False)
         self.claim: Any = None
@@ -435,7 +435,7 @@ class Supervisor:
             from hutch.machines import registry
 
             self.claim = registry.Claim(prep.state_dir, self.name)
-        log = os.environ.get("HUTCH_CONSOLE_LOG")
+        log = os.getenv("HUTCH_CONSOLE_LOG")
         if log:
             self.out = console.RotatingLog(log)
         return self.loop(resumed=False)

@@ -14,9 +14,8 @@ A limit the host cannot apply (no such controller, no such file) is an error, ne
 
 from __future__ import annotations
 
-import os
-
 from hutch.errors import SettingsError
+from hutch.linux import posixos as os
 
 _SIZE_HINT = "use bytes (512M, 2G), a percentage or infinity"
 
@@ -335,7 +334,7 @@ def backend(name: str, base: str | None = None) -> V1 | V2:
     """The backend for this host: the unified hierarchy when it is mounted on /sys/fs/cgroup itself
     (a pure v2 host), the v1 controller hierarchies otherwise. HUTCH_CGROUP_ROOT points tests at a
     directory laid out like cgroupfs."""
-    base = base or os.environ.get("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
+    base = base or os.getenv("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
     if os.path.exists(f"{base}/cgroup.subtree_control"):
         return V2(base, name)
     return V1(base, name)

@@ -15,12 +15,12 @@ machine's network namespace; the lock with the supervisor.
 from __future__ import annotations
 
 import fcntl
-import os
 import sys
 
 from hutch.container.addr import Net, parse_address, parse_network
 from hutch.container.userns import name_hash
 from hutch.errors import SetupError
+from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _pools() -> tuple[Net, Net, Net]:
         ("HUTCH_ZONE_POOL", DEFAULT_ZONE_POOL, 4, 24),
         ("HUTCH_NET6_POOL", DEFAULT_POOL6, 6, 48),
     ):
-        value = os.environ.get(var) or default
+        value = os.getenv(var) or default
         try:
             pool = parse_network(value)
         except ValueError as e:

@@ -6,10 +6,10 @@ Runs as the container's PID 1 (or, with --as-pid2, in the child the stub init fo
 from __future__ import annotations
 
 import fcntl
-import os
 
 from hutch.container.console import TIOCSCTTY
 from hutch.errors import SetupError
+from hutch.linux import posixos as os
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -7,10 +7,9 @@ tmpfs mounts that hutch itself just created are trusted.
 
 from __future__ import annotations
 
-import os
-
 from hutch.container import rootfs
 from hutch.linux import libc
+from hutch.linux import posixos as os
 from hutch.linux.libc import (
     MS_BIND,
     MS_NODEV,

@@ -11,9 +11,8 @@ in a process of its own that dies with the supervisor.
 
 from __future__ import annotations
 
-import os
-
 from hutch.errors import SetupError
+from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

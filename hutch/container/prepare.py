@@ -7,7 +7,6 @@ Everything here runs in the supervisor before the first fork, so bad input fails
 from __future__ import annotations
 
 import fcntl
-import os
 import sys
 
 from hutch.container import plan, rootfs, userns
@@ -29,6 +28,7 @@ from hutch.container.plan import (
     WriteFile,
 )
 from hutch.errors import ImageError, UsageError
+from hutch.linux import posixos as os
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME
 from hutch.paths import Paths
 from hutch.settings.cmdline import SIGRTMIN, parse_private_users, valid_machine_name
@@ -406,7 +406,7 @@ def _security(prep: Prepared, paths: Paths) -> None:
     prep.keep_caps = frozenset(
         c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
     )
-    if os.environ.get("HUTCH_SECCOMP", "1") != "0":
+    if (os.getenv("HUTCH_SECCOMP") or "1") != "0":
         prep.seccomp = security.program(prep.keep_caps, s.syscall_allow, s.syscall_deny, paths.cache_dir)
 
 
@@ -430,10 +430,10 @@ def _check_sources(s: Settings, image: str) -> None:
 def _environment(prep: Prepared, console: str) -> dict[str, str]:
     s = prep.settings
     host_os = parse_os_release(_host_os_release().decode(errors="replace"))
-    term = os.environ.get("TERM", "vt220") if console in ("interactive", "pipe") else "vt220"
+    term = (os.getenv("TERM") or "vt220") if console in ("interactive", "pipe") else "vt220"
     env = {
         "PATH": DEFAULT_PATH,
-        "container": os.environ.get("HUTCH_CONTAINER_SERVICE", CONTAINER_MANAGER),
+        "container": os.getenv("HUTCH_CONTAINER_SERVICE") or CONTAINER_MANAGER,
         "container_uuid": _format_uuid(prep.uuid),
         "TERM": term,
         "HOME": "/root",
@@ -512,7 +512,7 @@ def _routed_resolv_conf(prep: Prepared) -> list[Op]:
 
 
 def _host_resolv() -> str:
-    return os.environ.get("HUTCH_HOST_RESOLV_CONF") or RESOLV_SOURCES["host"]
+    return os.getenv("HUTCH_HOST_RESOLV_CONF") or RESOLV_SOURCES["host"]
 
 
 def _file_op(dest: str, source: str, how: str, label: str) -> list[Op]:

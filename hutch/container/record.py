@@ -3,9 +3,8 @@ supervisor gives back the memory its start-up needed."""
 
 from __future__ import annotations
 
-import os
-
 from hutch.container.prepare import Prepared
+from hutch.linux import posixos as os
 
 
 def fields(prep: Prepared, pid1: int, since: int, pending: bool) -> dict[str, object]:
@@ -32,7 +31,7 @@ def fields(prep: Prepared, pid1: int, since: int, pending: bool) -> dict[str, ob
         "kill_signal": prep.kill_signal,
         "private_network": s.private_network,
         "hostname": prep.hostname,
-        "log": os.environ.get("HUTCH_CONSOLE_LOG") or "",
+        "log": os.getenv("HUTCH_CONSOLE_LOG") or "",
         "argv": s.argv,
         # What hutch shell gives the processes it adds: the payload's own confinement.
         "keep_caps": sum(1 << c for c in prep.keep_caps),

@@ -8,10 +8,10 @@ the container root, never on the host. Mounts then target the resulting fd throu
 from __future__ import annotations
 
 import errno
-import os
 import stat
 
 from hutch.linux import libc
+from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

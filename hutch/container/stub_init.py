@@ -6,8 +6,7 @@ orphaned children would pile up as zombies without someone calling wait().
 
 from __future__ import annotations
 
-import os
-
+from hutch.linux import posixos as os
 from hutch.linux import sig
 
 TYPE_CHECKING = False

@@ -10,9 +10,9 @@ range at once. Ownership: 'map' shows the image through an idmapped mount (nothi
 from __future__ import annotations
 
 import fcntl
-import os
 
 from hutch.errors import SetupError
+from hutch.linux import posixos as os
 from hutch.settings.cmdline import RANGE as RANGE
 
 PICK_MIN = 0x00080000
@@ -60,8 +60,11 @@ def _lock_blocks(state_dir: str, base: int, count: int, name: str) -> list[int] 
             for f in fds:
                 os.close(f)
             return None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{name}\n".encode())
+        data = f"{name}\n".encode()
+        if os.pread(fd, len(data) + 1, 0) != data:
+            # Only when it changed: a truncate is a journal commit on ext4 (~0.2 ms of each start).
+            os.ftruncate(fd, 0)
+            os.write(fd, data)
         fds.append(fd)
     return fds
 

@@ -97,7 +97,7 @@ def drop_bounding(keep: frozenset[int]) -> None:
 
 def set_caps(permitted: frozenset[int], inheritable: frozenset[int] = frozenset()) -> None:
     """capset(2): PERMITTED becomes the permitted and effective sets."""
-    import os
+    from hutch.linux import posixos as os
 
     p_lo, p_hi = _mask(permitted)
     i_lo, i_hi = _mask(inheritable)

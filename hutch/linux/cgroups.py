@@ -7,8 +7,9 @@ subtree, entered through a cgroup namespace, to boot (shared/reference/findings.
 
 from __future__ import annotations
 
-import os
 import time
+
+from hutch.linux import posixos as os
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 

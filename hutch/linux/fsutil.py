@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
 import sys
+
+from hutch.linux import posixos as os
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETFLAGS = 0x80086601

@@ -9,7 +9,6 @@ runs ldconfig: ~16 ms).
 from __future__ import annotations
 
 import _ctypes
-import os
 from _ctypes import (
     FUNCFLAG_CDECL,
     FUNCFLAG_PYTHONAPI,
@@ -19,6 +18,8 @@ from _ctypes import (
     byref,
     sizeof,
 )
+
+from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -8,8 +8,9 @@ where systemd-nspawn's costs 7 ms. Each request here is sent with NLM_F_ACK and 
 from __future__ import annotations
 
 import _socket
-import os
 import struct
+
+from hutch.linux import posixos as os
 
 AF_NETLINK = 16
 NETLINK_ROUTE = 0

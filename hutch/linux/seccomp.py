@@ -9,9 +9,8 @@ programs fall back, as systemd does). Compiling costs ~1 ms of Python; the bytes
 
 from __future__ import annotations
 
-import os
-
 from hutch.linux import libc
+from hutch.linux import posixos as os
 
 # struct seccomp_data: nr @0, arch @4, instruction_pointer @8, args @16 (8 bytes each, little endian)
 _OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG2 = 0, 4, 16, 32

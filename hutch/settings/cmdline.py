@@ -6,9 +6,8 @@ Like nspawn (getopt "+..."), parsing stops at the first non-option: the rest is 
 
 from __future__ import annotations
 
-import os
-
 from hutch.errors import UsageError
+from hutch.linux import posixos as os
 from hutch.settings.model import (
     CONSOLE_MODES,
     RESOLV_CONF_MODES,
@@ -318,9 +317,10 @@ def _setenv(s: Settings, v: str) -> None:
     ):
         raise UsageError(f"Invalid environment variable assignment: {v!r}", "expected NAME=VALUE or NAME")
     if not eq:
-        if name not in os.environ:
+        host = os.getenv(name)
+        if host is None:
             return  # nspawn: NAME alone copies the host's value, and is dropped when unset
-        v = f"{name}={os.environ[name]}"
+        v = f"{name}={host}"
     s.setenv.append(v)
 
 

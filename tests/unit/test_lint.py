@@ -51,6 +51,19 @@ def test_spawn_start_path_imports_stay_small() -> None:
     assert out == "", f"start-up path imports heavy modules: {out}"
 
 
+def test_spawn_start_path_does_without_os() -> None:
+    """os costs ~1.2 ms to import (see hutch.linux.posixos): nothing on spawn's path may load it,
+    -n's modules and those of --property, --bind and --as-pid2 included."""
+    out = _fresh(
+        "import sys; import hutch.cli, hutch.cli.spawn, hutch.container.launch, hutch.container.prepare, "
+        "hutch.container.network, hutch.container.dhcp, hutch.container.ports, hutch.linux.rtnl, "
+        "hutch.container.limits, hutch.container.custom_mounts, hutch.container.stub_init, "
+        "hutch.container.security, hutch.linux.fsutil, hutch.container.record; "
+        "print(','.join(m for m in ('os', 'posixpath', '_collections_abc') if m in sys.modules))"
+    )
+    assert out == "", f"spawn's path imports {out}"
+
+
 def test_slim_monitor_loads_nothing_else_of_hutch() -> None:
     """The monitor that supervises a started machine for its whole life imports one module of hutch's
     and no heavy library: what it loads stays resident (see hutch.container.monitor)."""
