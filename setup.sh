@@ -35,12 +35,16 @@ install() {
 import sys
 sys.path.insert(0, "$HERE")
 sys.path.append("$site")
+from hutch.preload import load
+load(sys.argv[1] if len(sys.argv) > 1 else "")
 from hutch.cli import main
 sys.exit(main())
 LAUNCHER
     chmod 755 "$VENV/bin/hutch"
     # Precompiled bytecode even where PYTHONDONTWRITEBYTECODE is set: compiling costs ~10 ms a start.
     "$VENV/bin/python" -m compileall -q "$HERE/hutch"
+    # spawn's modules in one file, loaded without the import system's search (see hutch/preload.py).
+    "$VENV/bin/python" -m hutch.preload >/dev/null
     echo "setup: hutch installed as $VENV/bin/hutch" >&2
 }
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
 
 from hutch.errors import MachineError
+from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -190,9 +190,9 @@ def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[st
 
     from hutch.linux import cgroups
 
-    base = base or os.environ.get("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
+    base = base or os.getenv("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
     if min_age is None:
-        min_age = float(os.environ.get("HUTCH_CGROUP_GC_AGE") or GC_AGE)
+        min_age = float(os.getenv("HUTCH_CGROUP_GC_AGE") or GC_AGE)
     removed: list[str] = []
     try:
         hierarchies = os.listdir(base)

@@ -394,3 +394,60 @@ def test_container_dies_with_its_supervisor(busybox: Path) -> None:
         # Nothing left behind blocks the next start: the lock and the UID range died with the process.
         r = sh(busybox, "echo again", "-P", *opts)
         assert r.stdout.strip() == "again", r.stderr
+
+
+LATE_IMPORTS = """
+import sys
+sys.path.insert(0, REPO)
+from hutch import preload
+if not preload.load("spawn"):
+    sys.exit("no fresh bundle: ./setup.sh install writes it")
+from importlib.machinery import SourceFileLoader
+late = []
+real = SourceFileLoader.exec_module
+def exec_module(self, module):
+    late.append(module.__name__)
+    real(self, module)
+SourceFileLoader.exec_module = exec_module
+import posix
+from hutch.linux import posixos
+main_pid = posix.getpid()
+def _exit(rc):
+    if posix.getpid() == main_pid:
+        posix.write(2, ("LATE " + ",".join(m for m in late if m.startswith("hutch")) + "\\n").encode())
+    posix._exit(rc)
+posixos._exit = _exit
+from hutch.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_default_spawn_finds_every_module_in_its_preload_bundle(busybox: Path) -> None:
+    """setup.sh writes spawn's bundle (hutch/preload.py); a module the default path loads but
+    preload.ENTRIES misses would cost the import system's ~60 us search on every start."""
+    from conftest import REPO
+
+    code = LATE_IMPORTS.replace("REPO", repr(str(REPO)))
+    python = str(REPO / ".venv/bin/python")
+    spawn(busybox, "/bin/true", check=True)  # the first start compiles the seccomp filter, once
+    r = subprocess.run(
+        [
+            python,
+            "-I",
+            "-S",
+            "-X",
+            "frozen_modules=on",
+            "-c",
+            code,
+            "spawn",
+            "-q",
+            "-D",
+            str(busybox),
+            "/bin/true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "LATE \n" in r.stderr, r.stderr

@@ -58,7 +58,7 @@ def test_spawn_start_path_does_without_os() -> None:
         "import sys; import hutch.cli, hutch.cli.spawn, hutch.container.launch, hutch.container.prepare, "
         "hutch.container.network, hutch.container.dhcp, hutch.container.ports, hutch.linux.rtnl, "
         "hutch.container.limits, hutch.container.custom_mounts, hutch.container.stub_init, "
-        "hutch.container.security, hutch.linux.fsutil, hutch.container.record; "
+        "hutch.container.security, hutch.linux.fsutil, hutch.container.record, hutch.machines.registry; "
         "print(','.join(m for m in ('os', 'posixpath', '_collections_abc') if m in sys.modules))"
     )
     assert out == "", f"spawn's path imports {out}"
