@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from hutch.linux import libc
 
 NAMES = (
@@ -90,9 +92,17 @@ def _mask(caps: frozenset[int] | set[int]) -> tuple[int, int]:
 def drop_bounding(keep: frozenset[int]) -> None:
     """Remove every capability not in KEEP from the bounding set (needs CAP_SETPCAP: do it before
     changing to a non-root user)."""
-    for cap in range(supported()):
-        if cap not in keep:
+    # Up to the first the kernel does not know (EINVAL) rather than reading cap_last_cap: PID 1 runs
+    # this, and /proc's file would cost it more than the one failed prctl.
+    for cap in range(64):
+        if cap in keep:
+            continue
+        try:
             libc.prctl(PR_CAPBSET_DROP, cap)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            return
 
 
 def set_caps(permitted: frozenset[int], inheritable: frozenset[int] = frozenset()) -> None:
