@@ -4,8 +4,6 @@
 command line, which imports this package, pays nothing for them.
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 __all__ = ["Image", "Machine", "__version__"]
 

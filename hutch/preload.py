@@ -11,8 +11,8 @@ else: one read, one stat per source, and each module is executed as the import s
 unreadable, load() leaves everything to the import system.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here or in hutch/__init__.py: both load before the bundle,
+# and that statement imports the __future__ module through the search this module exists to skip.
 import marshal
 import posix
 import sys
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # What each verb imports at once and on its way to work (the lazy imports inside functions too),
 # for the default options. Options that need more (-n, --property, ...) import the rest the usual
-# way. tests/root/test_preload.py checks that a real run loads nothing of hutch's beyond this.
+# way. tests/root/test_spawn.py checks that a real run loads nothing of hutch's beyond this.
 ENTRIES: dict[str, tuple[str, ...]] = {
     "spawn": (
         "hutch.cli",
