@@ -39,8 +39,9 @@ ENTRIES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# One entry: name, source path, whether it is a package, source mtime_ns, source size, code.
-Entry = tuple[str, str, bool, int, int, "CodeType"]
+# One entry: name, source path, whether it is a package, source mtime_ns, source size, code (None
+# for an extension module: its path is what the entry saves).
+Entry = tuple[str, str, bool, int, int, "CodeType | None"]
 
 _bootstrap = sys.modules["_frozen_importlib"]
 _external = sys.modules["_frozen_importlib_external"]
@@ -83,45 +84,54 @@ def load(verb: str, cache_dir: str | None = None) -> int:
     for name, path, is_pkg, _mtime, _size, code in entries:
         if name in sys.modules:
             continue
-        loader = _external.SourceFileLoader(name, path)
-        spec = _external.spec_from_file_location(
-            name,
-            path,
-            loader=loader,
-            submodule_search_locations=[path.rpartition("/")[0]] if is_pkg else None,
-        )
-        module: ModuleType = _bootstrap.module_from_spec(spec)
-        sys.modules[name] = module
         try:
-            exec(code, module.__dict__)
+            if code is None:
+                # An extension module: loaded from the file recorded, where the import system would
+                # first list three directories of sys.path (the standard library's is ~200 names).
+                spec = _external.spec_from_file_location(
+                    name, path, loader=_external.ExtensionFileLoader(name, path)
+                )
+                _bootstrap._load(spec)
+            else:
+                _exec(name, path, is_pkg, code)
         except BaseException:
             # The import statement that needs it will try again, and report the failure where it
             # belongs. The modules already done are whole and stay.
-            del sys.modules[name]
+            sys.modules.pop(name, None)
             return done
-        parent, _, child = name.rpartition(".")
-        if parent in sys.modules:
-            setattr(sys.modules[parent], child, module)
         done += 1
     return done
 
 
+def _exec(name: str, path: str, is_pkg: bool, code: "CodeType") -> None:
+    loader = _external.SourceFileLoader(name, path)
+    spec = _external.spec_from_file_location(
+        name, path, loader=loader, submodule_search_locations=[path.rpartition("/")[0]] if is_pkg else None
+    )
+    module: ModuleType = _bootstrap.module_from_spec(spec)
+    sys.modules[name] = module
+    exec(code, module.__dict__)
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, module)
+
+
 _RECORD = """
 import marshal, sys
-from importlib.machinery import SourceFileLoader
+from importlib.machinery import ExtensionFileLoader, SourceFileLoader
 done = []
-real = SourceFileLoader.exec_module
-def exec_module(self, module):
-    real(self, module)
-    done.append(module)
-SourceFileLoader.exec_module = exec_module
+for cls in (SourceFileLoader, ExtensionFileLoader):
+    def exec_module(self, module, real=cls.exec_module):
+        real(self, module)
+        done.append(module)
+    cls.exec_module = exec_module
 for name in sys.argv[1:]:
     __import__(name)
 out = []
 for m in done:
     path = m.__spec__.origin
     st = __import__("posix").stat(path)
-    code = m.__loader__.get_code(m.__name__)
+    code = None if isinstance(m.__loader__, ExtensionFileLoader) else m.__loader__.get_code(m.__name__)
     out.append((m.__name__, path, m.__spec__.submodule_search_locations is not None, st.st_mtime_ns,
                 st.st_size, code))
 sys.stdout.buffer.write(marshal.dumps(out))
