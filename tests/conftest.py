@@ -273,3 +273,16 @@ def tree_snapshot(root: Path | str) -> dict[str, tuple[object, ...]]:
                 st.st_rdev,
             )
     return out
+
+
+# For probe scripts run in a fresh interpreter: records in `late` each module the import system still
+# loads from source after this point (hutch.preload's tests: what its bundle did not cover).
+LATE_IMPORT_HOOK = """
+from importlib.machinery import SourceFileLoader
+late = []
+real = SourceFileLoader.exec_module
+def exec_module(self, module):
+    late.append(module.__name__)
+    real(self, module)
+SourceFileLoader.exec_module = exec_module
+"""

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import mounts, run, spawn
+from conftest import LATE_IMPORT_HOOK, REPO, mounts, run, spawn
 
 
 def sh(image: Path, script: str, *opts: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -402,13 +402,7 @@ sys.path.insert(0, REPO)
 from hutch import preload
 if not preload.load("spawn"):
     sys.exit("no fresh bundle: ./setup.sh install writes it")
-from importlib.machinery import SourceFileLoader
-late = []
-real = SourceFileLoader.exec_module
-def exec_module(self, module):
-    late.append(module.__name__)
-    real(self, module)
-SourceFileLoader.exec_module = exec_module
+HOOK
 import posix
 from hutch.linux import posixos
 main_pid = posix.getpid()
@@ -425,9 +419,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_default_spawn_finds_every_module_in_its_preload_bundle(busybox: Path) -> None:
     """setup.sh writes spawn's bundle (hutch/preload.py); a module the default path loads but
     preload.ENTRIES misses would cost the import system's ~60 us search on every start."""
-    from conftest import REPO
-
-    code = LATE_IMPORTS.replace("REPO", repr(str(REPO)))
+    code = LATE_IMPORTS.replace("REPO", repr(str(REPO))).replace("HOOK\n", LATE_IMPORT_HOOK)
     python = str(REPO / ".venv/bin/python")
     spawn(busybox, "/bin/true", check=True)  # the first start compiles the seccomp filter, once
     r = subprocess.run(

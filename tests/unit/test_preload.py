@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LATE_IMPORT_HOOK
 from hutch import preload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,13 +23,7 @@ import json, sys
 sys.path.insert(0, REPO)
 from hutch import preload
 n = preload.load("spawn", CACHE)
-from importlib.machinery import SourceFileLoader
-late = []
-real = SourceFileLoader.exec_module
-def exec_module(self, module):
-    late.append(module.__name__)
-    real(self, module)
-SourceFileLoader.exec_module = exec_module
+HOOK
 for name in preload.ENTRIES["spawn"]:
     __import__(name)
 mods = {}
@@ -48,6 +43,7 @@ print(json.dumps({"n": n, "late": late, "mods": mods}))
 def _probe(cache: Path | None) -> dict[str, object]:
     where = str(cache) if cache else "/nonexistent"
     code = PROBE.replace("REPO", repr(str(REPO))).replace("CACHE", repr(where))
+    code = code.replace("HOOK\n", LATE_IMPORT_HOOK)
     r = subprocess.run(
         [sys.executable, "-I", "-S", "-X", "frozen_modules=on", "-c", code], capture_output=True, text=True
     )
