@@ -1,4 +1,4 @@
-"""A verb's modules loaded from one file, without the import system's search (~1.5 ms of each spawn).
+"""A verb's modules loaded from one file, without the import system's search (~1 ms of each spawn).
 
 The import system spends ~60 µs on each module it loads: it looks the module up along the package's
 path, checks its source's time stamp, opens and reads the .pyc and sets the module up, mostly in
