@@ -124,6 +124,8 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
         cgroup_setup.mount_inside(ctx)
     plan.PivotRoot().execute(ctx)
     os.close(ctx.root_fd)
+    # The bounding set only limits later execve()s: what PID 1 does before its own keeps every capability.
+    caps.drop_bounding(prep.keep_caps)
     _run_payload(prep, status_w, ack_r, master)
 
 
@@ -278,8 +280,7 @@ def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
     libc.prctl(libc.PR_SET_DUMPABLE, 1)
     libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)  # cleared by the ID change
     libc.sethostname(prep.hostname)
-    # The bounding set only limits later execve()s: what we do before ours keeps every capability.
-    caps.drop_bounding(prep.keep_caps)
+    caps.drop_bounding(prep.keep_caps)  # as in _container_child, now rather than after the go
     if os.read(go_r, 1) != b"g":
         os._exit(1)
     os.close(go_r)
@@ -290,10 +291,10 @@ def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
         ctx.open_root()
         cgroup_setup.mount_inside(ctx)
         os.close(ctx.root_fd)
-    _run_payload(prep, status_w, -1, -1, bounded=True)
+    _run_payload(prep, status_w, -1, -1)
 
 
-def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int, bounded: bool = False) -> None:
+def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None:
     """Inside the container root: wait for the supervisor to take the console, then become the payload."""
     s = prep.settings
     if ack_r >= 0:
@@ -318,7 +319,7 @@ def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int, bounded
                 f"Failed to change to specified working directory {s.chdir}: {e.strerror}"
             ) from e
     # With --as-pid2 the stub init stays root; its child becomes the user.
-    _become(prep, None if s.as_pid2 else user, env, bounded)
+    _become(prep, None if s.as_pid2 else user, env)
     sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
     payload.close_fds(status_w)
     if s.as_pid2:
@@ -338,18 +339,15 @@ def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int, bounded
     payload.exec_payload(s.boot, s.command, env, shell)
 
 
-def _become(prep: Prepared, user: payload.User | None, env: dict[str, str], bounded: bool = False) -> None:
-    """Drop privileges for the payload: the capability bounding set (nspawn's default list, edited by
-    --capability/--drop-capability; BOUNDED: already done), then the user, then ambient capabilities
-    and no_new_privs."""
+def _become(prep: Prepared, user: payload.User | None, env: dict[str, str]) -> None:
+    """Drop privileges for the payload, its bounding set already dropped (nspawn's default list, edited
+    by --capability/--drop-capability): the user, then ambient capabilities and no_new_privs."""
     s = prep.settings
     keep = prep.keep_caps
     if prep.seccomp:
         # Before dropping capabilities: loading a filter needs CAP_SYS_ADMIN (or no_new_privs).
         seccomp.load(prep.seccomp)
     ambient = frozenset(s.ambient_capabilities) & keep
-    if not bounded:
-        caps.drop_bounding(keep)
     if user is not None and user.uid != 0:
         if ambient:
             libc.prctl(caps.PR_SET_KEEPCAPS, 1)  # let the permitted set survive setuid()
