@@ -11,6 +11,10 @@ import fcntl
 from hutch.container import rootfs
 from hutch.linux import posixos as os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
 TIOCGPTPEER = 0x5441
@@ -30,6 +34,26 @@ def open_console_pty(root_fd: int) -> tuple[int, int]:
     # TIOCGPTPEER opens the slave through the master, with no path lookup that a mount could redirect.
     slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     return master, slave
+
+
+def raw_tty(fd: int) -> list[Any] | None:
+    """Put the terminal FD in raw mode, for the console forwarded to it; its settings before, or None
+    if FD is no terminal."""
+    import termios
+    import tty
+
+    try:
+        saved = termios.tcgetattr(fd)
+        tty.setraw(fd)
+    except termios.error:
+        return None
+    return saved
+
+
+def restore_tty(fd: int, saved: list[Any]) -> None:
+    import termios
+
+    termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def copy_winsize(src: int, dst: int) -> None:

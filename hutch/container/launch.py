@@ -644,7 +644,7 @@ class Supervisor:
         if master >= 0 and mode in ("interactive", "read-only"):
             poller.register(master, select.POLLIN)
         if interactive:
-            self._raw_tty()
+            self.saved_tty = console.raw_tty(0)
             console.copy_winsize(0, master)
             poller.register(0, select.POLLIN)
         hot = console.Hotkey()
@@ -735,21 +735,9 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _raw_tty(self) -> None:
-        import termios
-        import tty
-
-        try:
-            self.saved_tty = termios.tcgetattr(0)
-            tty.setraw(0)
-        except termios.error:
-            self.saved_tty = None
-
     def _restore_tty(self) -> None:
         if self.saved_tty is not None:
-            import termios
-
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved_tty)
+            console.restore_tty(0, self.saved_tty)
             self.saved_tty = None
 
     def _result(self) -> int:
