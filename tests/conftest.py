@@ -91,6 +91,16 @@ def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     _writable_again(tmp_path)
 
 
+def assert_no_traceback(args: tuple[str, ...] | list[str], output: str) -> None:
+    """No run of hutch may show a Python traceback or hit the internal-error handler: every failure a
+    user can cause is one clear line."""
+    if (env_debug := os.environ.get("HUTCH_DEBUG")) and env_debug != "0":
+        return
+    for mark in ("Traceback (most recent call last)", ": internal error"):
+        if mark in output:
+            raise AssertionError(f"hutch {' '.join(args)} printed {mark!r}:\n{output[-3000:]}")
+
+
 def run(
     *args: str,
     input: str | None = None,
@@ -107,6 +117,7 @@ def run(
         env=env,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+    assert_no_traceback(args, r.stdout + r.stderr)
     if r.returncode not in (0, 42) and os.environ.get("HUTCH_TEST_TRACE"):
         print("TRACE", args, r.returncode, r.stderr[-500:])
     if check and r.returncode != 0:

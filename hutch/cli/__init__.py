@@ -103,11 +103,57 @@ VERBS = {
 }
 
 
+def cescape(text: str) -> str:
+    """TEXT with control characters and undecodable bytes escaped, as systemd's cescape() prints
+    them: a name from a file or an argument must not write raw escapes into the user's terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        n = ord(c)
+        if c.isprintable():
+            out.append(c)
+        elif c in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[c])
+        elif 0xDC80 <= n <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{n - 0xDC00:02x}")
+        elif n < 0x100:
+            out.append(f"\\x{n:02x}")
+        else:
+            out.append(f"\\u{n:04x}")
+    return "".join(out)
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!", ":")) else text + "."
+
+
 def fail(prog: str, e: HutchError) -> int:
-    hint = f" Hint: {e.hint[0].lower() + e.hint[1:]}." if e.hint else ""
-    hint = hint.replace("..", ".")
-    print(f"{prog}: {e.message}{hint}", file=sys.stderr)
+    hint = ""
+    if e.hint:
+        h = e.hint.strip()
+        hint = f" Hint: {_sentence(h[0].lower() + h[1:])}"
+    print(f"{prog}: {cescape(_sentence(e.message))}{cescape(hint)}", file=sys.stderr)
     return e.exit_status
+
+
+def _unexpected(verb: str, e: BaseException) -> int:
+    """One line for a bug: what broke, in which verb, and where to send it. The traceback is kept
+    for --debug (or HUTCH_DEBUG=1), never shown by default."""
+    where = ""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+    what = cescape(f"{type(e).__name__}: {e}")[:300]
+    print(
+        f"hutch {verb}: internal error{where}: {what}. Hint: this is a bug in hutch; rerun with "
+        "HUTCH_DEBUG=1 for the traceback and report it with the command that caused it.",
+        file=sys.stderr,
+    )
+    return 70  # EX_SOFTWARE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         gc.disable()
     # __import__ rather than importlib.import_module: the importlib package costs ~0.5 ms to load.
     module, _, func = module.partition(":")
-    mod = __import__(module, fromlist=["run"])
     debug = "--debug" in args
     try:
+        mod = __import__(module, fromlist=["run"])
         rc: int = getattr(mod, func or "run")(args[1:])
         if verb == "spawn":
             # Interpreter teardown costs ~1-2 ms and nothing is left to clean up: leave at once.
@@ -149,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         return fail(f"hutch {verb}", e)
+    except BrokenPipeError:
+        return 141  # a reader that went away (hutch list | head) is not an error worth a line
     except OSError as e:
         # Library code raises OSError with the path in its message; one line, no traceback.
         if debug or os.getenv("HUTCH_DEBUG"):
@@ -158,8 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         text = e.strerror or str(e)
         if e.filename and str(e.filename) not in text:
             text = f"{text}: {e.filename}"
-        print(f"hutch {verb}: {text}", file=sys.stderr)
+        print(f"hutch {verb}: {cescape(text)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"hutch {verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug or os.getenv("HUTCH_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return _unexpected(verb, e)

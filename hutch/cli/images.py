@@ -338,6 +338,8 @@ def _report(ns: argparse.Namespace, img: Image, stats: dict[str, int]) -> None:
         notes.append(f"setuid/setgid dropped from {stats['setuid_stripped']} writable files")
     if stats.get("xattrs_dropped"):
         notes.append(f"{stats['xattrs_dropped']} extended attributes dropped")
+    if stats.get("caps_dropped"):
+        notes.append(f"file capabilities dropped from {stats['caps_dropped']} files (setcap them inside)")
     if stats.get("absolute"):
         notes.append(f"leading '/' stripped from {stats['absolute']} names")
     tail = f" ({'; '.join(notes)})" if notes else ""

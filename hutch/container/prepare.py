@@ -28,6 +28,7 @@ from hutch.container.plan import (
     WriteFile,
 )
 from hutch.errors import ImageError, UsageError
+from hutch.images import thin
 from hutch.linux import posixos as os
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME
 from hutch.paths import Paths
@@ -234,11 +235,13 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
     prep.image = image
     prep.root = image
     # A thin clone (hutch clone --thin): IMAGE holds an overlay's upper and work directories, and the
-    # tree below them is the read-only image named by this xattr.
-    try:
-        prep.thin_lower = os.getxattr(image, "user.hutch.lower").decode()
-    except OSError:
-        pass
+    # tree below them is the read-only image its record beside IMAGE names.
+    prep.thin_lower = thin.read(image, os.stat(image).st_ino) or ""
+    if prep.thin_lower and not os.path.isdir(prep.thin_lower):
+        raise ImageError(
+            f"Image {image} is a thin clone whose source {prep.thin_lower} is gone.",
+            "remove it with 'hutch remove', or clone another",
+        )
     tree = prep.thin_lower or image
     if prep.thin_lower and (s.ephemeral or s.volatile != "no"):
         raise ImageError(

@@ -10,7 +10,10 @@ tarstream only parses; every file is created by this module from its parent's di
 - hard link targets are resolved inside the root the same way, and never through a symlink;
 - owners are the archive's numeric ids (never names looked up on the host); device nodes are not
   created (the container gets its /dev at start); setuid/setgid bits are dropped from files others
-  can write; only user.*, POSIX ACL and file capability xattrs are kept;
+  can write; only user.* (but hutch's own user.hutch.*) and POSIX ACL xattrs are kept. File
+  capabilities (security.capability) are dropped: images are stored unshifted, so a v2 capability
+  (or a v3 one with root id 0, the same thing to the kernel) would be effective for the host's root
+  user namespace, which no archive may grant; inside a machine, setcap writes them anew;
 - depth, name length, path length and member size are limited before anything is written, and the
   stream is read to its end so the caller can check the compression's integrity.
 
@@ -31,7 +34,8 @@ MAX_DEPTH = 128  # systemd caps tree depth for copies and removal at the same va
 PATH_MAX = 4096
 NAME_MAX = 255
 MAX_XATTR_VALUE = 64 * 1024
-KEPT_XATTRS = ("user.", "system.posix_acl_access", "system.posix_acl_default", "security.capability")
+KEPT_XATTRS = ("user.", "system.posix_acl_access", "system.posix_acl_default")
+OWN_XATTRS = ("user.hutch.",)  # what hutch 0.1 read as its own metadata: never from an archive
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FD_CACHE = 256
@@ -54,10 +58,19 @@ class Stats:
         self.devices = 0
         self.setuid_stripped = 0
         self.xattrs_dropped = 0
+        self.caps_dropped = 0
         self.absolute = 0
 
     def as_dict(self) -> dict[str, int]:
-        keys = ("members", "bytes", "devices", "setuid_stripped", "xattrs_dropped", "absolute")
+        keys = (
+            "members",
+            "bytes",
+            "devices",
+            "setuid_stripped",
+            "xattrs_dropped",
+            "caps_dropped",
+            "absolute",
+        )
         return {k: getattr(self, k) for k in keys}
 
 
@@ -83,8 +96,10 @@ def split_name(name: str, stats: Stats | None = None) -> list[str]:
 def _xattrs(m: Member, stats: Stats) -> list[tuple[str, bytes]]:
     out = []
     for name, raw in m.xattrs:
-        if name.startswith(KEPT_XATTRS) and len(raw) <= MAX_XATTR_VALUE:
+        if name.startswith(KEPT_XATTRS) and not name.startswith(OWN_XATTRS) and len(raw) <= MAX_XATTR_VALUE:
             out.append((name, raw))
+        elif name == "security.capability":
+            stats.caps_dropped += 1
         else:
             stats.xattrs_dropped += 1
     return out

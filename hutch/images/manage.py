@@ -7,7 +7,7 @@ import errno
 import os
 
 from hutch.errors import ImageError
-from hutch.images import names, settings_files, store
+from hutch.images import names, settings_files, store, thin
 from hutch.images.store import Image
 from hutch.images.transfer import check_removable, reap
 from hutch.linux import libc
@@ -38,8 +38,9 @@ def remove(name: str, paths: Paths) -> Image:
             os.rename(img.path, hidden)
         except OSError as e:
             raise ImageError(f"Failed to remove image '{name}': {e.strerror}.") from None
-        rm_rf(hidden)
+        thin.remove(img.path)
         settings_files.remove_along(img.name, paths)
+        rm_rf(hidden)
         _unlink_lock_file(img.path)
     finally:
         if path_lock is not None:
@@ -72,6 +73,8 @@ def rename(old: str, new: str, paths: Paths) -> Image:
             if e.errno == errno.EEXIST:
                 raise ImageError(f"Image '{new}' already exists at {target}.") from None
             raise ImageError(f"Failed to rename image '{old}': {e.strerror}.") from None
+        if img.type == "thin":
+            thin.move(img.path, target)  # the record names the inode, which a rename keeps
         if immutable:
             store.set_immutable(target, True)
         settings_files.rename_along(old, new, paths)
@@ -132,12 +135,19 @@ def clean(paths: Paths, everything: bool = False) -> tuple[list[str], list[str]]
             except ImageError:
                 pass  # in use, or the source of thin clones: kept
     for d, entry in store.entries(paths):
-        if not entry.startswith(".#") or entry.endswith(".lck"):
+        if thin.is_record(entry) and thin.is_stale(d, entry):
+            try:
+                os.unlink(os.path.join(d, entry))
+                leftovers.append(entry)
+            except OSError:
+                pass
+            continue
+        if not entry.startswith(".#") or entry.endswith((".lck", ".thin")):
             continue
         name = entry[2:].rsplit(".", 1)[0]
         try:
             with store.lock_name(name, paths):
-                leftovers += reap(d, name)
+                leftovers += reap(d, name, paths)
         except (ImageError, OSError):
             continue
     return removed, leftovers

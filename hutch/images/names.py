@@ -42,7 +42,8 @@ def temp_name(name: str, what: str) -> str:
 
 
 def is_temp_of(entry: str, name: str) -> bool:
-    return entry.startswith(f".#{name}.") and not entry.endswith(".lck")
+    # Lock files and thin-image records (.thin) belong to live images, not to interrupted operations.
+    return entry.startswith(f".#{name}.") and not entry.endswith((".lck", ".thin"))
 
 
 def image_name_from_path(path: str) -> str:

@@ -3,7 +3,7 @@ operations (or an operation and a running container) off one image.
 
 Kinds, as machinectl shows them: `directory` (an OS tree), `raw` (a NAME.raw disk image file) and
 hutch's own `thin` (an overlay clone: NAME/upper and NAME/work over a read-only source image named by
-the xattr user.hutch.lower on NAME). `.host` is the host's own root, always read-only.
+a root-owned record beside NAME, see thin.py). `.host` is the host's own root, always read-only.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import struct
 from collections.abc import Iterator
 
 from hutch.errors import ImageError
+from hutch.images import thin
 from hutch.images.names import check_image_name
 from hutch.linux import libc
 from hutch.linux.fsutil import is_immutable, set_immutable_fd
 from hutch.paths import Paths
 
 CRTIME_XATTR = "user.crtime_usec"  # what systemd's image code writes and reads for directories
-THIN_XATTR = "user.hutch.lower"
 ALWAYS_READ_ONLY = ("/usr/", "/usr/lib/machines", "/usr/local/lib/machines")
 
 
@@ -96,11 +96,7 @@ def _fs_read_only(path: str) -> bool:
 
 def _load(name: str, path: str, st: os.stat_result) -> Image | None:
     if stat.S_ISDIR(st.st_mode):
-        lower = None
-        try:
-            lower = os.getxattr(path, THIN_XATTR).decode()
-        except OSError:
-            pass
+        lower = thin.read(path, st.st_ino)
         img = Image(name, path, "thin" if lower else "directory")
         img.lower = lower
         img.read_only = is_immutable(path) or _fs_read_only(path)

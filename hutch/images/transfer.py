@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hutch.errors import HutchError, ImageError
-from hutch.images import names, store
+from hutch.images import names, store, thin
 from hutch.images.compress import CHUNK, Reader
 from hutch.images.store import Image
 from hutch.linux import libc
@@ -254,7 +254,7 @@ class NewImage:
         self.store_dir = store.ensure_store(self.paths)
         self.locks.append(store.lock_name(self.name, self.paths))
         try:
-            reap(self.store_dir, self.name)
+            reap(self.store_dir, self.name, self.paths)
             existing = store.find(self.name, self.paths)
             if existing is not None:
                 if not self.force:
@@ -283,10 +283,17 @@ class NewImage:
         os.mkdir(self.temp, 0o700)
         return self.temp
 
-    def commit(self, *, read_only: bool = False, unwrap: bool = False) -> Image:
+    def commit(
+        self, *, read_only: bool = False, unwrap: bool = False, thin_lower: str | None = None
+    ) -> Image:
+        """Give the built tree its name. THIN_LOWER makes it a thin image over that source: its record
+        is written first and names the tree's inode, so whichever of the two a crash leaves, the
+        other never makes a wrong image."""
         if unwrap:
             self.temp = _unwrap(self.temp, self.name)
         store.set_crtime(self.temp, time.time_ns() // 1000)
+        if thin_lower is not None:
+            thin.write(self.target, os.stat(self.temp).st_ino, thin_lower)
         # An immutable directory cannot be renamed: the read-only mark goes on after the rename, while
         # the image's path lock keeps containers off it until then.
         if self.replaced is None:
@@ -307,6 +314,8 @@ class NewImage:
                 raise ImageError(f"Image '{self.name}' appeared while it was being made.") from e
             raise
         self.temp = ""
+        if thin_lower is None:
+            thin.remove(self.target)  # one a crash left, or the replaced thin image's
         if read_only:
             if self.target.endswith(".raw"):
                 os.chmod(self.target, os.stat(self.target).st_mode & 0o7555)
@@ -327,9 +336,12 @@ class NewImage:
             self.release()
 
 
-def reap(store_dir: str, name: str) -> list[str]:
+def reap(store_dir: str, name: str, paths: Paths | None = None) -> list[str]:
     """Remove what an interrupted operation on NAME left behind. Only call with NAME's lock held: then
-    no live operation owns any of it."""
+    no live operation owns any of it. A `remove` that was killed after hiding the image is finished
+    too (with PATHS): its settings files go, so the next image of the name does not inherit them."""
+    from hutch.images import settings_files
+
     removed: list[str] = []
     try:
         entries = os.listdir(store_dir)
@@ -339,6 +351,10 @@ def reap(store_dir: str, name: str) -> list[str]:
         if names.is_temp_of(entry, name):
             rm_rf(os.path.join(store_dir, entry))
             removed.append(entry)
+    interrupted_remove = any(e.startswith(f".#{name}.remove-") for e in removed)
+    if paths is not None and interrupted_remove and store.find(name, paths) is None:
+        settings_files.remove_along(name, paths)
+        thin.remove(os.path.join(store_dir, name))
     return removed
 
 
@@ -430,18 +446,19 @@ def clone(
         # A shared lock on the source: a container may run read-only on it, but no writer.
         src_lock = store.lock_path(src.path, exclusive=False)
         try:
+            lower = None
             if src.type == "raw":
                 _copy_raw(src.path, new.temp)
                 new.target += ".raw"
             elif src.type == "thin":
-                _clone_thin_image(src, new.temp)
+                lower = _clone_thin_image(src, new.temp)
             else:
                 with Progress(f"Cloning {src.name}", None, progress) as bar:
                     tree.copy_tree(src.path, new.temp, bar)
         finally:
             if src_lock is not None:
                 src_lock.release()
-        img = new.commit(read_only=read_only)
+        img = new.commit(read_only=read_only, thin_lower=lower)
     settings_files.copy_along(src.name, dst_name, paths)
     return img
 
@@ -462,17 +479,29 @@ def _copy_raw(src: str, dst: str) -> None:
         os.close(sfd)
 
 
-def _clone_thin_image(src: Image, dst: str) -> None:
-    """A copy of a thin image is another thin image over the same source, with a copy of its upper."""
+def _clone_thin_image(src: Image, dst: str) -> str:
+    """A copy of a thin image is another thin image over the same source, with a copy of its upper.
+    Returns the source, for the new image's record."""
     from hutch.images import tree
 
+    lower = check_thin_source(src)
     os.mkdir(dst, 0o700)
     tree.copy_tree(os.path.join(src.path, "upper"), os.path.join(dst, "upper"))
     os.mkdir(os.path.join(dst, "work"), 0o700)
-    assert src.lower is not None
-    os.setxattr(dst, store.THIN_XATTR, src.lower.encode())
     st = os.stat(src.path)
     os.chmod(dst, stat.S_IMODE(st.st_mode))
+    return lower
+
+
+def check_thin_source(img: Image) -> str:
+    """A thin image's source, which must still be a read-only image directory."""
+    lower = img.lower or ""
+    if not lower or not os.path.isdir(lower):
+        raise ImageError(
+            f"Image '{img.name}' is a thin clone whose source {lower or '(unknown)'} is gone.",
+            f"remove it with 'hutch remove {img.name}'",
+        )
+    return lower
 
 
 def clone_thin(src_name: str, dst_name: str, paths: Paths) -> Image:
@@ -494,8 +523,7 @@ def clone_thin(src_name: str, dst_name: str, paths: Paths) -> Image:
         st = os.stat(src.path)
         os.chown(os.path.join(new.temp, "upper"), st.st_uid, st.st_gid)
         os.chmod(os.path.join(new.temp, "upper"), stat.S_IMODE(st.st_mode))
-        os.setxattr(new.temp, store.THIN_XATTR, os.path.realpath(src.path).encode())
-        img = new.commit()
+        img = new.commit(thin_lower=os.path.realpath(src.path))
     settings_files.copy_along(src.name, dst_name, paths)
     return img
 

@@ -35,8 +35,11 @@ def fsencode(filename: str) -> bytes:
     return filename.encode(sys.getfilesystemencoding(), "surrogateescape")
 
 
-def _fsdecode(b: bytes) -> str:
+def fsdecode(b: bytes) -> str:
     return b.decode(sys.getfilesystemencoding(), "surrogateescape")
+
+
+_fsdecode = fsdecode
 
 
 def getenv(key: str) -> str | None:
