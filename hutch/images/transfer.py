@@ -13,6 +13,7 @@ privileges, no more processes, a memory cap, and death with its parent.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -546,15 +547,7 @@ def export_tar(
     lock = store.lock_path(img.path, exclusive=False) if img.name != ".host" else None
     tmp = ""
     try:
-        if path == "-":
-            out_fd = 1
-        else:
-            d = os.path.dirname(os.path.abspath(path))
-            tmp = os.path.join(d, f".#{os.path.basename(path)}.export-{os.urandom(6).hex()}")
-            try:
-                out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except OSError as e:
-                raise ImageError(f"Failed to create {path}: {e.strerror}.") from None
+        out_fd, tmp, path = _open_output(path)
         try:
             sink = compress.Compressor(fmt, _FdWriter(out_fd))
             with Progress(f"Exporting {name}", None, progress) as bar:
@@ -579,6 +572,60 @@ def export_tar(
                 pass
         if lock is not None:
             lock.release()
+
+
+def _open_output(path: str) -> tuple[int, str, str]:
+    """Where export-tar writes: (fd, temporary name or "", final path). A regular file (or a new one)
+    is written under a hidden name and renamed over the target when complete, through a symlink to
+    where it points; anything else that exists (a device such as /dev/null, a FIFO, a socket's
+    reader) is written into as tar does, never renamed over."""
+    if path == "-":
+        return 1, "", path
+    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise ImageError(f"Failed to open {path}: {e.strerror}.") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{path} is a directory.", "name the file to write, or '-' for standard output")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            return os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY), "", target
+        except OSError as e:
+            raise ImageError(f"Failed to open {path}: {e.strerror}.") from None
+    d, base = os.path.split(target)
+    _reap_exports(d, base)
+    tmp = os.path.join(d, names.temp_name(base, "export"))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ImageError(f"Failed to create {path}: {e.strerror}.") from None
+    fcntl.flock(fd, fcntl.LOCK_EX)  # while held, no other export takes this file for a leftover
+    return fd, tmp, target
+
+
+def _reap_exports(d: str, base: str) -> None:
+    """Remove the temporary files of exports to D/BASE that were killed: those no live export holds
+    the lock of (the kernel drops it with its holder)."""
+    try:
+        entries = [e for e in os.listdir(d) if e.startswith(f".#{base}.export-")]
+    except OSError:
+        return
+    for entry in entries:
+        p = os.path.join(d, entry)
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(p)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _root_of(img: Image) -> str:

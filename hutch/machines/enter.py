@@ -5,8 +5,11 @@ through a PID that could have been reused. The process is cloned straight into t
 gets the container's capability bounding set and seccomp filter (derived from the machine's own spawn
 arguments, kept in the registry), a login environment, and exits with the command's status.
 
-On a terminal it gets a new pty from the container's own devpts, which we relay, so TIOCSTI or a hung
-up terminal stay inside; otherwise it inherits our stdin, stdout and stderr, kept apart.
+Whenever any of stdin, stdout and stderr is a terminal it gets a new pty from the container's own
+devpts in their place, which we relay: a host terminal fd never enters a machine (TIOCSTI would type
+into it, a hangup would reach it). Ansible calls `shell` with only stdin on a terminal: then stdout
+and stderr stay the pipes they are, kept apart. The command dies with its client, off a terminal too:
+the helper that waits for it kills its process group when the client is gone.
 
 Order matters: everything the child needs is imported before setns() (the host's standard library is
 out of reach afterwards), the child drops every other file descriptor and makes itself non-dumpable
@@ -115,7 +118,8 @@ def run(
 
     entry = control.get(name, paths)
     keep, prog = _confinement(entry, paths)
-    tty = login or (os.isatty(0) and os.isatty(1))
+    on_pty = (0, 1, 2) if login else tuple(n for n in (0, 1, 2) if os.isatty(n))
+    tty = bool(on_pty)
     env = {
         "PATH": payload.DEFAULT_PATH,
         "container": "hutch",
@@ -131,8 +135,11 @@ def run(
     master = slave = -1
     if tty:
         master, slave = _open_pty(int(entry["leader"]))
+        if not {1, 2} & set(on_pty):
+            _no_echo(slave)  # nobody would see the echo: it must not land in a pipe's data
     flags = _ns_flags(int(entry["leader"]))
     v1 = _v1_cgroups(entry)
+    client = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -141,10 +148,12 @@ def run(
                 with open(f"{path}/cgroup.procs", "w") as f:
                     f.write("0")
             _child(
+                client,
                 pidfd,
                 flags,
                 cg,
                 slave,
+                on_pty,
                 master,
                 user,
                 command,
@@ -174,14 +183,14 @@ def run(
             import termios
             import tty as _tty
 
-            if os.isatty(0):
+            if 0 in on_pty:
                 try:
                     saved = termios.tcgetattr(0)
                     _tty.setraw(0)
                 except termios.error:
                     saved = None
-                console.copy_winsize(0, master)
-            _relay(master)
+            console.copy_winsize(on_pty[0], master)
+            _relay(master, 0 if 0 in on_pty else -1, 1 if login or 1 in on_pty else 2)
         _, status = os.waitpid(pid, 0)
     finally:
         if saved is not None:
@@ -193,15 +202,25 @@ def run(
     return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128 + os.WTERMSIG(status)
 
 
-def _relay(master: int) -> None:
-    """Terminal <-> pty until the pty hangs up: the last holder of its slave, the command, is gone."""
+def _no_echo(fd: int) -> None:
+    import termios
+
+    attrs = termios.tcgetattr(fd)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def _relay(master: int, src: int, dst: int) -> None:
+    """Terminal SRC (-1: none) -> pty -> DST until the pty hangs up: the last holder of its slave, the
+    command, is gone."""
     import select
 
     from hutch.container import console
 
     poller = select.poll()
     poller.register(master, select.POLLIN)
-    poller.register(0, select.POLLIN)
+    if src >= 0:
+        poller.register(src, select.POLLIN)
     while True:
         for fd, ev in poller.poll():
             if fd == master:
@@ -211,28 +230,64 @@ def _relay(master: int) -> None:
                     data = b""
                 if not data:
                     return
-                console.write_all(1, data)
-            elif fd == 0:
-                data = os.read(0, 4096) if ev & select.POLLIN else b""
+                try:
+                    console.write_all(dst, data)
+                except OSError:
+                    dst = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)  # a reader gone: drain
+            else:
+                data = os.read(src, 4096) if ev & select.POLLIN else b""
                 if not data:
-                    poller.unregister(0)
+                    poller.unregister(src)
                     continue
                 console.write_all(master, data)
 
 
+_CLIENT_GONE = 34 + 6  # SIGRTMIN+6: the parent-death signal, which nothing else sends
+
+
 def _child(
-    pidfd: int, flags: int, cg: int, slave: int, master: int, user: str, command: list[str] | None,
-    env: dict[str, str], keep: frozenset[int], prog: bytes | None, login: bool,
-    payload: Any, caps: Any, seccomp: Any, libc: Any, sig: Any,
+    client: int, pidfd: int, flags: int, cg: int, slave: int, on_pty: tuple[int, ...], master: int,
+    user: str, command: list[str] | None, env: dict[str, str], keep: frozenset[int], prog: bytes | None,
+    login: bool, payload: Any, caps: Any, seccomp: Any, libc: Any, sig: Any,
 ) -> None:  # fmt: skip
-    """In the host's namespaces: enter the machine's, then clone the process that becomes the command."""
-    libc.prctl(libc.PR_SET_PDEATHSIG, 9)
+    """In the host's namespaces: enter the machine's, then clone the process that becomes the command,
+    and wait for it. When the client dies (SIGKILL included) the kernel signals this helper, which
+    kills the command's process group, as a hangup of its terminal would."""
+    import signal
+
+    group = [0]
+
+    def client_gone(signum: int, frame: object) -> None:
+        if group[0] > 0:
+            try:
+                os.killpg(group[0], signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(128 + signal.SIGKILL)
+
+    def forward(signum: int, frame: object) -> None:
+        if group[0] > 0:
+            try:
+                os.killpg(group[0], signum)
+            except OSError:
+                pass
+
+    signal.signal(_CLIENT_GONE, client_gone)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, forward)
+    libc.prctl(libc.PR_SET_PDEATHSIG, _CLIENT_GONE)
+    if os.getppid() != client:
+        os._exit(1)  # the client died before the signal was armed
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
     if master >= 0:
         os.close(master)
     from hutch.linux.fsutil import close_other_fds
 
-    close_other_fds({pidfd, cg, slave} - {-1})
+    # The host's terminal fds are replaced here, before anything of the machine is entered.
+    null = os.open("/dev/null", os.O_RDWR)
+    for n in on_pty:
+        os.dup2(slave, n, inheritable=True)
+    close_other_fds({pidfd, cg, slave, null} - {-1})
     # All at once: user, mount (root and cwd become the container's), PID (for our children), UTS,
     # IPC, network, cgroup.
     libc.setns(pidfd, flags)
@@ -242,10 +297,15 @@ def _child(
     except OSError:
         pid, child_pidfd = libc.clone3_fork(0)
     if pid == 0:
+        for signum in (_CLIENT_GONE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(signum, signal.SIG_DFL)
         _grandchild(slave, user, command, env, keep, prog, login, payload, caps, seccomp, libc, sig)
+    group[0] = pid  # the command calls setsid(): its PID names its process group
     os.close(child_pidfd)
     if slave >= 0:
         os.close(slave)
+        for n in on_pty:  # the pty hangs up when the command's side is gone, not ours
+            os.dup2(null, n)
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -270,9 +330,7 @@ def _grandchild(
         if slave >= 0:
             import fcntl
 
-            fcntl.ioctl(slave, payload.TIOCSCTTY, 0)
-            for n in (0, 1, 2):
-                os.dup2(slave, n)
+            fcntl.ioctl(slave, payload.TIOCSCTTY, 0)  # already on the fds that were terminals
             if slave > 2:
                 os.close(slave)
         u = payload.user_from_container(user)
@@ -290,6 +348,9 @@ def _grandchild(
         else:
             caps.set_caps(keep)
         sig.reset(sig.SIGPIPE, sig.SIGXFSZ, sig.SIGINT, sig.SIGTERM, sig.SIGHUP)
+        # Armed after the credential changes, which clear it: a helper killed outright takes the
+        # command with it.
+        libc.prctl(libc.PR_SET_PDEATHSIG, 9)
         payload.close_fds(2)
         if login:
             for path in ("/bin/login", "/usr/bin/login"):
