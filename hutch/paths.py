@@ -36,6 +36,12 @@ class Paths:
     @property
     def image_dir(self) -> str:
         """The first image directory: the one that receives new images."""
+        if not self.image_path:
+            from hutch.errors import SettingsError
+
+            raise SettingsError(
+                "$HUTCH_IMAGE_PATH names no directory.", "set it to DIR[:DIR...], or unset it"
+            )
         return self.image_path[0]
 
     def settings_files(self, name: str, image_dirs: tuple[str, ...] | None = None) -> list[tuple[str, bool]]:

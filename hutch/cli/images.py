@@ -257,6 +257,8 @@ def clean(args: list[str]) -> int:
 
 def cat(args: list[str]) -> int:
     from hutch.images import settings_files
+    from hutch.settings import nspawnfile
+    from hutch.text import cescape
 
     p = _parser("cat", "NAME|FILE...", "Show an image's .nspawn settings file.")
     p.add_argument("names", nargs="+", metavar="NAME|FILE")
@@ -272,55 +274,67 @@ def cat(args: list[str]) -> int:
         for path in files[:1]:
             if n:
                 print()
-            print(f"# {os.path.abspath(path)}")
-            try:
-                with open(path) as f:
-                    sys.stdout.write(f.read())
-            except OSError as e:
-                raise ImageError(f"Failed to read {path}: {e.strerror}.") from None
+            text = nspawnfile.read_text(path)  # before the header: a refusal prints one line
+            print(f"# {cescape(os.path.abspath(path))}")
+            sys.stdout.write(text)
     return 0
 
 
 def edit(args: list[str]) -> int:
     import shlex
+    import shutil
     import subprocess
+    import tempfile
 
     from hutch.images import settings_files
+    from hutch.settings import nspawnfile
 
     p = _parser("edit", "NAME|FILE", "Edit an image's .nspawn settings file with $EDITOR.")
     p.add_argument("name", metavar="NAME|FILE")
     ns = p.parse_args(args)
     paths = Paths.from_env()
     if "/" in ns.name:
-        target = ns.name
-        current = [target] if os.path.isfile(target) else []
+        target = os.path.abspath(ns.name)
+        current = [target] if os.path.lexists(target) else []
     else:
         store.get(ns.name, paths)
         current = settings_files.existing(ns.name, paths)
         # Edits go to the first (trusted, administrator's) settings directory, as machinectl edit does.
         target = os.path.join(paths.settings_path[0], f"{ns.name}.nspawn")
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".#{os.path.basename(target)}.edit")
-    with open(tmp, "w") as f:
-        if current:
-            with open(current[0]) as src:
-                f.write(src.read())
-        else:
-            f.write("[Exec]\n")
-    editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or "vi"
+    before = nspawnfile.read_text(current[0]) if current else "[Exec]\n"
+    # The editor works on a copy in a private directory: nothing is created beside the target, and
+    # nothing at all unless something was saved.
+    scratch = tempfile.mkdtemp(prefix="hutch-edit-")
     try:
-        r = subprocess.run([*shlex.split(editor), tmp])
+        tmp = os.path.join(scratch, os.path.basename(target))
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(before)
+        editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or "vi"
+        try:
+            r = subprocess.run([*shlex.split(editor), tmp])
+        except (OSError, ValueError) as e:
+            raise ImageError(
+                f"Failed to run editor '{editor}': {getattr(e, 'strerror', None) or e}."
+            ) from None
         if r.returncode != 0:
             raise ImageError(
                 f"Editor '{editor}' failed with exit status {r.returncode}; {target} is unchanged."
             )
-        from hutch.settings import nspawnfile
-
+        after = nspawnfile.read_text(tmp, target)
+        if after == before:
+            _say(
+                ns,
+                f"No changes; {target} is unchanged."
+                if current
+                else f"Nothing saved; {target} not created.",
+            )
+            return 0
         nspawnfile.check(tmp, target)  # what spawn would refuse, refused now
-        os.rename(tmp, target)
+        from hutch.images.settings_files import write_atomic
+
+        write_atomic(target, after.encode())
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(scratch, ignore_errors=True)
     _say(ns, f"Saved {target}.")
     return 0
 

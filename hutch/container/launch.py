@@ -399,6 +399,24 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
     return pid, pidfd
 
 
+def _ready_fd() -> int:
+    """The pipe `hutch start` passed (-1: none); anything else is refused before a process starts."""
+    value = os.getenv("HUTCH_READY_FD")
+    if not value:
+        return -1
+    try:
+        fd = int(value)
+        if fd < 3:
+            raise ValueError
+        os.set_inheritable(fd, False)  # fails on a descriptor that is not open
+    except (ValueError, OSError):
+        raise SetupError(
+            f"$HUTCH_READY_FD={value!r} is not an open file descriptor.",
+            "it is set by 'hutch start' for its supervisor; unset it",
+        ) from None
+    return fd
+
+
 class Supervisor:
     def __init__(self, prep: Prepared) -> None:
         self.prep = prep
@@ -411,9 +429,7 @@ class Supervisor:
         self.saved_tty: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         # `hutch start` waits on this pipe for "READY" (or EOF: failed); see hutch.machines.control.
-        self.ready_fd = int(os.getenv("HUTCH_READY_FD") or -1)
-        if self.ready_fd >= 0:
-            os.set_inheritable(self.ready_fd, False)
+        self.ready_fd = _ready_fd()
         self.claim: Any = None
         self.masqueraded = False
         self.since = time.time_ns() // 1000

@@ -34,6 +34,7 @@ MAX_DEPTH = 128  # systemd caps tree depth for copies and removal at the same va
 PATH_MAX = 4096
 NAME_MAX = 255
 MAX_XATTR_VALUE = 64 * 1024
+MAX_PADDING = 16 << 20  # GNU tar pads to 10 KiB records; the largest blocking factor it takes is 32 MiB/2
 KEPT_XATTRS = ("user.", "system.posix_acl_access", "system.posix_acl_default")
 OWN_XATTRS = ("user.hutch.",)  # what hutch 0.1 read as its own metadata: never from an archive
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -321,11 +322,20 @@ def extract(stream: object, root_fd: int, max_member: int) -> Stats:
             if m is None:
                 break
             ex.member(tar, m)
-        # After the end-of-archive blocks only padding may follow: not a second archive, not garbage.
+        # After the end-of-archive blocks only padding may follow: not a second archive, not garbage,
+        # and not without end (/dev/zero reads as an empty archive followed by endless padding).
+        padding = 0
         while True:
             rest = stream.read(1 << 20)  # type: ignore[attr-defined]
             if not rest:
                 break
+            padding += len(rest)
+            if padding > MAX_PADDING:
+                raise ImageError(
+                    f"Malformed tar archive: more than {MAX_PADDING >> 20} MiB of padding after the "
+                    "end-of-archive marker.",
+                    "is it a tar file, and not a device or a disk image?",
+                )
             if rest.count(0) != len(rest):
                 raise ImageError(
                     "Malformed tar archive: data after the end-of-archive marker.",

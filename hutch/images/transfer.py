@@ -670,7 +670,11 @@ def pull_tar(
         raise ImageError(
             f"Unsupported --verify={verify}.", "use --verify=checksum (SHA256SUMS next to the file) or no"
         )
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 (parses the port: 'http://h:x/' fails here, not in the download)
+    except ValueError as e:
+        raise ImageError(f"Invalid URL '{url}': {e}.", "pull-tar takes an http:// or https:// URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ImageError(f"Invalid URL '{url}'.", "pull-tar takes an http:// or https:// URL to a tarball")
     filename = os.path.basename(urllib.parse.unquote(parsed.path))
@@ -683,7 +687,7 @@ def pull_tar(
     with NewImage(name, paths, force=force, what="pull") as new:
         try:
             resp = urllib.request.urlopen(url, timeout=60)
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
             raise ImageError(f"Failed to download {url}: {_why(e)}.") from None
         with resp:
             length = resp.headers.get("Content-Length")

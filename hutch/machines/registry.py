@@ -182,6 +182,21 @@ def names(state_dir: str) -> list[str]:
 GC_AGE = 60.0
 
 
+def _seconds(var: str, default: float) -> float:
+    value = os.getenv(var)
+    if not value:
+        return default
+    try:
+        n = float(value)
+    except ValueError:
+        n = -1.0
+    if not 0 <= n < 1e9:  # nan fails this too
+        raise MachineError(
+            f"${var}={value!r} is not a number of seconds.", f"unset it (default: {default:g})"
+        )
+    return n
+
+
 def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[str]:
     """Remove machine cgroups nobody uses: empty machine-*.scope directories older than MIN_AGE seconds
     (a starting machine's is empty for milliseconds), left by a supervisor that was SIGKILLed, whose
@@ -192,7 +207,7 @@ def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[st
 
     base = base or os.getenv("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
     if min_age is None:
-        min_age = float(os.getenv("HUTCH_CGROUP_GC_AGE") or GC_AGE)
+        min_age = _seconds("HUTCH_CGROUP_GC_AGE", GC_AGE)
     removed: list[str] = []
     try:
         hierarchies = os.listdir(base)

@@ -83,19 +83,56 @@ def _parse_bool(value: str, where: str) -> bool:
         raise SettingsError(f"{where}: Failed to parse boolean value '{value}'.") from None
 
 
+MAX_FILE = 1 << 20  # far above any real settings file; a device or a huge file is no settings file
+
+
+def _read_bounded(path: str) -> bytes:
+    from hutch.linux import posixos as os
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise SettingsError(f"Failed to read settings file {path}: {e.strerror}.") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000:  # not S_ISREG (the stat module stays off spawn's path)
+            raise SettingsError(f"Failed to read settings file {path}: not a regular file.")
+        data = os.read(fd, MAX_FILE + 1)
+        if len(data) > MAX_FILE:
+            raise SettingsError(f"Failed to read settings file {path}: larger than {MAX_FILE >> 20} MiB.")
+        return data
+    except OSError as e:
+        raise SettingsError(f"Failed to read settings file {path}: {e.strerror}.") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str, origin: str = "") -> str:
+    """The file's text: a regular file of at most MAX_FILE bytes, UTF-8."""
+    raw = _read_bounded(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        raise SettingsError(
+            f"{origin or path}:{lineno}: Not UTF-8 text (byte 0x{raw[e.start]:02x}).",
+            "a settings file is UTF-8 text",
+        ) from None
+
+
 def read(path: str, trusted: bool, origin: str = "") -> list[tuple[str, str, str]]:
     """The file's assignments as (key, value, 'file:line'), privileged ones dropped if untrusted.
     Raises SettingsError naming file:line (ORIGIN:line if given) for anything malformed."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SettingsError(f"Failed to read settings file {path}: {e}.") from None
+    from hutch.text import cescape
+
+    text = read_text(path, origin)
     section = None
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
         where = f"{origin or path}:{n}"
         line = raw.strip()
+        if "\0" in line:
+            raise SettingsError(f"{where}: NUL byte in the line.", "a settings file is text")
         if not line or line[0] in "#;":
             continue
         if line.startswith("["):
@@ -103,7 +140,7 @@ def read(path: str, trusted: bool, origin: str = "") -> list[tuple[str, str, str
                 raise SettingsError(f"{where}: Invalid section header '{line}'.")
             section = line[1:-1]
             if section not in ("Exec", "Files", "Network"):
-                print(f"hutch: {where}: Unknown section '{section}', ignoring.", file=sys.stderr)
+                print(cescape(f"hutch: {where}: Unknown section '{section}', ignoring."), file=sys.stderr)
             continue
         key, eq, value = line.partition("=")
         key, value = key.strip(), value.strip()
@@ -117,7 +154,8 @@ def read(path: str, trusted: bool, origin: str = "") -> list[tuple[str, str, str
             continue
         known = KEYS.get(key)
         if known is None and not (key.startswith("Limit") and key[5:] in LIMITS):
-            print(f"hutch: {where}: Unknown key '{key}' in section [{section}], ignoring.", file=sys.stderr)
+            warning = f"hutch: {where}: Unknown key '{key}' in section [{section}], ignoring."
+            print(cescape(warning), file=sys.stderr)
             continue
         if known is not None and known[0] != section:
             print(f"hutch: {where}: Key '{key}' belongs in [{known[0]}], ignoring.", file=sys.stderr)

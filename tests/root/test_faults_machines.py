@@ -120,7 +120,9 @@ def test_the_command_dies_with_its_client(busybox: Path, hutch_env: Path, comman
     assert p.stdout.read() == b""  # EOF: nothing inside holds the caller's stdout any more
     # SIGTERM and SIGINT of the client reach the command too.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        p = subprocess.Popen([HUTCH, "shell", "bb", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [HUTCH, "shell", "bb", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         wait_for(lambda: find_inside(hutch_env, "bb", "sleep 300"), 10)
         time.sleep(0.2)
         os.kill(p.pid, signum)
