@@ -20,6 +20,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, f"see '{self.prog} --help'")
 
 
+def seconds(text: str) -> float:
+    """A --timeout value: a number of seconds, positive and finite, or 'infinity' (as systemd's
+    time spans take it)."""
+    if text in ("infinity", "inf"):
+        return 1e9
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e9:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"invalid time span '{text}': a positive number of seconds")
+    return value
+
+
 def _parser(verb: str, usage: str, description: str) -> _Parser:
     p = _Parser(prog=f"hutch {verb}", usage=f"hutch {verb} {usage}", description=description)
     p.add_argument("--no-pager", action="store_true", help=argparse.SUPPRESS)

@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any
 
-from hutch.cli import output
-from hutch.cli.images import _Parser
+from hutch.cli import fail, output
+from hutch.cli.images import _Parser, seconds
 from hutch.errors import MachineError, UsageError
 from hutch.machines import control, registry
 from hutch.paths import Paths
@@ -29,7 +29,7 @@ def _wait_options(p: _Parser, default_wait: bool = False) -> None:
         default=default_wait,
         help="return once the machine has stopped (reboot: once it runs again)",
     )
-    p.add_argument("--timeout", type=float, default=60.0, metavar="SEC", help="how long --wait waits (60)")
+    p.add_argument("--timeout", type=seconds, default=60.0, metavar="SEC", help="how long --wait waits (60)")
 
 
 def _os_release(entry: dict[str, Any]) -> dict[str, str]:
@@ -49,8 +49,11 @@ def list_machines(args: list[str]) -> int:
     p.add_argument("--no-legend", action="store_true")
     p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
     ns = p.parse_args(args)
-    entries = registry.running(Paths.from_env().state_dir)
+    damaged: list[registry.DamagedEntry] = []
+    entries = registry.running(Paths.from_env().state_dir, damaged)
     registry.gc_cgroups()  # what SIGKILLed supervisors of unregistered machines left
+    for bad in damaged:  # the others are listed all the same; the exit status tells
+        fail("hutch list", bad)
     if ns.all:
         entries.insert(0, _host_entry())
     rows = []
@@ -68,7 +71,7 @@ def list_machines(args: list[str]) -> int:
         )
     if ns.output.startswith("json"):
         output.print_json(rows, pretty=ns.output == "json-pretty")
-        return 0
+        return 1 if damaged else 0
     table = [
         [r["machine"], r["class"], r["service"], r["os"] or "-", r["version"] or "-",
          ",".join(r["addresses"]) or "-"]
@@ -80,7 +83,7 @@ def list_machines(args: list[str]) -> int:
         legend=not ns.no_legend,
         noun="machine",
     )
-    return 0
+    return 1 if damaged else 0
 
 
 def _host_release() -> dict[str, str]:
@@ -227,7 +230,7 @@ def start(args: list[str]) -> int:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=control.START_TIMEOUT,
         metavar="SEC",
         help="how long to wait for a machine to come up (90)",
@@ -553,7 +556,7 @@ def top(args: list[str]) -> int:
         "refreshing like systemd-cgtop (-o json: one sample, machine-readable).",
     )
     p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
-    p.add_argument("-d", "--delay", type=float, default=1.0, metavar="SEC")
+    p.add_argument("-d", "--delay", type=seconds, default=1.0, metavar="SEC")
     p.add_argument("-n", "--iterations", type=int, default=0, metavar="N", help="stop after N refreshes")
     ns = p.parse_args(args)
     paths = Paths.from_env()

@@ -30,6 +30,7 @@ V2_CONTROLLER = {
 }  # fmt: skip
 V1_CONTROLLER = {**V2_CONTROLLER, "IOWeight": "blkio"}
 INFINITY = -1
+MAX_BYTES = 1 << 63
 
 
 def _mem_total() -> int:
@@ -64,8 +65,10 @@ def parse_bytes(value: str, key: str) -> int:
         n = float(v)
     except ValueError:
         raise SettingsError(f"Invalid {key}= value '{value}'.", _SIZE_HINT) from None
-    if n < 0:
+    if not n >= 0:  # nan fails this too
         raise SettingsError(f"Invalid {key}= value '{value}': negative.")
+    if n * mult >= MAX_BYTES:  # the kernel would wrap it (a limit of 0), as systemd refuses it
+        raise SettingsError(f"{key}= value '{value}' is out of range.", "at most 8E, or 'infinity'")
     return int(n * mult)
 
 
@@ -107,7 +110,7 @@ def parse(text: str) -> tuple[str, object]:
             pct = float(value[:-1]) if value.endswith("%") else float("nan")
         except ValueError:
             pct = float("nan")
-        if not pct > 0:
+        if not 0 < pct < 1e7:  # nan and inf fail this too
             raise SettingsError(
                 f"Invalid CPUQuota= value '{value}'.", "a percentage of one CPU, like 50% or 200%"
             )
@@ -123,8 +126,10 @@ def parse(text: str) -> tuple[str, object]:
         try:
             with open("/proc/sys/kernel/pid_max") as f:
                 pid_max = int(f.read())
-            return key, max(1, int(pid_max * float(value[:-1]) / 100))
-        except ValueError:
+            pct = float(value[:-1])
+            if 0 < pct <= 100:
+                return key, max(1, int(pid_max * pct / 100))
+        except (OSError, ValueError):
             pass
     return key, _int_range(value, key, 1, 1 << 30)
 

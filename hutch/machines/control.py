@@ -232,12 +232,17 @@ def poweroff_signal(entry: dict[str, Any]) -> int:
     try:
         with open(f"/proc/{pid}/comm") as f:
             comm = f.read().strip()
-        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
-        comm = exe = ""
-    if comm == "systemd" or exe.endswith("/systemd"):
+        comm = ""
+    try:
+        # An init whose binary was replaced (an upgrade) or whose image was removed under it still
+        # runs that binary: the kernel appends " (deleted)" to the name.
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)"))
+    except OSError:
+        exe = ""
+    if comm == "systemd" or exe == "systemd":
         return SIGRTMIN + 4
-    if os.path.basename(exe) == "busybox" and comm == "init":
+    if exe == "busybox" and comm == "init":
         return 12  # SIGUSR2: busybox init's poweroff
     return int(entry.get("kill_signal") or 15)
 
@@ -324,7 +329,10 @@ def set_property(name: str, items: list[str], paths: Paths) -> None:
     entry = get(name, paths)
     props = limits.parse_all(items)
     backend = limits.backend(name)
-    limits.check_usage(props, backend.usage())
+    usage = backend.usage()
+    # A v1 hierarchy the machine is not in yet counts nothing: its processes are at least its tasks.
+    usage.setdefault("tasks", len(cgroup_pids(entry)))
+    limits.check_usage(props, usage)
     backend.prepare(props)
     if backend.kind == "v1":
         # Hierarchies the machine was not in yet: move every one of its processes in.

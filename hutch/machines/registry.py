@@ -120,35 +120,117 @@ def is_running(state_dir: str, name: str) -> bool:
     return _held(os.path.join(_dir(state_dir), f"{name}.lock"))
 
 
-def load(state_dir: str, name: str) -> dict[str, Any] | None:
-    """The entry of a running machine; a stale one (its supervisor is gone) is removed."""
+class DamagedEntry(MachineError):
+    """A running machine's entry that is not what its supervisor writes (a hand edit, a full disk)."""
+
+
+# What record.fields() writes, by type; the first group must be there.
+_REQUIRED = {"name": str, "leader": int, "supervisor": int, "root": str, "since": int, "state": str}
+_OPTIONAL = {
+    "id": str, "cls": str, "service": str, "uid_shift": int, "cgroup": str, "scope": str, "addresses": list,
+    "netif": str, "zone": str, "ports": list, "boot": bool, "kill_signal": int, "private_network": bool,
+    "hostname": str, "log": str, "argv": list, "keep_caps": int, "syscall_allow": list,
+    "syscall_deny": list, "properties": list, "limits_kind": str, "notify": bool,
+}  # fmt: skip
+MAX_ENTRY = 1 << 20
+
+
+def check_entry(name: str, entry: object) -> str:
+    """Why ENTRY is not a machine NAME's registry entry ("" if it is one)."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    for key, kind in (*_REQUIRED.items(), *_OPTIONAL.items()):
+        if key not in entry:
+            if key in _REQUIRED:
+                return f"no '{key}'"
+            continue
+        value = entry[key]
+        # bool is an int to Python, never to the registry.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"'{key}' is not a {kind.__name__}"
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            return f"'{key}' holds something other than strings"
+    if entry["name"] != name:
+        return f"it names machine {entry['name']!r}"
+    if entry["leader"] <= 0 or entry["supervisor"] <= 0:
+        return "a PID that is not positive"
+    return ""
+
+
+def _read(path: str) -> object:
+    """The JSON at PATH; FileNotFoundError if absent, ValueError if it is not JSON (or not UTF-8, or
+    larger than any entry)."""
     import json
 
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        data = os.read(fd, MAX_ENTRY + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENTRY:
+        raise ValueError("larger than any entry")
+    return json.loads(data.decode("utf-8"))
+
+
+def load(state_dir: str, name: str) -> dict[str, Any] | None:
+    """The entry of a running machine; a stale one (its supervisor is gone) is removed, whatever
+    state it is in. A live machine's damaged entry raises DamagedEntry."""
     d = _dir(state_dir)
     path = os.path.join(d, f"{name}.json")
     if not _held(os.path.join(d, f"{name}.lock")):
         _reap(path)  # a supervisor killed before it could clean up
         return None
     try:
-        with open(path) as f:
-            entry: dict[str, Any] = json.load(f)
-    except (FileNotFoundError, ValueError):
+        entry = _read(path)
+    except FileNotFoundError:
         return None  # starting: the lock is taken before the entry is written
+    except (OSError, ValueError) as e:
+        why = "not JSON" if isinstance(e, ValueError) else str(e.strerror)
+        entry = None
+        problem = why
+    else:
+        problem = check_entry(name, entry)
+    if problem:
+        from hutch.text import cescape
+
+        holder = lock_holder(os.path.join(d, f"{name}.lock"))
+        raise DamagedEntry(
+            cescape(f"Machine '{name}' has a damaged registry entry {path} ({problem})."),
+            f"its supervisor (PID {holder}) runs: 'kill {holder}' stops the machine" if holder else None,
+        )
+    assert isinstance(entry, dict)
     return entry
+
+
+def lock_holder(lock_path: str) -> int:
+    """The PID that holds the flock on LOCK_PATH, from /proc/locks (0 if none is found)."""
+    try:
+        st = os.stat(lock_path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    want = f":{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].endswith(want) and parts[4].isdigit():
+            return int(parts[4])
+    return 0
 
 
 def _reap(path: str) -> None:
     """Remove a dead supervisor's entry and its machine's cgroup, once empty (its processes died with
     its PID namespace; the kernel frees a cgroup directory only when asked)."""
-    import json
-
     try:
-        with open(path) as f:
-            entry = json.load(f)
-        cgroup = str(entry.get("scope") or entry.get("cgroup") or "")
-        zone = str(entry.get("zone") or "")
+        entry = _read(path)
     except (OSError, ValueError):
-        cgroup = zone = ""
+        entry = None
+    if not isinstance(entry, dict):
+        entry = {}
+    cgroup = entry.get("scope") or entry.get("cgroup") or ""
+    zone = entry.get("zone") or ""
+    if not isinstance(cgroup, str) or not isinstance(zone, str) or "/" in zone or ".." in cgroup:
+        cgroup = zone = ""  # a damaged entry names nothing to remove
     if zone:
         # Its supervisor could not take the zone's bridge with it if it was the last member.
         from hutch.container import network
@@ -243,10 +325,18 @@ def _cgroup_in_use(path: str) -> bool:
         return bool(f.read().strip())
 
 
-def running(state_dir: str) -> list[dict[str, Any]]:
+def running(state_dir: str, damaged: list[DamagedEntry] | None = None) -> list[dict[str, Any]]:
+    """The entries of running machines. A damaged one is left out, and added to DAMAGED if given
+    (else raised)."""
     out = []
     for name in names(state_dir):
-        entry = load(state_dir, name)
+        try:
+            entry = load(state_dir, name)
+        except DamagedEntry as e:
+            if damaged is None:
+                raise
+            damaged.append(e)
+            continue
         if entry is not None:
             out.append(entry)
     return out
