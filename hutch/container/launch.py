@@ -50,7 +50,8 @@ def _report(fd: int, e: BaseException) -> None:
     else:
         msg = f"{type(e).__name__}: {e}"
     try:
-        os.write(fd, ("E " + msg.replace("\n", " ") + "\n").encode())
+        # A path from the command line may hold bytes that are not UTF-8 (surrogate escapes here).
+        os.write(fd, ("E " + msg.replace("\n", " ") + "\n").encode("utf-8", "surrogateescape"))
     except OSError:
         pass
 
@@ -696,7 +697,7 @@ class Supervisor:
                 elif fd == status_r and status_open:
                     data = os.read(status_r, 4096)
                     if data:
-                        self.errors.append(data.decode(errors="replace"))
+                        self.errors.append(data.decode(errors="surrogateescape"))
                     else:
                         poller.unregister(status_r)
                         status_open = False
@@ -792,7 +793,7 @@ def _read_line(fd: int) -> str:
         if not chunk:
             break
         buf += chunk
-    return buf.decode(errors="replace").rstrip("\n")
+    return buf.decode(errors="surrogateescape").rstrip("\n")
 
 
 def _drain(fd: int) -> str:
@@ -800,7 +801,7 @@ def _drain(fd: int) -> str:
     while True:
         chunk = os.read(fd, 4096)
         if not chunk:
-            return out.decode(errors="replace")
+            return out.decode(errors="surrogateescape")
         out += chunk
 
 

@@ -14,13 +14,13 @@ machine's network namespace; the lock with the supervisor.
 
 from __future__ import annotations
 
-import fcntl
 import sys
 
 from hutch.container.addr import Net, parse_address, parse_network
 from hutch.container.userns import name_hash
 from hutch.errors import SetupError
 from hutch.linux import posixos as os
+from hutch.linux.fsutil import release_lock_file, take_lock_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class Link:
         "host_ip6",
         "ifname",
         "lock_fd",
+        "lock_path",
         "mac",
         "prefix",
         "state_dir",
@@ -64,6 +65,7 @@ class Link:
         self.container_ip = container_ip
         self.prefix = prefix
         self.lock_fd = lock_fd
+        self.lock_path = ""  # the file LOCK_FD locks, removed when we let go of it
         self.created = False  # only a pair we made is ours to delete
         self.zone = ""  # --network-zone: the host side is a port of the bridge vz-ZONE
         self.bridge = ""
@@ -78,18 +80,18 @@ class Link:
 
     def release(self) -> None:
         if self.lock_fd >= 0:
-            os.close(self.lock_fd)
+            if self.lock_path:
+                release_lock_file(self.lock_path, self.lock_fd)
+            else:
+                os.close(self.lock_fd)
             self.lock_fd = -1
 
 
 def _try_lock(path: str) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return take_lock_file(path)
     except BlockingIOError:
-        os.close(fd)
         return -1
-    return fd
 
 
 def _pools() -> tuple[Net, Net, Net]:
@@ -135,7 +137,8 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
     start = name_hash(name) % 253
     for i in range(253):
         host = 2 + (start + i) % 253
-        fd = _try_lock(os.path.join(d, f"zone-{zone}-{host}.lock"))
+        path = os.path.join(d, f"zone-{zone}-{host}.lock")
+        fd = _try_lock(path)
         if fd >= 0:
             link = Link(
                 host_ifname(name, "vb-"),
@@ -144,6 +147,7 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
                 24,
                 fd,
             )
+            link.lock_path = path
             link.zone = zone
             link.bridge = f"vz-{zone}"
             link.state_dir = state_dir
@@ -154,12 +158,9 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
     raise SetupError(f"Network zone {zone} is full (253 machines).")
 
 
-def _zone_mutex(state_dir: str, zone: str) -> int:
-    fd = os.open(
-        os.path.join(state_dir, "net", f"zone-{zone}.mutex"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+def _zone_mutex(state_dir: str, zone: str) -> tuple[str, int]:
+    path = os.path.join(state_dir, "net", f"zone-{zone}.mutex")
+    return path, take_lock_file(path, blocking=True)
 
 
 def allocate(name: str, state_dir: str) -> Link:
@@ -176,10 +177,12 @@ def allocate(name: str, state_dir: str) -> Link:
         net = Net(4, pool.address + index * 4, 30)
         if any(net.contains(a) for a in taken):
             continue
-        fd = _try_lock(os.path.join(d, f"{net.host(0)}.lock"))
+        path = os.path.join(d, f"{net.host(0)}.lock")
+        fd = _try_lock(path)
         if fd < 0:
             continue
         link = Link(host_ifname(name), net.host(1), net.host(2), 30, fd)
+        link.lock_path = path
         net6 = _subnet6(pool6, index % 0x8000)
         link.host_ip6 = net6.host(1)
         link.container_ip6 = net6.host(2)
@@ -268,7 +271,7 @@ def _join_bridge(nl: Any, link: Link, idx: int) -> None:
             nl.set_up(br)
         nl.set_master(idx, br)
     finally:
-        os.close(mutex)
+        release_lock_file(*mutex)
 
 
 def _other_members(state_dir: str, zone: str, mine: str = "") -> bool:
@@ -280,7 +283,7 @@ def _other_members(state_dir: str, zone: str, mine: str = "") -> bool:
             fd = _try_lock(os.path.join(d, entry))
             if fd < 0:
                 return True
-            os.close(fd)
+            release_lock_file(os.path.join(d, entry), fd)  # a member killed before it could
     return False
 
 
@@ -303,7 +306,7 @@ def leave_zone(link: Link, delete_port: bool = False) -> None:
     except OSError:
         pass
     finally:
-        os.close(mutex)
+        release_lock_file(*mutex)
 
 
 def gc_zone(state_dir: str, zone: str) -> None:
@@ -322,7 +325,7 @@ def gc_zone(state_dir: str, zone: str) -> None:
     except OSError:
         pass
     finally:
-        os.close(mutex)
+        release_lock_file(*mutex)
 
 
 def setup_inside(link: Link) -> None:

@@ -6,7 +6,6 @@ Everything here runs in the supervisor before the first fork, so bad input fails
 
 from __future__ import annotations
 
-import fcntl
 import sys
 
 from hutch.container import plan, rootfs, userns
@@ -30,6 +29,7 @@ from hutch.container.plan import (
 from hutch.errors import ImageError, UsageError
 from hutch.images import thin
 from hutch.linux import posixos as os
+from hutch.linux.fsutil import release_lock_file, take_lock_file
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME
 from hutch.paths import Paths
 from hutch.settings.cmdline import SIGRTMIN, parse_private_users, valid_machine_name
@@ -204,29 +204,66 @@ def _instantiate_template(template: str, target: str) -> None:
 
 def _lock_image(image: str, exclusive: bool) -> int:
     """A lock file next to the image, as nspawn's image_path_lock(): shared for read-only use."""
-    parent, base = os.path.split(image)
-    path = os.path.join(parent, f".#{base}.lck")
+    path = image_lock_path(image)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        return take_lock_file(path, exclusive)
+    except BlockingIOError:
+        # A writer holds it (a started machine, say): --read-only and --ephemeral cannot share that.
+        try:
+            release_lock_file(path, take_lock_file(path, exclusive=False))
+            hint = "another container runs on it read-only; use --ephemeral or --read-only to share it"
+        except BlockingIOError:
+            hint = "a container runs on it; stop it first (see 'hutch list')"
+        raise ImageError(f"Directory tree {image} is currently busy.", hint) from None
     except OSError:
         return -1  # a read-only image location: nothing can write it either
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ImageError(
-            f"Directory tree {image} is currently busy.",
-            "another container runs on it; use --ephemeral or --read-only to share it",
-        ) from None
-    return fd
+
+
+def image_lock_path(image: str) -> str:
+    parent, base = os.path.split(image)
+    return os.path.join(parent, f".#{base}.lck")
 
 
 def make_temp_dir(prep: Prepared, base: str = "/var/tmp", prefix: str = "hutch-") -> str:
+    """A directory for this run only, removed at its end. It is flocked for the run's life: a run
+    SIGKILLed before it could remove its directories leaves them unlocked, and the next run that
+    makes one of the same kind (or `hutch clean`) removes them."""
     os.makedirs(base, exist_ok=True)
+    gc_temp_dirs(base, prefix)
     path = os.path.join(base, prefix + _random_hex(8))
     os.mkdir(path, 0o755)
     prep.cleanup_dirs.append(path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    prep.keep_fds.append(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     return path
+
+
+def gc_temp_dirs(base: str, prefix: str) -> list[str]:
+    """Remove BASE/PREFIX* directories whose run is gone (no one holds their flock)."""
+    from hutch.linux.fsutil import rm_rf
+
+    removed: list[str] = []
+    try:
+        entries = [e for e in os.listdir(base) if e.startswith(prefix) and len(e) == len(prefix) + 16]
+    except OSError:
+        return removed
+    for entry in entries:
+        path = os.path.join(base, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_dev == os.stat(base).st_dev:  # never into a mount
+                rm_rf(path)
+                removed.append(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def prepare(s: Settings, paths: Paths) -> Prepared:
@@ -732,7 +769,7 @@ def cleanup(prep: Prepared) -> None:
                 print(f"hutch: Failed to remove {d}: {e.strerror}", file=sys.stderr)
         prep.cleanup_dirs = []
     if prep.lock_fd >= 0:
-        os.close(prep.lock_fd)
+        release_lock_file(image_lock_path(prep.image), prep.lock_fd)
         prep.lock_fd = -1
     for fd in prep.keep_fds:
         os.close(fd)

@@ -9,10 +9,9 @@ range at once. Ownership: 'map' shows the image through an idmapped mount (nothi
 
 from __future__ import annotations
 
-import fcntl
-
 from hutch.errors import SetupError
 from hutch.linux import posixos as os
+from hutch.linux.fsutil import release_lock_file, take_lock_file
 from hutch.settings.cmdline import RANGE as RANGE
 
 PICK_MIN = 0x00080000
@@ -21,20 +20,22 @@ NO_USERNS = "no"
 
 
 class UidRange:
-    __slots__ = ("base", "count", "lock_fds")
+    __slots__ = ("base", "count", "lock_fds", "lock_paths")
 
     def __init__(self, base: int, count: int) -> None:
         self.base = base
         self.count = count
         self.lock_fds: list[int] = []
+        self.lock_paths: list[str] = []
 
     def map_line(self) -> str:
         return f"0 {self.base} {self.count}\n"
 
     def release(self) -> None:
-        for fd in self.lock_fds:
-            os.close(fd)
+        for path, fd in zip(self.lock_paths, self.lock_fds, strict=True):
+            release_lock_file(path, fd)
         self.lock_fds = []
+        self.lock_paths = []
 
 
 def name_hash(name: str) -> int:
@@ -45,27 +46,26 @@ def name_hash(name: str) -> int:
     return h
 
 
-def _lock_blocks(state_dir: str, base: int, count: int, name: str) -> list[int] | None:
+def _lock_blocks(state_dir: str, base: int, count: int, name: str) -> list[tuple[str, int]] | None:
     """Lock every 64K block the range touches; None (and nothing held) if another machine holds one."""
     d = os.path.join(state_dir, "uid-ranges")
     os.makedirs(d, mode=0o700, exist_ok=True)
-    fds: list[int] = []
+    fds: list[tuple[str, int]] = []
     first, last = base // RANGE, (base + count - 1) // RANGE
     for block in range(first, last + 1):
-        fd = os.open(os.path.join(d, f"{block * RANGE}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        path = os.path.join(d, f"{block * RANGE}")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = take_lock_file(path)
         except BlockingIOError:
-            os.close(fd)
-            for f in fds:
-                os.close(f)
+            for p, f in fds:
+                release_lock_file(p, f)
             return None
         data = f"{name}\n".encode()
         if os.pread(fd, len(data) + 1, 0) != data:
             # Only when it changed: a truncate is a journal commit on ext4 (~0.2 ms of each start).
             os.ftruncate(fd, 0)
             os.write(fd, data)
-        fds.append(fd)
+        fds.append((path, fd))
     return fds
 
 
@@ -89,7 +89,7 @@ def acquire(mode: str, base: int, count: int, name: str, state_dir: str, image_o
                 f"UID range {base}:{count} overlaps one held by {holder(state_dir, base)}.",
                 "pick another range, or let hutch pick with -U",
             )
-        r.lock_fds = fds
+        r.lock_paths, r.lock_fds = [p for p, _ in fds], [f for _, f in fds]
         return r
     slots = (PICK_MAX - PICK_MIN) // RANGE
     candidates: list[int] = []
@@ -103,7 +103,7 @@ def acquire(mode: str, base: int, count: int, name: str, state_dir: str, image_o
         fds = _lock_blocks(state_dir, cand, RANGE, name)
         if fds is not None:
             r = UidRange(cand, RANGE)
-            r.lock_fds = fds
+            r.lock_paths, r.lock_fds = [p for p, _ in fds], [f for _, f in fds]
             return r
         if cand == image_owner:
             raise SetupError(

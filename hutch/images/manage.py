@@ -15,14 +15,6 @@ from hutch.linux.fsutil import is_immutable, rm_rf
 from hutch.paths import Paths
 
 
-def _unlink_lock_file(path: str) -> None:
-    parent, base = os.path.split(path.rstrip("/"))
-    try:
-        os.unlink(os.path.join(parent, f".#{base}.lck"))
-    except OSError:
-        pass
-
-
 def remove(name: str, paths: Paths) -> Image:
     img = store.get(name, paths)
     check_removable(img, paths)
@@ -41,7 +33,6 @@ def remove(name: str, paths: Paths) -> Image:
         thin.remove(img.path)
         settings_files.remove_along(img.name, paths)
         rm_rf(hidden)
-        _unlink_lock_file(img.path)
     finally:
         if path_lock is not None:
             path_lock.release()
@@ -78,7 +69,6 @@ def rename(old: str, new: str, paths: Paths) -> Image:
         if immutable:
             store.set_immutable(target, True)
         settings_files.rename_along(old, new, paths)
-        _unlink_lock_file(img.path)
     finally:
         for lock in (new_lock, path_lock, name_lock):
             if lock is not None:
@@ -134,6 +124,16 @@ def clean(paths: Paths, everything: bool = False) -> tuple[list[str], list[str]]
                 removed.append(img.name)
             except ImageError:
                 pass  # in use, or the source of thin clones: kept
+    from hutch.linux.fsutil import gc_lock_files
+    from hutch.machines import registry
+
+    for d in paths.image_path:
+        leftovers += gc_lock_files(d, lambda e: e.startswith(".#") and e.endswith(".lck"))
+    leftovers += registry.gc_lock_files(paths.state_dir)
+    from hutch.container.prepare import gc_temp_dirs
+
+    for prefix in ("hutch-bind-", "hutch-overlay-"):  # spawn --bind=:DIR, --overlay=+...
+        leftovers += gc_temp_dirs("/var/tmp", prefix)
     for d, entry in store.entries(paths):
         if thin.is_record(entry) and thin.is_stale(d, entry):
             try:

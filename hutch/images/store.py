@@ -9,7 +9,6 @@ a root-owned record beside NAME, see thin.py). `.host` is the host's own root, a
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 import struct
@@ -19,7 +18,7 @@ from hutch.errors import ImageError
 from hutch.images import thin
 from hutch.images.names import check_image_name
 from hutch.linux import libc
-from hutch.linux.fsutil import is_immutable, set_immutable_fd
+from hutch.linux.fsutil import is_immutable, release_lock_file, set_immutable_fd, take_lock_file
 from hutch.paths import Paths
 
 CRTIME_XATTR = "user.crtime_usec"  # what systemd's image code writes and reads for directories
@@ -127,8 +126,14 @@ def entries(paths: Paths) -> Iterator[tuple[str, str]]:
     for d in paths.image_path:
         try:
             listed = sorted(os.listdir(d))
-        except OSError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # most of the default path does not exist on most hosts
+        except OSError as e:
+            # Never "No images." for a store that could not be read.
+            raise ImageError(
+                f"Failed to read image directory {d}: {e.strerror}.",
+                "the image store is root's: run as root" if e.errno == errno.EACCES else None,
+            ) from None
         for entry in listed:
             yield d, entry
 
@@ -237,7 +242,7 @@ class Lock:
 
     def release(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            release_lock_file(self.path, self.fd)  # removed by its last holder, as systemd's are
             self.fd = -1
 
     def __enter__(self) -> Lock:
@@ -248,14 +253,10 @@ class Lock:
 
 
 def _take(path: str, exclusive: bool, busy: str, hint: str | None) -> Lock:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ImageError(busy, hint) from None
-        raise
+        fd = take_lock_file(path, exclusive)
+    except BlockingIOError:
+        raise ImageError(busy, hint) from None
     return Lock(path, fd)
 
 

@@ -138,3 +138,63 @@ def close_other_fds(keep: set[int]) -> None:
         os.closerange(prev, fd)
         prev = fd + 1
     os.closerange(prev, 65536)
+
+
+def take_lock_file(path: str, exclusive: bool = True, blocking: bool = False, mode: int = 0o600) -> int:
+    """An fd holding a flock on the file PATH (created with MODE). BlockingIOError if another holds it
+    (without BLOCKING). Lock files are removed by their last holder (release_lock_file), so the file
+    taken may have been unlinked between open() and flock(): then try again with the new one, as
+    systemd's make_lock_file() does."""
+    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+        try:
+            fcntl.flock(fd, op)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(path)
+                same = (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)
+
+
+def release_lock_file(path: str, fd: int) -> None:
+    """Give up the lock FD on PATH, removing PATH if no one else holds or waits on it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        st = os.fstat(fd)
+        now = os.stat(path)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(path)
+    except OSError:
+        pass  # another holder: the file is theirs to remove
+    finally:
+        os.close(fd)
+
+
+def gc_lock_files(directory: str, match: object = None) -> list[str]:
+    """Remove the lock files in DIRECTORY that no process holds (their holders were killed before
+    they could remove them); MATCH (a callable on the name) limits which. Returns what went."""
+    removed: list[str] = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in entries:
+        if match is not None and not match(entry):  # type: ignore[operator]
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            fd = take_lock_file(path)
+        except OSError:
+            continue
+        release_lock_file(path, fd)
+        if not os.path.lexists(path):
+            removed.append(entry)
+    return removed

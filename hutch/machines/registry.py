@@ -15,6 +15,7 @@ import fcntl
 
 from hutch.errors import MachineError
 from hutch.linux import posixos as os
+from hutch.linux.fsutil import release_lock_file, take_lock_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,16 +66,12 @@ class Claim:
         self.lock_path = os.path.join(self.dir, f"{name}.lock")
         self.path = os.path.join(self.dir, f"{name}.json")
         os.makedirs(self.dir, 0o755, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise MachineError(
-                    f"Machine '{name}' is already running.", f"see 'hutch status {name}'"
-                ) from None
-            raise
+            fd = take_lock_file(self.lock_path, mode=0o644)  # readable: users may list machines
+        except BlockingIOError:
+            raise MachineError(
+                f"Machine '{name}' is already running.", f"see 'hutch status {name}'"
+            ) from None
         self.fd = fd
         self.fields: dict[str, object] = {}
 
@@ -96,7 +93,7 @@ class Claim:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
-        os.close(self.fd)
+        release_lock_file(self.lock_path, self.fd)
         self.fd = -1
 
 
@@ -177,8 +174,18 @@ def load(state_dir: str, name: str) -> dict[str, Any] | None:
     state it is in. A live machine's damaged entry raises DamagedEntry."""
     d = _dir(state_dir)
     path = os.path.join(d, f"{name}.json")
-    if not _held(os.path.join(d, f"{name}.lock")):
-        _reap(path)  # a supervisor killed before it could clean up
+    lock = os.path.join(d, f"{name}.lock")
+    if not _held(lock):
+        # A supervisor killed before it could clean up: its entry, cgroup and lock file go, under
+        # the lock, so a supervisor starting now keeps what it writes.
+        try:
+            fd = take_lock_file(lock, mode=0o644)
+        except OSError:
+            return None  # starting right now, or a reader without the right to clean up
+        try:
+            _reap(path)
+        finally:
+            release_lock_file(lock, fd)
         return None
     try:
         entry = _read(path)
@@ -251,6 +258,18 @@ def _reap(path: str) -> None:
             os.unlink(p)
         except FileNotFoundError:
             pass
+    gc_lock_files(os.path.dirname(os.path.dirname(path)))
+
+
+def gc_lock_files(state_dir: str) -> list[str]:
+    """The UID range and address locks that killed supervisors (and killed image operations) left:
+    each held by no one any more."""
+    from hutch.linux.fsutil import gc_lock_files as gc
+
+    removed = []
+    for sub in ("uid-ranges", "net", "locks"):
+        removed += [f"{sub}/{e}" for e in gc(os.path.join(state_dir, sub))]
+    return removed
 
 
 def names(state_dir: str) -> list[str]:

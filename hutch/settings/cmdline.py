@@ -688,3 +688,5 @@ def verify(s: Settings) -> None:
         raise UsageError("--ephemeral and --volatile= may not be combined")
     if s.directory == "":
         raise UsageError("--directory= may not be empty")
+    if s.command and not s.command[0]:
+        raise UsageError("The command to run is empty ('').", "name a program, like /bin/sh")

@@ -195,6 +195,8 @@ def to_argv(assignments: list[tuple[str, str, str]]) -> tuple[list[str], list[st
                     command = shlex.split(value)
                 except ValueError as e:
                     raise SettingsError(f"{where}: Invalid Parameters=: {e}.") from None
+                if command and not command[0]:
+                    raise SettingsError(f"{where}: Parameters= starts with an empty word.")
                 continue
             else:
                 opts = [f"--{option}={value}"]
