@@ -6,6 +6,7 @@ Everything here runs in the supervisor before the first fork, so bad input fails
 
 from __future__ import annotations
 
+import fcntl
 import sys
 
 from hutch.container import plan, rootfs, userns
