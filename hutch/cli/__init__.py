@@ -127,7 +127,7 @@ def _unexpected(verb: str, e: BaseException) -> int:
         tb = tb.tb_next
     if tb is not None:
         where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
-    what = cescape(f"{type(e).__name__}: {e}")[:300]
+    what = cescape(f"{type(e).__name__}: {e}")[:300].rstrip(".")
     print(
         f"hutch {verb}: internal error{where}: {what}. Hint: this is a bug in hutch; rerun with "
         "HUTCH_DEBUG=1 for the traceback and report it with the command that caused it.",

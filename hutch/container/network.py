@@ -94,6 +94,11 @@ def _try_lock(path: str) -> int:
         return -1
 
 
+def check_pools() -> None:
+    """Refuse malformed or overlapping $HUTCH_NET_POOL, $HUTCH_ZONE_POOL, $HUTCH_NET6_POOL now."""
+    _pools()
+
+
 def _pools() -> tuple[Net, Net, Net]:
     """The machines' IPv4 pool, the zones' IPv4 pool and the IPv6 pool, checked against each other."""
     found = []

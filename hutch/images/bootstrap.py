@@ -114,9 +114,13 @@ def bootstrap_busybox(name: str, image_dir: str, busybox: str | None = None) -> 
         os.chmod(os.path.join(tmp, "root"), 0o700)
         shutil.copy2(bb, os.path.join(tmp, "bin/busybox"))
         os.chmod(os.path.join(tmp, "bin/busybox"), 0o755)
-        applets = subprocess.run(
-            [bb, "--list-full"], capture_output=True, text=True, check=True
-        ).stdout.split()
+        listing = subprocess.run([bb, "--list-full"], capture_output=True, text=True)
+        applets = listing.stdout.split()
+        if listing.returncode != 0 or "bin/sh" not in applets:
+            raise ImageError(
+                f"{bb} is not a busybox binary: '{bb} --list-full' lists no applets.",
+                "install busybox-static, or pass --busybox=PATH to one",
+            )
         for rel in applets:
             link = os.path.join(tmp, rel)
             if rel == "bin/busybox" or os.path.lexists(link):

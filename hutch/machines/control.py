@@ -67,12 +67,13 @@ def log_path(paths: Paths, name: str) -> str:
     return os.path.join(paths.log_dir, f"{name}.log")
 
 
-def tail(path: str, lines: int) -> list[str]:
+def tail(path: str, lines: int, since: int = 0) -> list[str]:
+    """The last LINES lines of the log at PATH, of what was written after offset SINCE."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
+            f.seek(max(since, size - 64 * 1024))
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
@@ -96,10 +97,14 @@ def start(
     registry.gc_cgroups()
     if store.find(name, paths) is None:
         raise MachineError(f"No image '{name}' in {':'.join(paths.image_path)}.", "see 'hutch list-images'")
+    # Everything that can be checked is checked before the guest boots: a settings file, the address
+    # pools, the options.
+    _check_before_start(name, paths, extra)
     os.makedirs(paths.log_dir, 0o755, exist_ok=True)
     log = log_path(paths, name)
     with open(log, "ab") as f:
         f.write(f"-- hutch start {name} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode())
+        since = f.tell()  # a failure shows this start's console lines, not an earlier one's
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: becomes the supervisor, in a session of its own, never returns
@@ -131,7 +136,7 @@ def start(
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([r], [], [], left)[0]:
-                raise _failed(name, paths, f"it did not report ready within {timeout:.0f} s", running=True)
+                raise _failed(name, paths, f"it did not report ready within {timeout:.0f} s", since, True)
             data = os.read(r, 256)
             if not data:
                 break
@@ -141,7 +146,7 @@ def start(
     finally:
         os.close(r)
     if b"READY" not in got:
-        raise _failed(name, paths, "its supervisor exited")
+        raise _failed(name, paths, "its supervisor exited", since)
     entry = registry.load(paths.state_dir, name)
     if entry is not None and not entry.get("notify"):
         # "Up" for an init that does not report readiness only means it was exec'd: give one that
@@ -149,12 +154,27 @@ def start(
         registry.wait_stopped(paths.state_dir, name, SETTLE)
         entry = registry.load(paths.state_dir, name)
     if entry is None:
-        raise _failed(name, paths, "it stopped right after starting")
+        raise _failed(name, paths, "it stopped right after starting", since)
     return entry
 
 
-def _failed(name: str, paths: Paths, why: str, running: bool = False) -> MachineError:
-    lines = [ln for ln in tail(log_path(paths, name), 10) if not ln.startswith("-- hutch start ")]
+def _check_before_start(name: str, paths: Paths, extra: list[str] | None) -> None:
+    """What the supervisor would refuse only after forking: the spawn options with the image's
+    settings file, and the address pools a veth is taken from."""
+    from hutch.container import network
+    from hutch.settings import cmdline, nspawnfile
+
+    s = cmdline.parse(spawn_args(name, extra)[1:])
+    for path, trusted in paths.settings_files(name):
+        if os.path.isfile(path):
+            s = nspawnfile.merge(s, path, trusted)
+            break
+    if s.network_veth or s.network_zone:
+        network.check_pools()
+
+
+def _failed(name: str, paths: Paths, why: str, since: int = 0, running: bool = False) -> MachineError:
+    lines = [ln for ln in tail(log_path(paths, name), 10, since) if not ln.startswith("-- hutch start ")]
     reason = next((ln for ln in reversed(lines) if ln.startswith("hutch spawn: ")), None)
     msg = f"Failed to start machine '{name}': {reason[len('hutch spawn: ') :] if reason else why}"
     e = MachineError(
