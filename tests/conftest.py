@@ -36,15 +36,74 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("needs root (under CI=true this is a failure, not a skip)")
 
 
+def _host_residue() -> dict[str, set[str]]:
+    """What a run of hutch could leave on the host: mounts, machine cgroups, network links, nftables
+    tables, hutch processes, temporary directories."""
+    out: dict[str, set[str]] = {}
+    with open("/proc/self/mountinfo") as f:
+        out["mounts"] = {" ".join(ln.split()[3:5]) for ln in f}
+    cgroups: set[str] = set()
+    for top in Path("/sys/fs/cgroup").glob("*/machine.slice"):
+        cgroups |= {str(p) for p in top.glob("machine-*")}
+    out["cgroups"] = cgroups
+    out["links"] = set(os.listdir("/sys/class/net"))
+    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    out["nftables"] = set(nft.stdout.splitlines())
+    procs = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "/.venv/bin/hutch" in cmd or cmd.startswith("hutch "):
+                procs.add(f"{d} {cmd[:120]}")
+    out["processes"] = procs
+    out["var-tmp"] = {e for e in os.listdir("/var/tmp") if e.startswith("hutch-")}
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _collect_cgroups() -> Iterator[None]:
     """Tests SIGKILL supervisors on purpose; the empty machine cgroups they leave go at the end (only
-    empty ones: a cgroup with a process in it cannot be removed)."""
+    empty ones: a cgroup with a process in it cannot be removed). Then the whole run is checked for
+    residue on the host: anything new there fails the suite."""
+    before = _host_residue()
     yield
     sys.path.insert(0, str(REPO))
     from hutch.machines import registry
 
     registry.gc_cgroups(min_age=0)
+    deadline = time.monotonic() + 10
+    while True:  # processes a last test killed are reaped by the kernel a moment later
+        after = _host_residue()
+        left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if left:
+        raise AssertionError(f"the suite left residue on the host: {left}")
+    if _STORE_RESIDUE:
+        raise AssertionError("tests left lock, state or temporary files: " + "; ".join(_STORE_RESIDUE[:20]))
+
+
+_STORE_RESIDUE: list[str] = []
+
+
+def _store_residue(base: Path) -> list[str]:
+    """Lock files and hidden temporaries in a test's store and state directory after it ended: a
+    finished operation (even a failed one) removes its own; a killed one's are removed by 'clean'."""
+    found = []
+    images = base / "images"
+    if images.is_dir():
+        found += [
+            f"images/{e}" for e in os.listdir(images) if e.startswith(".#") and not e.endswith(".thin")
+        ]
+    for sub in ("locks", "uid-ranges", "net", "machines"):
+        d = base / "state" / sub
+        if d.is_dir():
+            found += [f"state/{sub}/{e}" for e in os.listdir(d)]
+    return found
 
 
 def _writable_again(top: Path, depth: int = 3) -> None:
@@ -75,7 +134,9 @@ def _writable_again(top: Path, depth: int = 3) -> None:
 
 
 @pytest.fixture(autouse=True)
-def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def hutch_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Path]:
     """Every test gets its own image path, state, log and cache directories: never the host's."""
     base = tmp_path / "hutch"
     for d in ("images", "state", "log", "cache", "settings", "config"):
@@ -88,6 +149,10 @@ def hutch_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("HUTCH_CONFIG_DIR", str(base / "config"))
     monkeypatch.setenv("HUTCH_SYSTEMD_UNIT_DIR", str(base / "units"))
     yield base
+    subprocess.run([HUTCH, "clean", "-q"], capture_output=True, timeout=60)  # what killed runs left
+    left = _store_residue(base)
+    if left:
+        _STORE_RESIDUE.append(f"{request.node.nodeid}: {', '.join(left[:5])}")
     _writable_again(tmp_path)
 
 

@@ -809,4 +809,9 @@ def run(prep: Prepared) -> int:
     if prep.settings.debug:
         ops = prep.outer_ops + prep.inner_ops + [plan.PivotRoot()]
         print("Mount plan:\n" + plan.describe(ops), file=sys.stderr, flush=True)
-    return Supervisor(prep).run()
+    try:
+        sup = Supervisor(prep)
+    except BaseException:
+        prepare.cleanup(prep)
+        raise
+    return sup.run()

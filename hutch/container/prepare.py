@@ -268,7 +268,17 @@ def gc_temp_dirs(base: str, prefix: str) -> list[str]:
 
 
 def prepare(s: Settings, paths: Paths) -> Prepared:
+    """Everything the run needs that can be done before a process starts. A failure gives back
+    what was taken so far (the image's lock, a UID range, addresses, temporary directories)."""
     prep = Prepared(s)
+    try:
+        return _prepare(prep, s, paths)
+    except BaseException:
+        cleanup(prep)
+        raise
+
+
+def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
     image = resolve_image(s, paths)
     prep.image = image
     prep.root = image

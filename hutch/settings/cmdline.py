@@ -178,6 +178,14 @@ def parse_tmpfs(spec: str) -> Tmpfs:
     dst = _check_container_path(path, "--tmpfs")
     if dst == "/":
         raise UsageError("--tmpfs= cannot replace the root directory", "use --volatile=yes instead")
+    for opt in opts.split(","):
+        # tmpfs's own numbers, checked here: the kernel's EINVAL would come after the mount point
+        # was made in the image.
+        key, _, value = opt.partition("=")
+        if key == "mode" and not (value and all(c in "01234567" for c in value) and len(value) <= 4):
+            raise UsageError(f"Invalid --tmpfs= mode {value!r}", "an octal mode, like mode=0755")
+        if key in ("uid", "gid", "nr_inodes") and not value.isdigit():
+            raise UsageError(f"Invalid --tmpfs= {key}= {value!r}", "a number")
     return Tmpfs(dst, opts)
 
 

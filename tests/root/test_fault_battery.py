@@ -25,7 +25,7 @@ from conftest import CI, HUTCH, run, tree_snapshot
 SEED = int(os.environ.get("HUTCH_FAULT_SEED", "1312"))
 TRIALS = 3 if CI else 2
 
-BAD_NAMES = ["", ".", "..", ".#x", "a/b", "x\x01y", "x" * 300, "-", "a\nb", "\x1b[31m"]
+BAD_NAMES = ["", ".", "..", ".#x", "a/b", "x\x01y", "x" * 300, "a\nb", "\x1b[31m"]
 BAD_SECONDS = ["nan", "-1", "0", "abc", "1e999", ""]
 VERBS_ON_A_MACHINE = ["status", "show", "poweroff", "reboot", "terminate", "kill", "login", "cgls", "shell"]
 VERBS_ON_AN_IMAGE = ["image-status", "show-image", "remove", "read-only", "cat", "edit"]
@@ -34,20 +34,31 @@ VERBS_ON_AN_IMAGE = ["image-status", "show-image", "remove", "read-only", "cat",
 def state(hutch_env: Path) -> dict[str, tuple[object, ...]]:
     """Everything hutch keeps: the store (with its hidden entries) and the state directory."""
     out = {f"images/{k}": v for k, v in tree_snapshot(hutch_env / "images").items()}
-    out.update({f"state/{k}": v for k, v in tree_snapshot(hutch_env / "state").items()})
+    # The state directory's subdirectories are made on first use: only files count there.
+    out.update(
+        {f"state/{k}": v for k, v in tree_snapshot(hutch_env / "state").items() if not stat.S_ISDIR(v[0])}  # type: ignore[arg-type]
+    )
     out.update({f"settings/{k}": v for k, v in tree_snapshot(hutch_env / "settings").items()})
     return out
 
 
-def refused(args: list[str], hutch_env: Path, **kw: object) -> str:
+def refused(args: list[str], hutch_env: Path, *, inside: bool = False, **kw: object) -> str:
+    """INSIDE: a failure that only the container's PID 1 can see (a working directory of the image):
+    the tree was set up, and nspawn's own files in the image (etc/localtime, ...) may be made."""
     before = state(hutch_env)
     r = run(*args, **kw)  # type: ignore[arg-type]
     assert r.returncode != 0, (args, r.stdout, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    # spawn's banner comes first, as upstream's does.
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("Spawning container ")]
     assert len(lines) == 1, (args, r.stderr)
     assert lines[0].startswith("hutch"), lines[0]
     assert lines[0].isprintable(), lines[0]  # control characters escaped, never raw
-    assert state(hutch_env) == before, args
+    after = state(hutch_env)
+    if inside:
+        before, after = (
+            {k: v for k, v in d.items() if not k.startswith("images/bb/")} for d in (before, after)
+        )
+    assert after == before, args
     return lines[0]
 
 
@@ -55,7 +66,9 @@ def _cases() -> list[list[str]]:
     cases: list[list[str]] = []
     for name in BAD_NAMES:
         cases += [[v, name] for v in VERBS_ON_A_MACHINE + VERBS_ON_AN_IMAGE + ["start"]]
-        cases += [["clone", "bb", name], ["rename", "bb", name], ["import-fs", "/usr/share/doc", name]]
+        cases += [["clone", "bb", name], ["rename", "bb", name]]
+        if name:  # no name: import-fs takes the directory's
+            cases.append(["import-fs", "/usr/share/doc", name])
         cases += [["spawn", "-M", name, "/bin/true"], ["bootstrap", "busybox", name]]
     for t in BAD_SECONDS:
         cases += [["poweroff", "--wait", f"--timeout={t}", "bb"], ["start", f"--timeout={t}", "bb"]]
@@ -114,7 +127,8 @@ CASES = _cases()
 def test_malformed_values(busybox: Path, hutch_env: Path, args: list[str]) -> None:
     if args[0] == "export-tar" and args[2] == "x.tar":
         args = [*args[:2], str(hutch_env / "x.tar"), *args[3:]]
-    refused(args, hutch_env, timeout=30)
+    inside = any(a.startswith("--chdir=/") for a in args)
+    refused(args, hutch_env, inside=inside, timeout=30, env=dict(os.environ, EDITOR="/bin/false"))
 
 
 @pytest.mark.parametrize(
@@ -245,7 +259,9 @@ def _store_is_whole(hutch_env: Path, names: set[str]) -> None:
     run("clean", check=True)
     store_dir = hutch_env / "images"
     entries = set(os.listdir(store_dir))
-    assert not {e for e in entries if e.startswith(".#")}, entries
+    records = {f".#{n}.thin" for n in names if (store_dir / n / "upper").is_dir()}
+    assert not {e for e in entries - records if e.startswith(".#")}, entries
+    entries -= records
     assert entries - {f"{n}.nspawn" for n in names} <= names, entries
     for n in entries & names:
         assert (store_dir / n / "etc/os-release").exists() or (store_dir / n / "upper").is_dir(), n
@@ -328,7 +344,7 @@ def test_sigkill_of_spawn_with_temporary_directories(busybox: Path, hutch_env: P
     ["{}", "[]", "null", '"x"', "{", "\xff", '{"name": "bb"}', '{"name": "bb", "leader": "1"}',
      '{"name": "bb", "leader": true, "supervisor": 1, "root": "/", "since": 0, "state": "running"}',
      '{"name": "other", "leader": 1, "supervisor": 1, "root": "/", "since": 0, "state": "running"}',
-     '{"name": "bb", "leader": 1, "supervisor": 1, "root": "/", "since": 0, "state": "running", "addresses": [1]}'],
+     '{"name": "bb", "leader": 1, "supervisor": 1, "root": "/", "since": 0, "state": "x", "ports": [1]}'],
 )  # fmt: skip
 def test_tampered_registry(busybox: Path, hutch_env: Path, content: str) -> None:
     run("start", "bb", check=True)
@@ -367,11 +383,14 @@ def test_special_files_as_inputs_and_outputs(busybox: Path, hutch_env: Path, tmp
     # ... onto a FIFO: its reader gets the whole archive.
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    got = tmp_path / "from-fifo"
+    reader = subprocess.Popen(["sh", "-c", f"cat {fifo} > {got}"])
     run("export-tar", "bb", str(fifo), check=True)
-    data = reader.communicate(timeout=30)[0]
+    reader.wait(30)
+    data = got.read_bytes()
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and len(data) > 100_000
-    assert tarfile.open(fileobj=io.BytesIO(data)).getmember("./etc/os-release")
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        assert t.getmember("./etc/os-release")
     # ... through a symlink: the link stays, its target gets the archive.
     target = tmp_path / "target.tar"
     link = tmp_path / "link.tar"
