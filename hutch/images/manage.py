@@ -129,6 +129,7 @@ def clean(paths: Paths, everything: bool = False) -> tuple[list[str], list[str]]
 
     for d in paths.image_path:
         leftovers += gc_lock_files(d, lambda e: e.startswith(".#") and e.endswith(".lck"))
+    registry.running(paths.state_dir, [])  # reaps the entries and lock files of dead supervisors
     leftovers += registry.gc_lock_files(paths.state_dir)
     from hutch.container.prepare import gc_temp_dirs
 
