@@ -20,8 +20,21 @@ def image(tmp_path: Path) -> Path:
     return img
 
 
+_PREPARED: list[prepare.Prepared] = []
+
+
+@pytest.fixture(autouse=True)
+def _give_back() -> object:
+    """What prepare() took (the image's lock, a UID range) is given back, as the supervisor would."""
+    yield
+    while _PREPARED:
+        prepare.cleanup(_PREPARED.pop())
+
+
 def plan_for(image: Path, hutch_env: Path, *argv: str) -> prepare.Prepared:
-    return prepare.prepare(parse(["-q", "-D", str(image), *argv, "/bin/true"]), Paths.from_env())
+    prep = prepare.prepare(parse(["-q", "-D", str(image), *argv, "/bin/true"]), Paths.from_env())
+    _PREPARED.append(prep)
+    return prep
 
 
 def describe(prep: prepare.Prepared) -> list[str]:
