@@ -344,8 +344,9 @@ def edit(args: list[str]) -> int:
             )
             return 0
         nspawnfile.check(tmp, target)  # what spawn would refuse, refused now
-        from hutch.images.settings_files import write_atomic
+        from hutch.linux.fsutil import write_atomic
 
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         write_atomic(target, after.encode())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

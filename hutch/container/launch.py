@@ -24,9 +24,9 @@ import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan, prepare, rootfs
+from hutch.container import cgroup_setup, console, payload, plan, prepare, rootfs, status
 from hutch.container.prepare import Prepared
-from hutch.errors import HutchError, SetupError
+from hutch.errors import SetupError
 from hutch.linux import caps, cgroups, libc, seccomp, sig
 from hutch.linux import posixos as os
 from hutch.settings.cmdline import signal_name
@@ -36,24 +36,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 REBOOT = -1
-
-
-def _report(fd: int, e: BaseException) -> None:
-    if os.getenv("HUTCH_DEBUG") and "traceback" in sys.modules:
-        sys.modules["traceback"].print_exception(e)
-    if isinstance(e, HutchError):
-        msg = e.message + (f"\t{e.hint}" if e.hint else "")
-    elif isinstance(e, OSError):
-        msg = str(e.strerror or e)
-        if e.filename is not None and str(e.filename) not in msg:
-            msg = f"{msg}: {e.filename}"
-    else:
-        msg = f"{type(e).__name__}: {e}"
-    try:
-        # A path from the command line may hold bytes that are not UTF-8 (surrogate escapes here).
-        os.write(fd, ("E " + msg.replace("\n", " ") + "\n").encode("utf-8", "surrogateescape"))
-    except OSError:
-        pass
 
 
 def _child_start() -> None:
@@ -83,13 +65,6 @@ def _open_console(prep: Prepared, ctx: plan.Context, status_w: int) -> int:
     master = _console_pty(prep, ctx)
     os.write(status_w, f"C {master}\n".encode())
     return master
-
-
-def _error_from(text: str, default: str = "container setup failed") -> SetupError:
-    """The error a child reported on a status pipe ("E message<TAB>hint")."""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    message, _, hint = (first[2:] if first.startswith("E ") else first).partition("\t")
-    return SetupError(message or default, hint or None)
 
 
 def _preload(prep: Prepared) -> None:
@@ -174,7 +149,7 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
                 os.close(go_w)
                 _pid1_userns(prep, status_w, go_r)
             except BaseException as e:
-                _report(status_w, e)
+                status.report(status_w, e)
             os._exit(1)
         os.close(go_r)
         cgroup_setup.attach(prep, pid1)
@@ -250,18 +225,18 @@ def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
                     plan.execute(prep.inner_ops[:1], ctx)
                     os._exit(0)
                 except BaseException as e:
-                    _report(w, e)
+                    status.report(w, e)
                     os._exit(1)
             os._exit(1 if os.waitpid(inner, 0)[1] else 0)
         except BaseException as e:
-            _report(w, e)
+            status.report(w, e)
             os._exit(1)
     os.close(w)
     failed = os.waitpid(helper, 0)[1] != 0
-    text = _drain(r)
+    text = status.drain(r)
     os.close(r)
     if failed:
-        raise _error_from(text, "Failed to mount /proc")
+        raise status.error_from(text, "Failed to mount /proc")
 
 
 def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
@@ -333,7 +308,7 @@ def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None
                     payload.switch_user(user, env)
                 payload.exec_payload(False, s.command, env, shell)
             except BaseException as e:
-                _report(status_w, e)
+                status.report(status_w, e)
             os._exit(stub_init.EXIT_EXCEPTION)
 
         os._exit(stub_init.run(child))
@@ -395,7 +370,7 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
                 os.close(fd)
             _container_child(prep, status_w, ack_r, cloned)
         except BaseException as e:
-            _report(status_w, e)
+            status.report(status_w, e)
         os._exit(1)
     return pid, pidfd
 
@@ -616,10 +591,10 @@ class Supervisor:
         os.close(status_w)
         os.close(ack_r)
         try:
-            line = _read_line(status_r)
+            line = status.read_line(status_r)
             if not line.startswith("C "):
                 self._reap_all(block_for=pid)
-                self._fail_from(line + _drain(status_r))
+                self._fail_from(line + status.drain(status_r))
             fd = int(line.split()[1])
             master = libc.pidfd_getfd(pidfd, fd) if fd >= 0 else -1
         except BaseException:
@@ -630,7 +605,7 @@ class Supervisor:
         return pid, pidfd, master
 
     def _fail_from(self, text: str) -> None:
-        raise _error_from(text)
+        raise status.error_from(text)
 
     def _reap_all(self, block_for: int = -1) -> None:
         while True:
@@ -715,7 +690,7 @@ class Supervisor:
                     if b"READY=1" in msg.split(b"\n"):
                         self._ready()
         if status_open:
-            self.errors.append(_drain(status_r))
+            self.errors.append(status.drain(status_r))
         if master >= 0 and mode in ("interactive", "read-only") and out_ok:
             os.set_blocking(master, False)
             while True:
@@ -784,25 +759,6 @@ class Supervisor:
         if not quiet:
             print(f"Container {self.name} terminated by signal {signal_name(signo)}.", file=sys.stderr)
         return 1
-
-
-def _read_line(fd: int) -> str:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="surrogateescape").rstrip("\n")
-
-
-def _drain(fd: int) -> str:
-    out = b""
-    while True:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return out.decode(errors="surrogateescape")
-        out += chunk
 
 
 def run(prep: Prepared) -> int:

@@ -59,13 +59,15 @@ class Link:
         "zone",
     )
 
-    def __init__(self, ifname: str, host_ip: str, container_ip: str, prefix: int, lock_fd: int) -> None:
+    def __init__(
+        self, ifname: str, host_ip: str, container_ip: str, prefix: int, lock_fd: int, lock_path: str = ""
+    ) -> None:
         self.ifname = ifname
         self.host_ip = host_ip
         self.container_ip = container_ip
         self.prefix = prefix
         self.lock_fd = lock_fd
-        self.lock_path = ""  # the file LOCK_FD locks, removed when we let go of it
+        self.lock_path = lock_path  # the file LOCK_FD locks, removed when we let go of it
         self.created = False  # only a pair we made is ours to delete
         self.zone = ""  # --network-zone: the host side is a port of the bridge vz-ZONE
         self.bridge = ""
@@ -80,10 +82,7 @@ class Link:
 
     def release(self) -> None:
         if self.lock_fd >= 0:
-            if self.lock_path:
-                release_lock_file(self.lock_path, self.lock_fd)
-            else:
-                os.close(self.lock_fd)
+            release_lock_file(self.lock_path, self.lock_fd)
             self.lock_fd = -1
 
 
@@ -92,11 +91,6 @@ def _try_lock(path: str) -> int:
         return take_lock_file(path)
     except BlockingIOError:
         return -1
-
-
-def check_pools() -> None:
-    """Refuse malformed or overlapping $HUTCH_NET_POOL, $HUTCH_ZONE_POOL, $HUTCH_NET6_POOL now."""
-    _pools()
 
 
 def _pools() -> tuple[Net, Net, Net]:
@@ -151,8 +145,8 @@ def allocate_zone(name: str, zone: str, state_dir: str) -> Link:
                 net.host(host),
                 24,
                 fd,
+                path,
             )
-            link.lock_path = path
             link.zone = zone
             link.bridge = f"vz-{zone}"
             link.state_dir = state_dir
@@ -186,8 +180,7 @@ def allocate(name: str, state_dir: str) -> Link:
         fd = _try_lock(path)
         if fd < 0:
             continue
-        link = Link(host_ifname(name), net.host(1), net.host(2), 30, fd)
-        link.lock_path = path
+        link = Link(host_ifname(name), net.host(1), net.host(2), 30, fd, path)
         net6 = _subnet6(pool6, index % 0x8000)
         link.host_ip6 = net6.host(1)
         link.container_ip6 = net6.host(2)

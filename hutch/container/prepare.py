@@ -30,7 +30,7 @@ from hutch.container.plan import (
 from hutch.errors import ImageError, UsageError
 from hutch.images import thin
 from hutch.linux import posixos as os
-from hutch.linux.fsutil import release_lock_file, take_lock_file
+from hutch.linux.fsutil import gc_temp_dirs, release_lock_file, take_lock_file
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME
 from hutch.paths import Paths
 from hutch.settings.cmdline import SIGRTMIN, parse_private_users, valid_machine_name
@@ -238,33 +238,6 @@ def make_temp_dir(prep: Prepared, base: str = "/var/tmp", prefix: str = "hutch-"
     prep.keep_fds.append(fd)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return path
-
-
-def gc_temp_dirs(base: str, prefix: str) -> list[str]:
-    """Remove BASE/PREFIX* directories whose run is gone (no one holds their flock)."""
-    from hutch.linux.fsutil import rm_rf
-
-    removed: list[str] = []
-    try:
-        entries = [e for e in os.listdir(base) if e.startswith(prefix) and len(e) == len(prefix) + 16]
-    except OSError:
-        return removed
-    for entry in entries:
-        path = os.path.join(base, entry)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_dev == os.stat(base).st_dev:  # never into a mount
-                rm_rf(path)
-                removed.append(path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return removed
 
 
 def prepare(s: Settings, paths: Paths) -> Prepared:

@@ -124,15 +124,13 @@ def clean(paths: Paths, everything: bool = False) -> tuple[list[str], list[str]]
                 removed.append(img.name)
             except ImageError:
                 pass  # in use, or the source of thin clones: kept
-    from hutch.linux.fsutil import gc_lock_files
+    from hutch.linux.fsutil import gc_lock_files, gc_temp_dirs
     from hutch.machines import registry
 
     for d in paths.image_path:
         leftovers += gc_lock_files(d, lambda e: e.startswith(".#") and e.endswith(".lck"))
     registry.running(paths.state_dir, [])  # reaps the entries and lock files of dead supervisors
     leftovers += registry.gc_lock_files(paths.state_dir)
-    from hutch.container.prepare import gc_temp_dirs
-
     for prefix in ("hutch-bind-", "hutch-overlay-"):  # spawn --bind=:DIR, --overlay=+...
         leftovers += gc_temp_dirs("/var/tmp", prefix)
     for d, entry in store.entries(paths):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from hutch.errors import ImageError
+from hutch.linux.fsutil import write_atomic
 from hutch.paths import Paths
 
 
@@ -17,25 +18,6 @@ def locations(name: str, paths: Paths) -> list[str]:
 
 def existing(name: str, paths: Paths) -> list[str]:
     return [p for p in locations(name, paths) if os.path.isfile(p)]
-
-
-def write_atomic(dst: str, data: bytes) -> None:
-    """DATA as the file DST, whole or not at all (a temporary file renamed over it); the directories
-    it needs are made."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(dst), f".#{os.path.basename(dst)}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, dst)
 
 
 def _atomic_copy(src: str, dst: str) -> None:

@@ -58,20 +58,13 @@ def read(image_path: str, image_ino: int) -> str | None:
 
 
 def write(image_path: str, image_ino: int, lower: str) -> None:
-    """Record LOWER as the source of the (not yet renamed) image that will be IMAGE_PATH, atomically:
-    a temporary file renamed over any record of the name."""
+    """Record LOWER as the source of the (not yet renamed) image that will be IMAGE_PATH, atomically.
+    The temporary file is .#NAME.thin-XXXXXXXX, which the next operation on NAME reaps if a crash
+    leaves it."""
+    from hutch.linux.fsutil import write_atomic
+
     final = record_path(image_path)
-    tmp = f"{final}-{os.urandom(4).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, b"%d\n" % image_ino + os.fsencode(lower))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, final)
+    write_atomic(final, b"%d\n" % image_ino + os.fsencode(lower), 0o600, f"{final}-{os.urandom(4).hex()}")
 
 
 def remove(image_path: str) -> None:

@@ -26,7 +26,7 @@ from hutch.images import names, store, thin
 from hutch.images.compress import CHUNK, Reader
 from hutch.images.store import Image
 from hutch.linux import libc
-from hutch.linux.fsutil import is_immutable, rm_rf
+from hutch.linux.fsutil import gc_lock_files, is_immutable, rm_rf
 from hutch.paths import Paths
 
 # The extractor keeps only what creating files with their owners, modes and capabilities needs.
@@ -596,7 +596,8 @@ def _open_output(path: str) -> tuple[int, str, str]:
         except OSError as e:
             raise ImageError(f"Failed to open {path}: {e.strerror}.") from None
     d, base = os.path.split(target)
-    _reap_exports(d, base)
+    # What killed exports to this path left: files no live export holds the lock of.
+    gc_lock_files(d, lambda e: e.startswith(f".#{base}.export-"))
     tmp = os.path.join(d, names.temp_name(base, "export"))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -604,28 +605,6 @@ def _open_output(path: str) -> tuple[int, str, str]:
         raise ImageError(f"Failed to create {path}: {e.strerror}.") from None
     fcntl.flock(fd, fcntl.LOCK_EX)  # while held, no other export takes this file for a leftover
     return fd, tmp, target
-
-
-def _reap_exports(d: str, base: str) -> None:
-    """Remove the temporary files of exports to D/BASE that were killed: those no live export holds
-    the lock of (the kernel drops it with its holder)."""
-    try:
-        entries = [e for e in os.listdir(d) if e.startswith(f".#{base}.export-")]
-    except OSError:
-        return
-    for entry in entries:
-        p = os.path.join(d, entry)
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(p)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
 
 def _root_of(img: Image) -> str:

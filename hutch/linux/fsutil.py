@@ -12,6 +12,10 @@ import sys
 
 from hutch.linux import posixos as os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
@@ -178,7 +182,7 @@ def release_lock_file(path: str, fd: int) -> None:
         os.close(fd)
 
 
-def gc_lock_files(directory: str, match: object = None) -> list[str]:
+def gc_lock_files(directory: str, match: Callable[[str], bool] | None = None) -> list[str]:
     """Remove the lock files in DIRECTORY that no process holds (their holders were killed before
     they could remove them); MATCH (a callable on the name) limits which. Returns what went."""
     removed: list[str] = []
@@ -187,7 +191,7 @@ def gc_lock_files(directory: str, match: object = None) -> list[str]:
     except OSError:
         return removed
     for entry in entries:
-        if match is not None and not match(entry):  # type: ignore[operator]
+        if match is not None and not match(entry):
             continue
         path = os.path.join(directory, entry)
         try:
@@ -198,3 +202,49 @@ def gc_lock_files(directory: str, match: object = None) -> list[str]:
         if not os.path.lexists(path):
             removed.append(entry)
     return removed
+
+
+def gc_temp_dirs(base: str, prefix: str) -> list[str]:
+    """Remove the directories BASE/PREFIX<16 hex digits> that no process holds a flock on: the
+    temporary directories of runs killed before they could remove them."""
+    removed: list[str] = []
+    try:
+        entries = [e for e in os.listdir(base) if e.startswith(prefix) and len(e) == len(prefix) + 16]
+    except OSError:
+        return removed
+    for entry in entries:
+        path = os.path.join(base, entry)
+        try:
+            fd = os.open(path, DIR_FLAGS)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_dev == os.stat(base).st_dev:  # never into a mount
+                rm_rf(path)
+                removed.append(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644, tmp: str = "") -> None:
+    """DATA as the file PATH, whole or not at all: written to TMP (by default .#NAME.XXXXXXXX beside
+    it), synced, and renamed over PATH."""
+    if not tmp:
+        parent, base = os.path.split(path)
+        tmp = os.path.join(parent, f".#{base}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)

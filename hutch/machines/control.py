@@ -97,9 +97,6 @@ def start(
     registry.gc_cgroups()
     if store.find(name, paths) is None:
         raise MachineError(f"No image '{name}' in {':'.join(paths.image_path)}.", "see 'hutch list-images'")
-    # Everything that can be checked is checked before the guest boots: a settings file, the address
-    # pools, the options.
-    _check_before_start(name, paths, extra)
     os.makedirs(paths.log_dir, 0o755, exist_ok=True)
     log = log_path(paths, name)
     with open(log, "ab") as f:
@@ -158,23 +155,8 @@ def start(
     return entry
 
 
-def _check_before_start(name: str, paths: Paths, extra: list[str] | None) -> None:
-    """What the supervisor would refuse only after forking: the spawn options with the image's
-    settings file, and the address pools a veth is taken from."""
-    from hutch.container import network
-    from hutch.settings import cmdline, nspawnfile
-
-    s = cmdline.parse(spawn_args(name, extra)[1:])
-    for path, trusted in paths.settings_files(name):
-        if os.path.isfile(path):
-            s = nspawnfile.merge(s, path, trusted)
-            break
-    if s.network_veth or s.network_zone:
-        network.check_pools()
-
-
-def _failed(name: str, paths: Paths, why: str, since: int = 0, running: bool = False) -> MachineError:
-    lines = [ln for ln in tail(log_path(paths, name), 10, since) if not ln.startswith("-- hutch start ")]
+def _failed(name: str, paths: Paths, why: str, since: int, running: bool = False) -> MachineError:
+    lines = tail(log_path(paths, name), 10, since)  # from after this start's "-- hutch start" line
     reason = next((ln for ln in reversed(lines) if ln.startswith("hutch spawn: ")), None)
     msg = f"Failed to start machine '{name}': {reason[len('hutch spawn: ') :] if reason else why}"
     e = MachineError(
@@ -351,7 +333,8 @@ def set_property(name: str, items: list[str], paths: Paths) -> None:
     backend = limits.backend(name)
     usage = backend.usage()
     # A v1 hierarchy the machine is not in yet counts nothing: its processes are at least its tasks.
-    usage.setdefault("tasks", len(cgroup_pids(entry)))
+    if "tasks" not in usage:
+        usage["tasks"] = len(cgroup_pids(entry))
     limits.check_usage(props, usage)
     backend.prepare(props)
     if backend.kind == "v1":

@@ -22,8 +22,10 @@ import os
 from typing import Any
 
 from hutch.errors import MachineError
+from hutch.linux.sig import SIGHUP, SIGINT, SIGQUIT, SIGTERM
 from hutch.machines import control
 from hutch.paths import Paths
+from hutch.settings.cmdline import SIGRTMIN
 
 _NS = (
     ("user", 0x10000000),
@@ -242,7 +244,9 @@ def _relay(master: int, src: int, dst: int) -> None:
                 console.write_all(master, data)
 
 
-_CLIENT_GONE = 34 + 6  # SIGRTMIN+6: the parent-death signal, which nothing else sends
+_CLIENT_GONE = SIGRTMIN + 6  # the helper's parent-death signal, which nothing else sends
+# What the helper passes on to the command's process group (the client gone: SIGKILL).
+_HANDLED = (_CLIENT_GONE, SIGINT, SIGTERM, SIGHUP, SIGQUIT)
 
 
 def _child(
@@ -253,28 +257,19 @@ def _child(
     """In the host's namespaces: enter the machine's, then clone the process that becomes the command,
     and wait for it. When the client dies (SIGKILL included) the kernel signals this helper, which
     kills the command's process group, as a hangup of its terminal would."""
-    import signal
-
     group = [0]
-
-    def client_gone(signum: int, frame: object) -> None:
-        if group[0] > 0:
-            try:
-                os.killpg(group[0], signal.SIGKILL)
-            except OSError:
-                pass
-        os._exit(128 + signal.SIGKILL)
 
     def forward(signum: int, frame: object) -> None:
         if group[0] > 0:
             try:
-                os.killpg(group[0], signum)
+                os.killpg(group[0], sig.SIGKILL if signum == _CLIENT_GONE else signum)
             except OSError:
                 pass
+        if signum == _CLIENT_GONE:
+            os._exit(128 + sig.SIGKILL)
 
-    signal.signal(_CLIENT_GONE, client_gone)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, forward)
+    for signum in _HANDLED:
+        sig.signal(signum, forward)
     libc.prctl(libc.PR_SET_PDEATHSIG, _CLIENT_GONE)
     if os.getppid() != client:
         os._exit(1)  # the client died before the signal was armed
@@ -297,8 +292,7 @@ def _child(
     except OSError:
         pid, child_pidfd = libc.clone3_fork(0)
     if pid == 0:
-        for signum in (_CLIENT_GONE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(signum, signal.SIG_DFL)
+        sig.reset(*_HANDLED)
         _grandchild(slave, user, command, env, keep, prog, login, payload, caps, seccomp, libc, sig)
     group[0] = pid  # the command calls setsid(): its PID names its process group
     os.close(child_pidfd)

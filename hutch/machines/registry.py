@@ -192,15 +192,14 @@ def load(state_dir: str, name: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None  # starting: the lock is taken before the entry is written
     except (OSError, ValueError) as e:
-        why = "not JSON" if isinstance(e, ValueError) else str(e.strerror)
         entry = None
-        problem = why
+        problem = "not JSON" if isinstance(e, ValueError) else str(e.strerror)
     else:
         problem = check_entry(name, entry)
     if problem:
         from hutch.text import cescape
 
-        holder = lock_holder(os.path.join(d, f"{name}.lock"))
+        holder = lock_holder(lock)
         raise DamagedEntry(
             cescape(f"Machine '{name}' has a damaged registry entry {path} ({problem})."),
             f"its supervisor (PID {holder}) runs: 'kill {holder}' stops the machine" if holder else None,
