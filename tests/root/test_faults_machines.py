@@ -86,8 +86,12 @@ def test_a_host_terminal_never_enters_a_machine(busybox: Path, hutch_env: Path) 
                 stderr=stderr,
             )
             try:
-                wait_for(lambda: find_inside(hutch_env, "bb", "sleep 30"), 10)
-                (pid,) = find_inside(hutch_env, "bb", "sleep 30")
+                # The sleep itself, once sh has written and exec()ed it (sh's own argv names it too).
+                def sleeping() -> list[int]:
+                    return [p for p in find_inside(hutch_env, "bb", "sleep 30") if cmdline(p) == "sleep 30 "]
+
+                wait_for(sleeping, 10)
+                (pid,) = sleeping()
                 for n in (0, 1, 2):
                     st = os.stat(f"/proc/{pid}/fd/{n}")
                     assert (st.st_dev, st.st_ino) != (host_pty.st_dev, host_pty.st_ino), n
