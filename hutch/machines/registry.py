@@ -130,6 +130,7 @@ _OPTIONAL = {
     "syscall_deny": list, "properties": list, "limits_kind": str, "notify": bool,
 }  # fmt: skip
 MAX_ENTRY = 1 << 20
+REAP_WAIT = 2.0  # seconds a dead machine's processes get to leave its cgroup
 
 
 def check_entry(name: str, entry: object) -> str:
@@ -237,6 +238,14 @@ def _reap(path: str) -> None:
     zone = entry.get("zone") or ""
     if not isinstance(cgroup, str) or not isinstance(zone, str) or "/" in zone or ".." in cgroup:
         cgroup = zone = ""  # a damaged entry names nothing to remove
+    if not cgroup:
+        # Killed after it made the machine's cgroup and before its entry said so: the one its name
+        # gives (removed only if empty, like any other).
+        from hutch.linux import cgroups
+
+        root = cgroups.unified_root(os.getenv("HUTCH_CGROUP_ROOT") or cgroups.CGROUP_ROOT)
+        if root is not None:
+            cgroup = cgroups.machine_cgroup(root, os.path.basename(path)[: -len(".json")])
     if zone:
         # Its supervisor could not take the zone's bridge with it if it was the last member.
         from hutch.container import network
@@ -251,7 +260,10 @@ def _reap(path: str) -> None:
             base, _, rel = cgroup.partition("/unified/")
             trees += cgroups.v1_scopes(base, rel)
         for tree in trees:
-            cgroups.remove_tree(tree, timeout=0)  # one try: a tree with processes in it stays
+            # The supervisor's lock goes with its files, before its PID 1 gets the death signal: the
+            # machine's processes are still leaving (~50 ms for a systemd guest). A tree that stays
+            # busy past REAP_WAIT is left to gc_cgroups.
+            cgroups.remove_tree(tree, timeout=REAP_WAIT)
     for p in (path, path[: -len(".json")] + ".limits"):
         try:
             os.unlink(p)
