@@ -32,3 +32,13 @@ class MachineError(HutchError):
 
 class SetupError(HutchError):
     """Setting up the container failed."""
+
+
+def io_hint(errno: int | None) -> str | None:
+    """What to do about a failed write whose cause is the file system, not hutch: a full or read-only
+    disk (errno values as numbers: this module imports nothing)."""
+    if errno in (28, 122):  # ENOSPC, EDQUOT
+        return "free space on that file system (or raise its quota), then try again"
+    if errno == 30:  # EROFS
+        return "that file system is mounted read-only"
+    return None

@@ -186,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         text = e.strerror or str(e)
         if e.filename and str(e.filename) not in text:
             text = f"{text}: {e.filename}"
+        from hutch.errors import io_hint
+
+        hint = io_hint(e.errno)
+        text = f"{_sentence(text)} Hint: {_sentence(hint)}" if hint else text
         print(f"hutch {verb}: {cescape(text)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -60,12 +60,17 @@ def _lock_blocks(state_dir: str, base: int, count: int, name: str) -> list[tuple
             for p, f in fds:
                 release_lock_file(p, f)
             return None
-        data = f"{name}\n".encode()
-        if os.pread(fd, len(data) + 1, 0) != data:
-            # Only when it changed: a truncate is a journal commit on ext4 (~0.2 ms of each start).
-            os.ftruncate(fd, 0)
-            os.write(fd, data)
         fds.append((path, fd))
+        data = f"{name}\n".encode()
+        try:
+            if os.pread(fd, len(data) + 1, 0) != data:
+                # Only when it changed: a truncate is a journal commit on ext4 (~0.2 ms of each start).
+                os.ftruncate(fd, 0)
+                os.write(fd, data)
+        except OSError as e:  # a full state directory: give back what was taken, and say where
+            for p, f in fds:
+                release_lock_file(p, f)
+            raise OSError(e.errno, e.strerror, path) from None
     return fds
 
 

@@ -549,7 +549,7 @@ def export_tar(
     try:
         out_fd, tmp, path = _open_output(path)
         try:
-            sink = compress.Compressor(fmt, _FdWriter(out_fd))
+            sink = compress.Compressor(fmt, _FdWriter(out_fd, path))
             with Progress(f"Exporting {name}", None, progress) as bar:
                 root = _root_of(img)
                 stats = export.write_tar(root, sink, bar)
@@ -617,13 +617,19 @@ def _root_of(img: Image) -> str:
 
 
 class _FdWriter:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
+        self.path = path
 
     def write(self, data: bytes, /) -> int:
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as e:  # a write's OSError names no file
+            from hutch.errors import io_hint
+
+            raise ImageError(f"Failed to write {self.path}: {e.strerror}.", io_hint(e.errno)) from None
         return len(data)
 
 

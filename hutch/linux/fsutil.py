@@ -230,21 +230,28 @@ def gc_temp_dirs(base: str, prefix: str) -> list[str]:
     return removed
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644, tmp: str = "") -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o644, tmp: str = "", sync: bool = True) -> None:
     """DATA as the file PATH, whole or not at all: written to TMP (by default .#NAME.XXXXXXXX beside
-    it), synced, and renamed over PATH."""
+    it), synced (unless SYNC is false: state on tmpfs), and renamed over PATH. A failure (a full
+    disk, say) leaves PATH as it was, removes TMP, and names PATH: a write's OSError names nothing."""
     if not tmp:
         parent, base = os.path.split(path)
         tmp = os.path.join(parent, f".#{base}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
+        if sync:
+            os.fsync(fd)
+    except BaseException as e:
         os.close(fd)
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, path) from None
         raise
     os.close(fd)
     os.rename(tmp, path)

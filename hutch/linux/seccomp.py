@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hutch.linux import libc
 from hutch.linux import posixos as os
+from hutch.linux.fsutil import write_atomic
 
 # struct seccomp_data: nr @0, arch @4, instruction_pointer @8, args @16 (8 bytes each, little endian)
 _OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG2 = 0, 4, 16, 32
@@ -113,10 +114,8 @@ def cached(cache_dir: str, key: str, build: object) -> bytes:
     assert isinstance(data, bytes)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # atomic: a concurrent start reads the old file or the whole new one
+        # Atomic: a concurrent start reads the old file or the whole new one; a full disk leaves none.
+        write_atomic(path, data, sync=False)
     except OSError:
         pass  # a read-only cache only costs time
     return data

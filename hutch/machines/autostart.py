@@ -63,10 +63,9 @@ def enabled(paths: Paths) -> list[str]:
 
 
 def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
+    from hutch.linux.fsutil import write_atomic
+
+    write_atomic(path, text.encode())
 
 
 def enable(name: str, paths: Paths) -> list[str]:

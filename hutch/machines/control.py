@@ -99,9 +99,16 @@ def start(
         raise MachineError(f"No image '{name}' in {':'.join(paths.image_path)}.", "see 'hutch list-images'")
     os.makedirs(paths.log_dir, 0o755, exist_ok=True)
     log = log_path(paths, name)
-    with open(log, "ab") as f:
-        f.write(f"-- hutch start {name} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode())
-        since = f.tell()  # a failure shows this start's console lines, not an earlier one's
+    try:
+        with open(log, "ab") as f:
+            f.write(f"-- hutch start {name} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode())
+            since = f.tell()  # a failure shows this start's console lines, not an earlier one's
+    except OSError as e:
+        from hutch.errors import io_hint
+
+        raise MachineError(
+            f"Failed to write the console log {log}: {e.strerror}.", io_hint(e.errno)
+        ) from None
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: becomes the supervisor, in a session of its own, never returns
@@ -158,11 +165,12 @@ def start(
 def _failed(name: str, paths: Paths, why: str, since: int, running: bool = False) -> MachineError:
     lines = tail(log_path(paths, name), 10, since)  # from after this start's "-- hutch start" line
     reason = next((ln for ln in reversed(lines) if ln.startswith("hutch spawn: ")), None)
-    msg = f"Failed to start machine '{name}': {reason[len('hutch spawn: ') :] if reason else why}"
-    e = MachineError(
-        msg.rstrip(".") + ".",
-        f"it is still running; see 'hutch status {name}'" if running else f"see 'hutch logs {name}'",
-    )
+    hint = f"it is still running; see 'hutch status {name}'" if running else f"see 'hutch logs {name}'"
+    if reason:
+        lines.remove(reason)  # it becomes the message: shown once
+        why, _, own_hint = reason[len("hutch spawn: ") :].partition(" Hint: ")
+        hint = own_hint.rstrip(".") or hint  # the supervisor's hint says more than "see the log"
+    e = MachineError(f"Failed to start machine '{name}': {why.rstrip('.')}.", hint)
     e.console = lines  # type: ignore[attr-defined]
     return e
 
@@ -346,10 +354,15 @@ def set_property(name: str, items: list[str], paths: Paths) -> None:
                 backend.attach(pid)
             except SettingsError:
                 pass  # exited meanwhile
-    backend.apply(props)
-    merged = current_limits(entry, paths)
+    from hutch.linux.fsutil import write_atomic
+
+    # The record first: on a full disk nothing changes, and `status` never shows less than applies.
+    before = current_limits(entry, paths)
+    merged = dict(before)
     merged.update({item.partition("=")[0].strip(): item.partition("=")[2].strip() for item in items})
-    tmp = limits_path(paths, name) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(merged, f)
-    os.rename(tmp, limits_path(paths, name))
+    write_atomic(limits_path(paths, name), json.dumps(merged).encode(), sync=False)
+    try:
+        backend.apply(props)
+    except BaseException:
+        write_atomic(limits_path(paths, name), json.dumps(before).encode(), sync=False)
+        raise

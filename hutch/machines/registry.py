@@ -15,7 +15,7 @@ import fcntl
 
 from hutch.errors import MachineError
 from hutch.linux import posixos as os
-from hutch.linux.fsutil import release_lock_file, take_lock_file
+from hutch.linux.fsutil import release_lock_file, take_lock_file, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,13 +77,8 @@ class Claim:
 
     def write(self, **fields: object) -> None:
         self.fields.update(fields)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, (_encode(self.fields) + "\n").encode())
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+        # No fsync: the registry lives on /run, and a machine does not outlive a crash of the host.
+        write_atomic(self.path, (_encode(self.fields) + "\n").encode(), sync=False)
 
     def release(self) -> None:
         if self.fd < 0:

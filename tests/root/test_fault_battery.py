@@ -16,6 +16,7 @@ import stat
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,10 @@ def state(hutch_env: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
-def refused(args: list[str], hutch_env: Path, *, inside: bool = False, **kw: object) -> str:
-    """INSIDE: a failure that only the container's PID 1 can see (a working directory of the image):
-    the tree was set up, and nspawn's own files in the image (etc/localtime, ...) may be made."""
+def refused(args: list[str], hutch_env: Path, *, inside: bool | str = False, **kw: object) -> str:
+    """INSIDE: a failure after the tree was set up (one only the container's PID 1 can see, say a
+    working directory of the image): nspawn's own files in the image (etc/localtime, ...) may be made.
+    A string names the image, else it is bb."""
     before = state(hutch_env)
     r = run(*args, **kw)  # type: ignore[arg-type]
     assert r.returncode != 0, (args, r.stdout, r.stderr)
@@ -55,8 +57,9 @@ def refused(args: list[str], hutch_env: Path, *, inside: bool = False, **kw: obj
     assert lines[0].isprintable(), lines[0]  # control characters escaped, never raw
     after = state(hutch_env)
     if inside:
+        image = inside if isinstance(inside, str) else "bb"
         before, after = (
-            {k: v for k, v in d.items() if not k.startswith("images/bb/")} for d in (before, after)
+            {k: v for k, v in d.items() if not k.startswith(f"images/{image}/")} for d in (before, after)
         )
     assert after == before, args
     return lines[0]
@@ -398,6 +401,72 @@ def test_special_files_as_inputs_and_outputs(busybox: Path, hutch_env: Path, tmp
     run("export-tar", "bb", str(link), check=True)
     assert link.is_symlink() and target.stat().st_size > 100_000
     assert not [e for e in os.listdir(tmp_path) if e.startswith(".#")]
+
+
+@pytest.fixture
+def full(hutch_env: Path, tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """The state, log and configuration directories and an output directory, each on a small tmpfs
+    that full() fills to the last block (the store's own full disk: test_image_faults.test_full_disk)."""
+    dirs = [hutch_env / d for d in ("state", "log", "config")] + [tmp_path / "out"]
+    (tmp_path / "out").mkdir()
+    for d in dirs:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(d)], check=True)
+
+    def fill() -> None:
+        for d in dirs:
+            fd = os.open(d / "fill", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while os.write(fd, b"\0" * 512):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    try:
+        yield fill
+    finally:
+        for d in dirs:
+            for e in os.listdir(d):
+                if e == "fill":
+                    os.unlink(d / e)
+        for m in names_running(hutch_env):  # the registry lives on one of these
+            run("terminate", "--wait", m)
+        for d in dirs:
+            subprocess.run(["umount", "-l", str(d)], check=True)
+
+
+@pytest.mark.usefixtures("private_net")
+def test_a_full_file_system(
+    busybox: Path, hutch_env: Path, tmp_path: Path, full: Callable[[], None]
+) -> None:
+    """Every write hutch makes outside the store, onto a full disk: one line that says what could not
+    be written and what to do, nothing half-made, and a running machine keeps running."""
+    run("clone", "bb", "bb2", check=True)
+    run("start", "bb", check=True)
+    full()
+    for args, what in (
+        (["start", "bb2"], "log/bb2.log"),
+        (["spawn", "-q", "-M", "bb2", "--private-users=no", "/bin/true"], "state/machines/bb2.json"),
+        (["spawn", "-q", "-M", "bb2", "-U", "/bin/true"], "state/uid-ranges/"),
+        (["export-tar", "bb2", str(tmp_path / "out/bb.tar")], "out/bb.tar"),
+        (["enable", "bb"], "config/autostart/bb"),
+        (["set-property", "bb", "MemoryMax=100M"], "state/machines/bb.limits"),
+    ):
+        line = refused(args, hutch_env, inside="bb2" if args[0] == "spawn" else False)
+        assert "No space left on device" in line and "Hint: free space on that file system" in line, line
+        assert what in line, line  # what could not be written
+    assert not [e for e in os.listdir(tmp_path / "out") if e != "fill"]
+    assert "MemoryMax" not in run("status", "bb", check=True).stdout
+    # The machine keeps running with its log full, and stops as usual.
+    run("shell", "bb", "/bin/sh", "-c", "for i in $(seq 100); do echo lost > /dev/console; done", check=True)
+    assert run("shell", "bb", "/bin/echo", "hi", check=True).stdout == "hi\n"
+    run("poweroff", "--wait", "bb", check=True)
+    assert names_running(hutch_env) == []
+
+
+def names_running(hutch_env: Path) -> list[str]:
+    return [str(m["machine"]) for m in json.loads(run("list", "-o", "json", check=True).stdout)]
 
 
 def test_edit_saves_nothing_unless_asked(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
