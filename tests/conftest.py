@@ -218,28 +218,34 @@ def _debian_key() -> str:
     return hashlib.sha256(src).hexdigest()[:16]
 
 
-@pytest.fixture(scope="session")
-def debian() -> Iterator[Path]:
-    """The Debian image, built once by `hutch bootstrap debian` and cached outside the checkout, keyed by
-    the builder's hash. Tests boot it with -x so the cache stays pristine."""
-    d = CACHE / f"debian-{_debian_key()}"
-    image = d / "deb"
+def debian_image(suite: str = "bookworm") -> Path:
+    """A Debian SUITE image, built once by `hutch bootstrap debian` and cached outside the checkout,
+    keyed by the builder's hash. Tests import or boot it with -x so the cache stays pristine."""
+    prefix, name = ("debian", "deb") if suite == "bookworm" else (f"guest-{suite}", suite)
+    d = CACHE / f"{prefix}-{_debian_key()}"
+    image = d / name
     if not image.is_dir():
         d.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
         mirror = os.environ.get("HUTCH_TEST_MIRROR", "http://deb.debian.org/debian")
         r = subprocess.run(
-            [HUTCH, "bootstrap", "debian", "deb", "-q", "--mirror", mirror],
+            [HUTCH, "bootstrap", "debian", name, "-q", "--suite", suite, "--mirror", mirror],
             env=env,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1200,
         )
-        assert r.returncode == 0, f"bootstrap debian failed:\n{r.stderr[-3000:]}"
-        for old in CACHE.glob("debian-*"):
+        assert r.returncode == 0, f"bootstrap debian --suite {suite} failed:\n{r.stderr[-3000:]}"
+        for old in CACHE.glob(f"{prefix}-*"):
             if old != d:
                 shutil.rmtree(old, ignore_errors=True)
-    yield image
+    return image
+
+
+@pytest.fixture(scope="session")
+def debian() -> Iterator[Path]:
+    """The Debian 12 (bookworm) image."""
+    yield debian_image()
 
 
 @pytest.fixture(scope="module")

@@ -61,9 +61,10 @@ def _console_pty(prep: Prepared, ctx: plan.Context) -> int:
 
 
 def _open_console(prep: Prepared, ctx: plan.Context, status_w: int) -> int:
-    """The console, its master's fd number told to the supervisor, which copies it out (pidfd_getfd)."""
+    """The console, its master's fd number told to the supervisor, which copies it out (pidfd_getfd),
+    and so the notify socket's (-1: none). PID 1's own copy of that closes at its exec."""
     master = _console_pty(prep, ctx)
-    os.write(status_w, f"C {master}\n".encode())
+    os.write(status_w, f"C {master} {ctx.notify_fd}\n".encode())
     return master
 
 
@@ -262,6 +263,9 @@ def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
     os.close(go_r)
     libc.unshare(libc.CLONE_NEWNS | (libc.CLONE_NEWCGROUP if prep.cgroup else 0))
     os.chdir("/")
+    # The copy made every mount private (its peers in M1 are gone with M1): shared again, for the
+    # reason plan.PivotRoot gives.
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_SHARED)
     if prep.cgroup:
         ctx = plan.Context("/")
         ctx.open_root()
@@ -595,8 +599,10 @@ class Supervisor:
             if not line.startswith("C "):
                 self._reap_all(block_for=pid)
                 self._fail_from(line + status.drain(status_r))
-            fd = int(line.split()[1])
+            fd, notify = (int(n) for n in line.split()[1:3])
             master = libc.pidfd_getfd(pidfd, fd) if fd >= 0 else -1
+            if notify >= 0:
+                self.prep.notify_fd = libc.pidfd_getfd(pidfd, notify)
         except BaseException:
             os.close(pidfd)
             raise

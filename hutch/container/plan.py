@@ -18,6 +18,7 @@ from hutch.linux.libc import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    MS_SHARED,
     MS_SLAVE,
     MS_STRICTATIME,
 )
@@ -107,6 +108,87 @@ class MakeSlave(Op):
 
     def execute(self, ctx: Context) -> None:
         libc.mount(None, "/", None, MS_REC | MS_SLAVE)
+
+
+class Credentials(Op):
+    """--set-credential and --load-credential, where nspawn puts them: a ramfs (never swapped) with one
+    file per credential, readable by the container's root only, then read-only."""
+
+    DIR = "/run/host/credentials"
+
+    def __init__(self, creds: list[tuple[str, bytes]], owner: int) -> None:
+        self.creds = creds
+        self.owner = owner
+
+    def describe(self) -> str:
+        return f"mount ramfs on {self.DIR} with {len(self.creds)} credentials: " + ", ".join(
+            n for n, _ in self.creds
+        )
+
+    def execute(self, ctx: Context) -> None:
+        fd = ctx.target(self.DIR)
+        try:
+            libc.mount(
+                "credentials", rootfs.fd_path(fd), "ramfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700"
+            )
+        finally:
+            os.close(fd)
+        dfd = rootfs.open_in_root(ctx.root_fd, self.DIR, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name, data in self.creds:
+                f = os.open(
+                    name,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=dfd,
+                )
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(f, view) :]
+                    os.fchown(f, self.owner, self.owner)
+                    os.fchmod(f, 0o400)
+                finally:
+                    os.close(f)
+            os.fchown(dfd, self.owner, self.owner)
+        finally:
+            os.close(dfd)
+        RemountReadOnly(self.DIR, MS_NOSUID | MS_NODEV | MS_NOEXEC).execute(ctx)
+
+
+class BootId(Op):
+    """A boot ID of the machine's own, fresh at each boot, as nspawn gives: with the host's, journalctl
+    -b and the journal's list of boots mix the machine's boots with each other and with the host's."""
+
+    FILE = "/run/proc-sys-kernel-random-boot-id"
+
+    def describe(self) -> str:
+        return "bind a random boot ID over /proc/sys/kernel/random/boot_id"
+
+    def execute(self, ctx: Context) -> None:
+        b = bytearray(os.urandom(16))
+        b[6] = b[6] & 0x0F | 0x40  # a version 4 UUID, as the kernel makes
+        b[8] = b[8] & 0x3F | 0x80
+        h = b.hex()
+        text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}\n"
+        dfd, name = ctx.open_parent(self.FILE)
+        try:
+            fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444, dir_fd=dfd
+            )
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+            try:
+                flags = MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC
+                bind = Mount(self.FILE, "/proc/sys/kernel/random/boot_id", None, flags, kind="file")
+                bind.source_in_root = bind.read_only_after = True
+                bind.execute(ctx)
+            finally:
+                os.unlink(name, dir_fd=dfd)  # the mount keeps the file; nothing else needs its name
+        finally:
+            os.close(dfd)
 
 
 class RootBind(Op):
@@ -532,6 +614,11 @@ class PivotRoot(Op):
         libc.pivot_root(".", ".")
         libc.umount(".", libc.MNT_DETACH)
         os.chdir("/")
+        # The whole tree shared, as nspawn makes it (its issue #3860): a mount that a service's own
+        # namespace makes, such as the ramfs systemd moves onto /run/credentials/UNIT, reaches PID 1's
+        # view, and PID 1's later mounts reach its services. (Only now: pivot_root refuses a shared
+        # root.) It stays a slave of the host's tree, so nothing propagates back to the host.
+        libc.mount(None, "/", None, MS_REC | MS_SHARED)
 
 
 class BestEffort(Op):

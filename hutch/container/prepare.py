@@ -338,13 +338,9 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         from hutch.container import limits
 
         prep.limits = limits.parse_all(s.properties)
-    if (
-        s.boot
-        and prep.uid_range is not None
-        and (
-            rootfs.exists_in_root(tree, "usr/lib/systemd/systemd")
-            or rootfs.exists_in_root(tree, "lib/systemd/systemd")
-        )
+    if s.boot and (
+        rootfs.exists_in_root(tree, "usr/lib/systemd/systemd")
+        or rootfs.exists_in_root(tree, "lib/systemd/systemd")
     ):
         prep.notify = True
         prep.env["NOTIFY_SOCKET"] = "/run/host/notify"
@@ -467,6 +463,8 @@ def _environment(prep: Prepared, console: str) -> dict[str, str]:
     for key in ("ID", "VERSION_ID", "BUILD_ID", "VARIANT_ID", "IMAGE_ID", "IMAGE_VERSION"):
         if key in host_os:
             env["container_host_" + key.lower()] = host_os[key]
+    if s.credentials:
+        env["CREDENTIALS_DIRECTORY"] = plan.Credentials.DIR
     for kv in s.setenv:
         k, _, v = kv.partition("=")
         env[k] = v
@@ -660,6 +658,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         WriteFile("/run/host/inaccessible/reg", b"", 0),
         _Chmod000("/run/host/inaccessible/dir"),
         *([plan.NotifySocket()] if prep.notify else []),
+        *([plan.Credentials(s.credentials, shift or 0)] if s.credentials else []),
         RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
     if s.binds or s.tmpfs or s.overlays or s.inaccessible:
@@ -678,6 +677,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     if s.private_network:
         # The network namespace is ours: its sysctls may stay writable.
         inner.append(_RemountWritable("/proc/sys/net"))
+    inner.append(plan.BootId())
     inner += late
     inner += [Inaccessible("/proc/" + p, optional=True) for p in PROC_MASKED]
     inner += [

@@ -177,8 +177,8 @@ def run(
     os.close(pidfd)
     if cg >= 0:
         os.close(cg)
-    if slave >= 0:
-        os.close(slave)
+    # The slave stays open here until the end: util-linux login closes its fds, calls vhangup() and
+    # reopens the tty, and in that window, with no slave open, reads of the master fail with EIO.
     saved = None
     try:
         if master >= 0:
@@ -192,15 +192,16 @@ def run(
                 except termios.error:
                     saved = None
             console.copy_winsize(on_pty[0], master)
-            _relay(master, 0 if 0 in on_pty else -1, 1 if login or 1 in on_pty else 2)
+            _relay(master, 0 if 0 in on_pty else -1, 1 if login or 1 in on_pty else 2, pid)
         _, status = os.waitpid(pid, 0)
     finally:
         if saved is not None:
             import termios
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        if master >= 0:
-            os.close(master)
+        for fd in (master, slave):
+            if fd >= 0:
+                os.close(fd)
     return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128 + os.WTERMSIG(status)
 
 
@@ -212,36 +213,58 @@ def _no_echo(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
-def _relay(master: int, src: int, dst: int) -> None:
-    """Terminal SRC (-1: none) -> pty -> DST until the pty hangs up: the last holder of its slave, the
-    command, is gone."""
+def _relay(master: int, src: int, dst: int, helper: int) -> None:
+    """Terminal SRC (-1: none) -> pty -> DST until HELPER (the process that waits for the command)
+    exits, then what the command wrote last. Not until the pty hangs up: a vhangup() inside (login's)
+    is no end, and a background process that keeps the slave open does not hold the caller."""
     import select
 
     from hutch.container import console
 
+    done = os.pidfd_open(helper)
     poller = select.poll()
     poller.register(master, select.POLLIN)
+    poller.register(done, select.POLLIN)
     if src >= 0:
         poller.register(src, select.POLLIN)
-    while True:
-        for fd, ev in poller.poll():
-            if fd == master:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    return
-                try:
-                    console.write_all(dst, data)
-                except OSError:
-                    dst = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)  # a reader gone: drain
-            else:
-                data = os.read(src, 4096) if ev & select.POLLIN else b""
-                if not data:
-                    poller.unregister(src)
-                    continue
-                console.write_all(master, data)
+
+    def out(data: bytes) -> None:
+        nonlocal dst
+        try:
+            console.write_all(dst, data)
+        except OSError:
+            dst = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)  # a reader gone: drain
+
+    try:
+        while True:
+            for fd, ev in poller.poll():
+                if fd == done:
+                    os.set_blocking(master, False)
+                    while True:
+                        try:
+                            data = os.read(master, 65536)
+                        except OSError:  # EAGAIN: all read; EIO: nobody else has the slave
+                            return
+                        if not data:
+                            return
+                        out(data)
+                elif fd == master:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        out(data)
+                    else:  # cannot happen while we hold a slave, but must not spin if it does
+                        poller.unregister(master)
+                else:
+                    data = os.read(src, 4096) if ev & select.POLLIN else b""
+                    if not data:
+                        poller.unregister(src)
+                        continue
+                    console.write_all(master, data)
+    finally:
+        os.close(done)
 
 
 _CLIENT_GONE = SIGRTMIN + 6  # the helper's parent-death signal, which nothing else sends

@@ -350,6 +350,18 @@ def _oom(s: Settings, v: str) -> None:
     s.oom_score_adjust = n
 
 
+def _set_credential(s: Settings, v: str) -> None:
+    from hutch.settings import credentials
+
+    credentials.set_credential(s.credentials, v)
+
+
+def _load_credential(s: Settings, v: str) -> None:
+    from hutch.settings import credentials
+
+    credentials.load_credential(s.credentials, v)
+
+
 def _kill_signal(s: Settings, v: str) -> None:
     s.kill_signal = parse_signal(v)
 
@@ -591,6 +603,8 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "network-veth-extra": (True, False, _network_veth_extra),
     "network-namespace-path": (True, False, _network_namespace_path),
     "port": (True, False, _port),
+    "set-credential": (True, False, _set_credential),
+    "load-credential": (True, False, _load_credential),
     "network-masquerade": (False, False, _flag("network_masquerade")),
     "console": (True, False, _console),
     "pipe": (False, False, _flag("console", "pipe")),

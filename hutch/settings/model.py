@@ -85,6 +85,7 @@ class Settings:
         "chdir",
         "command",
         "console",
+        "credentials",
         "debug",
         "directory",
         "drop_capabilities",
@@ -136,6 +137,7 @@ class Settings:
         self.as_pid2 = False
         self.chdir: str | None = None
         self.setenv: list[str] = []
+        self.credentials: list[tuple[str, bytes]] = []  # (ID, data), in the order given
         self.user: str | None = None
         self.kill_signal: int | None = None
         self.hostname: str | None = None

@@ -28,6 +28,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "ProcessTwo": ("Exec", "as-pid2", "flag"),
     "Parameters": ("Exec", "", "parameters"),
     "Environment": ("Exec", "setenv", "value"),
+    "SetCredential": ("Exec", "set-credential", "value"),
+    "LoadCredential": ("Exec", "load-credential", "value"),
     "User": ("Exec", "user", "value"),
     "WorkingDirectory": ("Exec", "chdir", "value"),
     "Capability": ("Exec", "capability", "list"),
@@ -66,7 +68,7 @@ LIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC
 PRIVILEGED = {
     "Capability", "AmbientCapability", "Bind", "BindReadOnly", "TemporaryFileSystem", "Overlay",
     "OverlayReadOnly", "PrivateUsersOwnership", "PrivateUsersChown", "SystemCallFilter", "OOMScoreAdjust",
-    "VirtualEthernetExtra", "Interface", "Bridge", "Port",
+    "VirtualEthernetExtra", "Interface", "Bridge", "Port", "LoadCredential",
     *(f"Limit{x}" for x in LIMITS),
 }  # fmt: skip
 # Without a user namespace the container is no security boundary: an untrusted file cannot ask for that.

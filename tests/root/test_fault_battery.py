@@ -91,10 +91,25 @@ def _cases() -> list[list[str]]:
         "--timezone=nope", "--console=nope", "--network-veth-extra=", "--overlay=/x", "--personality=nope",
         "--oom-score-adjust=99999", "--cpu-affinity=z", "--property=Nope=1", "--system-call-filter=@nope",
         "--settings=perhaps", "--register=maybe", "--notify-ready=perhaps", "--pivot-root=",
+        "--set-credential=x", "--set-credential=:v", "--set-credential=a/b:v", "--set-credential=..:v",
+        "--set-credential=x\x01:v", "--set-credential=x:\\q", "--set-credential=x:\\",
+        "--set-credential=x:\\xZZ",
+        "--set-credential=x:\\ud800", "--set-credential=" + "x" * 256 + ":v", "--load-credential=x",
+        "--load-credential=x:/nonexistent", "--load-credential=x:/dev/zero", "--load-credential=x:/tmp",
+        "--load-credential=x:nocredential", "--load-credential=x:a:b",
     ):  # fmt: skip
         cases.append(["spawn", "-M", "bb", opt, "/bin/true"])
     cases += [
         ["spawn", "-M", "bb", ""],
+        ["spawn", "-M", "bb", "--set-credential=x:1", "--set-credential=x:2", "/bin/true"],
+        # More than systemd's 1 MiB in all, in arguments the kernel takes (each below 128 KiB).
+        [
+            "spawn",
+            "-M",
+            "bb",
+            *(f"--set-credential=c{i}:" + "y" * (100 << 10) for i in range(11)),
+            "/bin/true",
+        ],
         ["spawn", "-M", "bb", "--chdir=/\udcff", "/bin/true"],
         ["pull-tar", "--verify=no", "http://[::1"],
         ["pull-tar", "--verify=no", "http://h:x/a.tar"],

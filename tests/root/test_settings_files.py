@@ -95,3 +95,32 @@ def test_started_machine_uses_its_file_over_defaults(busybox: Path, hutch_env: P
         assert entry["hostname"] == "fromfile" and not entry["keep_caps"] & 1
     finally:
         run("terminate", "--wait", "bb")
+
+
+def test_credentials_from_settings_files(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
+    """SetCredential= and LoadCredential= ([Exec]); an untrusted file may set a credential but not
+    load one: that would read any host file into the machine."""
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    show = "cat /run/host/credentials/*; echo $CREDENTIALS_DIRECTORY"
+    trusted = hutch_env / "settings/bb.nspawn"
+    trusted.write_text(f"[Exec]\nSetCredential=greeting:hello\\tthere\nLoadCredential=s:{secret}\n")
+    r = run("spawn", "-q", "-M", "bb", "/bin/sh", "-c", show, check=True)
+    assert r.stdout == "hello\tthere" + "host secret\n" + "/run/host/credentials\n"
+    # On the command line they replace the file's, as any setting does with --settings=override.
+    r = run("spawn", "-q", "-M", "bb", "--settings=override", "--set-credential=a:b", "/bin/sh", "-c", show)
+    assert r.stdout.startswith("hello\tthere"), r.stdout
+    r = run("spawn", "-q", "-M", "bb", "--set-credential=a:b", "/bin/sh", "-c", show, check=True)
+    assert r.stdout == "b/run/host/credentials\n"
+    trusted.unlink()
+    untrusted = hutch_env / "images/bb.nspawn"
+    untrusted.write_text(f"[Exec]\nSetCredential=greeting:hi\nLoadCredential=s:{secret}\n")
+    r = run("spawn", "-q", "-M", "bb", "/bin/sh", "-c", show, check=True)
+    assert r.stdout == "hi/run/host/credentials\n"
+    assert f"Ignoring LoadCredential=, file {untrusted} is not trusted" in r.stderr
+    # Bad values name the file and line.
+    untrusted.write_text("[Exec]\nSetCredential=a/b:x\n")
+    r = run("spawn", "-q", "-M", "bb", "/bin/true")
+    assert (
+        r.returncode != 0 and f"{untrusted}:2: SetCredential=a/b:x: Credential name is not valid" in r.stderr
+    )
