@@ -47,6 +47,7 @@ def to_monitor(sup: Supervisor) -> None:
             "master": sup.handoff[0],
             "notify": sup.prep.notify_fd,
             "dhcp": _lease_args(sup.prep),
+            "dns": _dns_args(sup.prep),
             "kill_signal": sup.prep.kill_signal,
             "kill_sent": sup.kill_sent,
             "log": {
@@ -70,6 +71,18 @@ def to_monitor(sup: Supervisor) -> None:
         _keep_fds_across_exec(False)
         print(f"hutch: Failed to start the slim supervisor, staying as we are: {e}", file=sys.stderr)
     os.close(state)
+
+
+def _dns_args(prep: Prepared) -> dict[str, Any] | None:
+    fw = prep.dns_forwarder
+    if fw is None:
+        return None
+    return {
+        "listen": fw.listen.fileno(),
+        "upstream": fw.upstream.fileno(),
+        "servers": fw.servers,
+        "state_dir": fw.state_dir,
+    }
 
 
 def _lease_args(prep: Prepared) -> dict[str, Any] | None:

@@ -512,6 +512,10 @@ class Supervisor:
             if prep.dhcp_sock is not None:
                 prep.dhcp_sock.close()
                 prep.dhcp_sock = None
+            if prep.dns_forwarder is not None:
+                prep.dns_forwarder.listen.close()
+                prep.dns_forwarder.upstream.close()
+                prep.dns_forwarder = None
         return self._result()
 
     def _start_once(self) -> None:
@@ -549,6 +553,14 @@ class Supervisor:
                 print(
                     f"hutch: No DHCP server on {link.bridge or link.ifname}: {e.strerror}", file=sys.stderr
                 )
+        if link is not None and prep.dns_upstream is not None:
+            from hutch.container import dns
+
+            try:
+                listen, upstream = dns.open_sockets(link.host_ip, prep.dns_upstream)
+                prep.dns_forwarder = dns.Forwarder(listen, upstream, prep.dns_upstream, prep.state_dir)
+            except OSError as e:
+                print(f"hutch: No DNS forwarder on {link.host_ip}: {e.strerror}", file=sys.stderr)
         self._register()
         # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on this
         # process may supervise for months.
@@ -637,6 +649,11 @@ class Supervisor:
         dhcp_fd = self.prep.dhcp_sock.fileno() if self.prep.dhcp_sock is not None else -1
         if dhcp_fd >= 0:
             poller.register(dhcp_fd, select.POLLIN)
+        fw = self.prep.dns_forwarder
+        dns_fds = (fw.listen.fileno(), fw.upstream.fileno()) if fw is not None else (-1, -1)
+        for fd in dns_fds:
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
         out = self.out.write if self.out is not None else (lambda data: console.write_all(1, data))
         interactive = mode == "interactive" and master >= 0
         if master >= 0 and mode in ("interactive", "read-only"):
@@ -688,6 +705,10 @@ class Supervisor:
                     from hutch.container import dhcp
 
                     dhcp.answer(self.prep.dhcp_sock, self.prep.lease)
+                elif fd in dns_fds:
+                    from hutch.container import dns
+
+                    (dns.on_query if fd == dns_fds[0] else dns.on_answer)(fw)
                 elif fd == notify:
                     try:
                         msg = os.read(notify, 4096)

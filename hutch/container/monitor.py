@@ -123,6 +123,9 @@ class Monitor:
         # request: until a guest asks, its module and _socket need not be loaded.
         self.dhcp_args: dict[str, Any] | None = a.get("dhcp")
         self.dhcp: Any = None
+        # The DNS forwarder's sockets (hutch.container.dns), made into one at the first query.
+        self.dns_args: dict[str, Any] | None = a.get("dns")
+        self.dns: Any = None
         self.pending: list[int] = []
 
     def _on_signal(self, signo: int, _frame: object) -> None:
@@ -166,6 +169,18 @@ class Monitor:
             self.dhcp = (_socket.socket(fileno=d["fd"]), lease)
         dhcp.answer(*self.dhcp)
 
+    def _dns(self, fd: int) -> None:
+        from hutch.container import dns
+
+        d = self.dns_args
+        assert d is not None
+        if self.dns is None:
+            import _socket
+
+            listen, upstream = (_socket.socket(fileno=d[k]) for k in ("listen", "upstream"))
+            self.dns = dns.Forwarder(listen, upstream, d["servers"], d["state_dir"])
+        (dns.on_query if fd == d["listen"] else dns.on_answer)(self.dns)
+
     def _signals(self) -> None:
         try:
             while os.read(self.wake_r, 256):
@@ -194,6 +209,9 @@ class Monitor:
         dhcp_fd = self.dhcp_args["fd"] if self.dhcp_args else -1
         if dhcp_fd >= 0:
             poller.register(dhcp_fd, select.POLLIN)
+        dns_fds = (self.dns_args["listen"], self.dns_args["upstream"]) if self.dns_args else ()
+        for fd in dns_fds:
+            poller.register(fd, select.POLLIN)
         self._reap()
         while self.status is None:
             for fd, _ev in poller.poll():
@@ -210,6 +228,8 @@ class Monitor:
                         poller.unregister(self.master)
                 elif fd == dhcp_fd:
                     self._dhcp()
+                elif fd in dns_fds:
+                    self._dns(fd)
                 elif fd == self.notify:
                     try:
                         os.read(self.notify, 4096)  # STATUS=, WATCHDOG=1 ...: nothing to act on

@@ -79,6 +79,9 @@ class Prepared:
         self.dhcp_sock: Any = None  # -n: the machine's DHCP server's socket (hutch.container.dhcp)
         self.lease: Any = None
         self.dns: list[str] = []  # the IPv4 nameservers given to the machine, for DHCP
+        # -n: the host's nameservers, for the machine's DNS forwarder (hutch.container.dns), and it.
+        self.dns_upstream: list[str] | None = None
+        self.dns_forwarder: Any = None
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1
@@ -479,7 +482,7 @@ def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
     if mode == "auto":
         if s.private_network:
             if s.network_veth and not s.network_bridge:
-                return _routed_resolv_conf(prep)
+                return _routed_resolv_conf(prep, read_only)
             return []
         stub = RESOLV_SOURCES["stub"]
         source = (
@@ -494,43 +497,31 @@ def _resolv_conf_ops(prep: Prepared, read_only: bool) -> list[Op]:
     return _file_op("/etc/resolv.conf", RESOLV_SOURCES[which], how, "resolv.conf")
 
 
-def _routed_resolv_conf(prep: Prepared) -> list[Op]:
-    """A machine on a veth hutch addressed reaches the host's nameservers through its default route,
-    except the host's loopback ones (systemd-resolved's 127.0.0.53 stub, a local dnsmasq): those are
-    dropped, and resolved's uplink servers used where it runs. Upstream leaves the file to networkd."""
-    from hutch.container.addr import is_loopback, parse_address
+def _routed_resolv_conf(prep: Prepared, read_only: bool) -> list[Op]:
+    """A machine on a veth hutch addressed asks the DNS forwarder on the host side of its link
+    (hutch.container.dns), which knows the host's machines by name and reaches the host's nameservers
+    from the host's network namespace, loopback ones (systemd-resolved's 127.0.0.53 stub, a local
+    dnsmasq) included, whether or not the host forwards IP. The host file's other lines (search,
+    options) are kept. Upstream leaves the file to networkd."""
+    from hutch.container import dns
 
-    resolved = os.path.exists("/run/systemd/resolve/io.systemd.Resolve")
-    source = (
-        RESOLV_SOURCES["uplink"] if resolved and os.path.exists(RESOLV_SOURCES["uplink"]) else _host_resolv()
-    )
-    data = _read_host(source)
-    if data is None:
+    link = prep.link
+    if link is None or link.external:
         return []
-    kept = []
-    servers = 0
-    for line in data.decode(errors="replace").splitlines():
-        words = line.split()
-        if words[:1] == ["nameserver"] and len(words) > 1:
-            server = words[1].split("%")[0]
-            try:
-                version, _ = parse_address(server)
-            except ValueError:
-                continue
-            if is_loopback(server):
-                continue
-            if version == 4:
-                prep.dns.append(server)
-            servers += 1
-        kept.append(line)
-    if not servers:
-        return []  # nothing the machine could reach: its own file stays
-    text = "\n".join(kept) + "\n"
-    return [
-        WriteFile(
-            "/etc/resolv.conf", text.encode(), 0o644, replace=False, label=f"resolv.conf from {source}"
-        )
-    ]
+    data = _read_host(_host_resolv()) or b""
+    text = data.decode(errors="replace")
+    prep.dns_upstream = dns.upstream_servers(text)
+    prep.dns = [link.host_ip]
+    kept = [ln for ln in text.splitlines() if ln.split()[:1] != ["nameserver"]]
+    out = "\n".join([f"nameserver {link.host_ip}", *kept]) + "\n"
+    label = f"resolv.conf: hutch's DNS forwarder, then {_host_resolv()}'s nameservers"
+    if not read_only:
+        return [WriteFile("/etc/resolv.conf", out.encode(), 0o644, replace=False, label=label)]
+    # A read-only image keeps its file: ours is bound over it, from a name in the machine's /run that
+    # is gone once bound.
+    tmp = "/run/.hutch-resolv.conf"
+    bind = Mount(tmp, "/etc/resolv.conf", None, MS_BIND, kind="file", source_in_root=True)
+    return [WriteFile(tmp, out.encode(), 0o644, label=label), bind, Unlink(tmp)]
 
 
 def _host_resolv() -> str:

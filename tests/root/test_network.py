@@ -215,8 +215,8 @@ def test_ipv6_both_ways_and_dns_inside(busybox: Path, hutch_env: Path, tmp_path:
     import os
     import socket
 
-    # The host's resolver configuration, as the test has it: a loopback stub the machine cannot reach
-    # (dropped) and a server it can reach through its default route (kept), with the search list.
+    # The host's resolver configuration, as the test has it: the machine is given hutch's forwarder on
+    # the host side of its veth instead, with the host file's search list.
     host_resolv = tmp_path / "resolv.conf"
     host_resolv.write_text(
         "search example.test\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\n"
@@ -230,8 +230,9 @@ def test_ipv6_both_ways_and_dns_inside(busybox: Path, hutch_env: Path, tmp_path:
         gw6 = v6[: -len("2")] + "1"
         r = run("shell", "bb", "/bin/sh", "-c", f"cat /etc/resolv.conf; ip -6 route; ping6 -c1 -W2 {gw6}")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "nameserver 192.0.2.53" in r.stdout and "search example.test" in r.stdout
-        assert "127.0.0.53" not in r.stdout and "::1" not in r.stdout.split("default")[0]
+        gw4 = v4.rsplit(".", 1)[0] + "." + str(int(v4.rsplit(".", 1)[1]) - 1)
+        assert f"nameserver {gw4}\n" in r.stdout and "search example.test" in r.stdout
+        assert "192.0.2.53" not in r.stdout and "127.0.0.53" not in r.stdout
         assert f"default via {gw6} dev host0" in r.stdout
         assert (
             subprocess.run(["busybox", "ping", "-6", "-c1", "-W2", v6], capture_output=True).returncode == 0
@@ -465,7 +466,7 @@ def test_guest_dhcp_client_gets_the_machines_address(busybox: Path, hutch_env: P
     configured = r.stdout.split()[3].split("/")[0]
     (bound,) = [line for line in r.stdout.splitlines() if line.startswith("bound ")]
     gw = configured.rsplit(".", 1)[0] + "." + str(int(configured.rsplit(".", 1)[1]) - 1)
-    assert bound == f"bound ip={configured} subnet=255.255.255.252 router={gw} dns=192.0.2.53"
+    assert bound == f"bound ip={configured} subnet=255.255.255.252 router={gw} dns={gw}"  # the forwarder
     # Two zone members on one bridge: each server answers its own machine only.
     argv = [HUTCH, "spawn", "-q", "-M", "da", "--network-zone=zd", "--read-only", "-D", str(busybox)]
     a = subprocess.Popen([*argv, "/bin/sh", "-c", "sleep 6"])
@@ -494,3 +495,76 @@ def test_network_keys_of_an_untrusted_settings_file_are_ignored(busybox: Path, h
     (hutch_env / "settings/bb.nspawn").write_text("[Network]\nPort=notaport\n")  # trusted, but malformed
     r = run("spawn", "-q", "-M", "bb", "--read-only", "/bin/true")
     assert r.returncode != 0 and "bb.nspawn:2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+FAKE_UPSTREAM = """
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    p, a = s.recvfrom(4096)
+    end = 12
+    while p[end]:
+        end += 1 + p[end]
+    end += 5
+    qtype = struct.unpack_from("!H", p, end - 4)[0]
+    known = p[12:end - 4] == b"\\x03www\\x07example\\x03org\\x00" and qtype == 1
+    head = struct.pack("!HHHHH", 0x8180 if known else 0x8183, 1, 1 if known else 0, 0, 0)
+    ans = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton("192.0.2.7") if known else b""
+    s.sendto(p[:2] + head + p[12:end] + ans, a)
+"""
+
+
+def test_dns_inside_through_the_forwarder(busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
+    """The machine's nameserver is hutch's forwarder on the host side of its link: it answers the
+    names of the host's machines (NAME, NAME.machine; a zone's members find each other) and forwards
+    the rest to the host's nameservers, a loopback one included (the host's 127.0.0.1 here: a fake
+    upstream the test runs in its own network namespace, which plays the host)."""
+    import os
+    import time
+
+    upstream = subprocess.Popen([sys.executable, "-c", FAKE_UPSTREAM], stdout=subprocess.PIPE, text=True)
+    try:
+        assert upstream.stdout is not None and upstream.stdout.readline() == "ready\n"
+        host_resolv = tmp_path / "resolv.conf"
+        host_resolv.write_text("nameserver 127.0.0.1\n")
+        env = dict(os.environ, HUTCH_HOST_RESOLV_CONF=str(host_resolv))
+        run("clone", "bb", "bb2", check=True)
+        for name in ("bb", "bb2"):  # `start`: the slim monitor answers, after the supervisor
+            run("start", "--property=TasksMax=100", name, env=env, check=True)
+        machines = {m["machine"]: m for m in json.loads(run("list", "-o", "json", check=True).stdout)}
+        addr2 = machines["bb2"]["addresses"][0]
+
+        def lookup(name: str) -> str:
+            t = time.monotonic()
+            r = run("shell", "bb", "/bin/sh", "-c", f"nslookup {name}")
+            assert time.monotonic() - t < 1.5, name  # a stall would be the resolver's 5 s timeout
+            return r.stdout + r.stderr
+
+        out = lookup("www.example.org")
+        assert "192.0.2.7" in out, out
+        assert "NXDOMAIN" in lookup("nosuch.example.org")
+        out = lookup("bb2.machine")
+        assert addr2 in out and machines["bb2"]["addresses"][1] in out, out
+        assert "NXDOMAIN" in lookup("nosuch.machine")
+        # (Reaching it is the host's business: it does not forward between veths, here or under nspawn.)
+        run("poweroff", "--wait", "bb2", check=True)
+        assert "NXDOMAIN" in lookup("bb2.machine")  # gone with its machine
+    finally:
+        for name in ("bb", "bb2"):
+            run("terminate", "--wait", name)
+        upstream.kill()
+        upstream.wait()
+    # A zone: members reach each other by their bare names.
+    argv = [HUTCH, "spawn", "-q", "-M", "za", "--network-zone=zn", "--read-only", "-D", str(busybox)]
+    a = subprocess.Popen([*argv, "/bin/sh", "-c", "sleep 8"], env=env)
+    try:
+        wait_for(lambda: "vb-za" in links())
+        wait_for(lambda: "za" in run("list", check=True).stdout)
+        r = run("spawn", "-q", "-M", "zb", "--network-zone=zn", "--read-only", "-D", str(busybox),
+                "/bin/sh", "-c", "ping -c1 -W2 za", env=env)  # fmt: skip
+        assert r.returncode == 0 and "1 packets received" in r.stdout, r.stdout + r.stderr
+    finally:
+        a.terminate()
+        a.wait()
