@@ -218,10 +218,16 @@ def _debian_key() -> str:
     return hashlib.sha256(src).hexdigest()[:16]
 
 
-def debian_image(suite: str = "bookworm") -> Path:
-    """A Debian SUITE image, built once by `hutch bootstrap debian` and cached outside the checkout,
-    keyed by the builder's hash. Tests import or boot it with -x so the cache stays pristine."""
-    prefix, name = ("debian", "deb") if suite == "bookworm" else (f"guest-{suite}", suite)
+def debian_image(suite: str = "bookworm", arch: str | None = None) -> Path:
+    """A Debian SUITE image (of ARCH, by default the host's), built once by `hutch bootstrap debian`
+    and cached outside the checkout, keyed by the builder's hash. Tests import or boot it with -x so
+    the cache stays pristine."""
+    if arch:
+        prefix, name = f"guest-{suite}-{arch}", f"{suite}-{arch}"
+    elif suite == "bookworm":
+        prefix, name = "debian", "deb"
+    else:
+        prefix, name = f"guest-{suite}", suite
     d = CACHE / f"{prefix}-{_debian_key()}"
     image = d / name
     if not image.is_dir():
@@ -229,14 +235,25 @@ def debian_image(suite: str = "bookworm") -> Path:
         env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
         mirror = os.environ.get("HUTCH_TEST_MIRROR", "http://deb.debian.org/debian")
         r = subprocess.run(
-            [HUTCH, "bootstrap", "debian", name, "-q", "--suite", suite, "--mirror", mirror],
+            [
+                HUTCH,
+                "bootstrap",
+                "debian",
+                name,
+                "-q",
+                "--suite",
+                suite,
+                "--mirror",
+                mirror,
+                *([f"--arch={arch}"] if arch else []),
+            ],
             env=env,
             capture_output=True,
             text=True,
-            timeout=1200,
+            timeout=2400 if arch else 1200,
         )
         assert r.returncode == 0, f"bootstrap debian --suite {suite} failed:\n{r.stderr[-3000:]}"
-        for old in CACHE.glob(f"{prefix}-*"):
+        for old in CACHE.glob(f"{prefix}-" + "?" * 16):  # not guest-trixie-arm64-* for guest-trixie
             if old != d:
                 shutil.rmtree(old, ignore_errors=True)
     return image

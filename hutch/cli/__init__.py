@@ -30,6 +30,7 @@ Machines:
   login NAME                     log in on a new pty in the machine, whatever its init
   logs NAME [-f] [-n N]          the machine's console output (--journal: the guest's journal)
   cgls [NAME...]                 the machines' cgroup process trees
+  analyze NAME [time|blame|critical-chain]  how its boot went (systemd-analyze inside)
   bind NAME SRC [DST]            mount a host path into a running machine (--read-only, --mkdir)
   copy-to NAME SRC [DST]         copy a host file or tree into a machine (--force)
   copy-from NAME SRC [DST]       copy a file or tree out of a machine (--force)
@@ -79,6 +80,7 @@ VERBS = {
     "login": "hutch.cli.machines:login",
     "logs": "hutch.cli.machines:logs",
     "cgls": "hutch.cli.machines:cgls",
+    "analyze": "hutch.cli.machines:analyze",
     "bind": "hutch.cli.machines:bind",
     "copy-to": "hutch.cli.machines:copy_to",
     "copy-from": "hutch.cli.machines:copy_from",

@@ -31,6 +31,9 @@ def run(args: list[str]) -> int:
     deb.add_argument("name", metavar="NAME")
     deb.add_argument("--suite", default="bookworm")
     deb.add_argument("--mirror", default=bootstrap.DEFAULT_MIRROR)
+    deb.add_argument(
+        "--arch", help="a Debian architecture (arm64, ...); a foreign one runs through qemu-user"
+    )
     for sp in (bb, deb):
         sp.add_argument("-q", "--quiet", action="store_true")
     ns = p.parse_args(args)
@@ -38,7 +41,7 @@ def run(args: list[str]) -> int:
     if ns.kind == "busybox":
         path = bootstrap.bootstrap_busybox(ns.name, image_dir, ns.busybox)
     else:
-        path = bootstrap.bootstrap_debian(ns.name, image_dir, ns.suite, ns.mirror, ns.quiet)
+        path = bootstrap.bootstrap_debian(ns.name, image_dir, ns.suite, ns.mirror, ns.quiet, ns.arch)
     if not ns.quiet:
         print(f"Created image '{ns.name}' at {path}.", file=sys.stderr)
     return 0

@@ -345,6 +345,51 @@ def shell(args: list[str]) -> int:
     return enter.run(name, Paths.from_env(), user=user, command=ns.command or None, setenv=ns.setenv)
 
 
+ANALYZE_VERBS = ("time", "blame", "critical-chain")
+
+
+def analyze(args: list[str]) -> int:
+    from hutch.machines import enter
+
+    p = _parser(
+        "analyze",
+        "NAME [time|blame|critical-chain]",
+        "How a running machine's boot went: `systemd-analyze -M NAME VERB`, run inside a systemd "
+        "guest; for other inits, the start-up time hutch measured (time only).",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("verb", nargs="?", default="time", choices=ANALYZE_VERBS)
+    ns = p.parse_args(args)
+    paths = Paths.from_env()
+    e = control.get(ns.name, paths)
+    if _init_name(e) == "systemd":
+        return enter.run(ns.name, paths, command=["systemd-analyze", ns.verb, "--no-pager"])
+    if ns.verb != "time":
+        raise MachineError(
+            f"Machine '{ns.name}' runs {_init_name(e) or 'an init'} rather than systemd: "
+            f"'{ns.verb}' has no units to show.",
+            f"'hutch analyze {ns.name} time' shows its start-up time",
+        )
+    since, ready = e.get("since"), e.get("ready")
+    if not isinstance(since, int) or not isinstance(ready, int):
+        raise MachineError(f"Machine '{ns.name}' has no start-up time recorded.", "it is still starting")
+    print(f"Startup finished in {_duration(ready - since)} (hutch: from its start until PID 1 ran)")
+    return 0
+
+
+def _init_name(e: dict[str, Any]) -> str:
+    try:
+        with open(f"/proc/{int(e['leader'])}/comm") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return ""
+
+
+def _duration(us: int) -> str:
+    """As systemd-analyze prints spans: 1.234s, 56ms."""
+    return f"{us / 1e6:.3f}s" if us >= 1_000_000 else f"{us / 1000:.0f}ms"
+
+
 def login(args: list[str]) -> int:
     from hutch.machines import enter
 

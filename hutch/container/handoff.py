@@ -48,6 +48,7 @@ def to_monitor(sup: Supervisor) -> None:
             "notify": sup.prep.notify_fd,
             "dhcp": _lease_args(sup.prep),
             "dns": _dns_args(sup.prep),
+            "router6": _router6_args(sup.prep),
             "kill_signal": sup.prep.kill_signal,
             "kill_sent": sup.kill_sent,
             "log": {
@@ -71,6 +72,20 @@ def to_monitor(sup: Supervisor) -> None:
         _keep_fds_across_exec(False)
         print(f"hutch: Failed to start the slim supervisor, staying as we are: {e}", file=sys.stderr)
     os.close(state)
+
+
+def _router6_args(prep: Prepared) -> dict[str, Any] | None:
+    r = prep.router6
+    if r is None:
+        return None
+    return {
+        "ra": r.ra.fileno(),
+        "dhcp": r.dhcp.fileno(),
+        "ifindex": r.ifindex,
+        "address": r.address,
+        "mac": r.mac,
+        "duid": r.server_duid,
+    }
 
 
 def _dns_args(prep: Prepared) -> dict[str, Any] | None:

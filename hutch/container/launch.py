@@ -516,6 +516,10 @@ class Supervisor:
                 prep.dns_forwarder.listen.close()
                 prep.dns_forwarder.upstream.close()
                 prep.dns_forwarder = None
+            if prep.router6 is not None:
+                prep.router6.ra.close()
+                prep.router6.dhcp.close()
+                prep.router6 = None
         return self._result()
 
     def _start_once(self) -> None:
@@ -561,6 +565,19 @@ class Supervisor:
                 prep.dns_forwarder = dns.Forwarder(listen, upstream, prep.dns_upstream, prep.state_dir)
             except OSError as e:
                 print(f"hutch: No DNS forwarder on {link.host_ip}: {e.strerror}", file=sys.stderr)
+        if link is not None and not link.external and link.mac and link.container_ip6:
+            from hutch.container import dhcp6
+
+            try:
+                ra, sock6, ifindex = dhcp6.open_sockets(link.bridge or link.ifname)
+                prep.router6 = dhcp6.Router(
+                    ra, sock6, ifindex, link.container_ip6, link.mac, dhcp6.duid(prep.uuid)
+                )
+                dhcp6.advertise(prep.router6)
+            except OSError as e:
+                print(
+                    f"hutch: No IPv6 router on {link.bridge or link.ifname}: {e.strerror}", file=sys.stderr
+                )
         self._register()
         # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on this
         # process may supervise for months.
@@ -590,7 +607,7 @@ class Supervisor:
             os.close(self.ready_fd)
             self.ready_fd = -1
         if self.claim is not None and self.claim.fields.get("state") != "running":
-            self.claim.write(state="running")
+            self.claim.write(state="running", ready=time.time_ns() // 1000)  # for `hutch analyze`
         if self.claim is not None and self.out is not None:
             self.slim = True  # a long-lived, detached supervisor: _forward hands over to the monitor
 
@@ -654,6 +671,11 @@ class Supervisor:
         for fd in dns_fds:
             if fd >= 0:
                 poller.register(fd, select.POLLIN)
+        r6 = self.prep.router6
+        r6_fds = (r6.ra.fileno(), r6.dhcp.fileno()) if r6 is not None else (-1, -1)
+        for fd in r6_fds:
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
         out = self.out.write if self.out is not None else (lambda data: console.write_all(1, data))
         interactive = mode == "interactive" and master >= 0
         if master >= 0 and mode in ("interactive", "read-only"):
@@ -709,6 +731,10 @@ class Supervisor:
                     from hutch.container import dns
 
                     (dns.on_query if fd == dns_fds[0] else dns.on_answer)(fw)
+                elif fd in r6_fds:
+                    from hutch.container import dhcp6
+
+                    (dhcp6.on_ra_sock if fd == r6_fds[0] else dhcp6.on_dhcp_sock)(r6)
                 elif fd == notify:
                     try:
                         msg = os.read(notify, 4096)

@@ -126,6 +126,9 @@ class Monitor:
         # The DNS forwarder's sockets (hutch.container.dns), made into one at the first query.
         self.dns_args: dict[str, Any] | None = a.get("dns")
         self.dns: Any = None
+        # IPv6 router advertisements and DHCPv6 (hutch.container.dhcp6), likewise.
+        self.router6_args: dict[str, Any] | None = a.get("router6")
+        self.router6: Any = None
         self.pending: list[int] = []
 
     def _on_signal(self, signo: int, _frame: object) -> None:
@@ -181,6 +184,18 @@ class Monitor:
             self.dns = dns.Forwarder(listen, upstream, d["servers"], d["state_dir"])
         (dns.on_query if fd == d["listen"] else dns.on_answer)(self.dns)
 
+    def _router6(self, fd: int) -> None:
+        from hutch.container import dhcp6
+
+        d = self.router6_args
+        assert d is not None
+        if self.router6 is None:
+            import _socket
+
+            ra, sock6 = (_socket.socket(fileno=d[k]) for k in ("ra", "dhcp"))
+            self.router6 = dhcp6.Router(ra, sock6, d["ifindex"], d["address"], d["mac"], d["duid"])
+        (dhcp6.on_ra_sock if fd == d["ra"] else dhcp6.on_dhcp_sock)(self.router6)
+
     def _signals(self) -> None:
         try:
             while os.read(self.wake_r, 256):
@@ -212,6 +227,9 @@ class Monitor:
         dns_fds = (self.dns_args["listen"], self.dns_args["upstream"]) if self.dns_args else ()
         for fd in dns_fds:
             poller.register(fd, select.POLLIN)
+        r6_fds = (self.router6_args["ra"], self.router6_args["dhcp"]) if self.router6_args else ()
+        for fd in r6_fds:
+            poller.register(fd, select.POLLIN)
         self._reap()
         while self.status is None:
             for fd, _ev in poller.poll():
@@ -230,6 +248,8 @@ class Monitor:
                     self._dhcp()
                 elif fd in dns_fds:
                     self._dns(fd)
+                elif fd in r6_fds:
+                    self._router6(fd)
                 elif fd == self.notify:
                     try:
                         os.read(self.notify, 4096)  # STATUS=, WATCHDOG=1 ...: nothing to act on

@@ -144,8 +144,23 @@ def _exec_path(command: list[str], env: dict[str, str]) -> None:
         except OSError as e:
             if first is None or isinstance(first, (FileNotFoundError, NotADirectoryError)):
                 first = e  # like execvp: a found but unrunnable file says more than "not found"
+    if first is not None and first.errno == ENOEXEC:
+        raise _foreign(name, first)
     err = first.strerror if first else "No such file or directory"
     raise SetupError(f"Failed to execute {name}: {err}")
+
+
+ENOEXEC = 8
+
+
+def _foreign(name: str, e: OSError) -> SetupError:
+    """ENOEXEC: most often a program of another architecture, with no binfmt_misc handler for it."""
+    return SetupError(
+        f"Failed to execute {name}: {e.strerror}",
+        "it is not a program for this machine's architecture, or not a program at all; a foreign "
+        "image runs through qemu-user-static's binfmt_misc handlers: apt-get install qemu-user-static "
+        "binfmt-support",
+    )
 
 
 def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str | None) -> None:
@@ -157,6 +172,8 @@ def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str
             except FileNotFoundError:
                 continue
             except OSError as e:
+                if e.errno == ENOEXEC:
+                    raise _foreign(init, e) from e
                 raise SetupError(f"Failed to execute {init}: {e.strerror}") from e
         raise SetupError(
             "Failed to find an init in the container: tried " + ", ".join(INIT_CANDIDATES),
@@ -170,6 +187,8 @@ def exec_payload(boot: bool, command: list[str], env: dict[str, str], shell: str
         except FileNotFoundError:
             continue
         except OSError as e:
+            if e.errno == ENOEXEC:
+                raise _foreign(sh, e) from e
             raise SetupError(f"Failed to execute {sh}: {e.strerror}") from e
     raise SetupError("Failed to execute a shell: none of /bin/bash, /bin/sh exists in the container")
 

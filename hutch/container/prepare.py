@@ -82,6 +82,7 @@ class Prepared:
         # -n: the host's nameservers, for the machine's DNS forwarder (hutch.container.dns), and it.
         self.dns_upstream: list[str] | None = None
         self.dns_forwarder: Any = None
+        self.router6: Any = None  # -n: RAs and DHCPv6 on the host side (hutch.container.dhcp6)
         # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
         self.notify = False
         self.notify_fd = -1

@@ -149,16 +149,58 @@ def bootstrap_busybox(name: str, image_dir: str, busybox: str | None = None) -> 
     return target
 
 
+# Debian's architecture names -> qemu-user's, for those this host does not run natively.
+QEMU_ARCH = {
+    "arm64": "aarch64", "armhf": "arm", "armel": "arm", "ppc64el": "ppc64le", "s390x": "s390x",
+    "riscv64": "riscv64", "mips64el": "mips64el", "loong64": "loongarch64", "amd64": "x86_64",
+    "i386": "i386",
+}  # fmt: skip
+
+
+def host_arch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64el"}.get(machine, machine)
+
+
+def check_arch(arch: str) -> None:
+    """A foreign ARCH needs a binfmt_misc handler (debootstrap's second stage runs its programs, and
+    so does every start of the image)."""
+    if arch not in QEMU_ARCH:
+        raise SetupError(f"Unknown architecture '{arch}'.", "one of " + ", ".join(sorted(QEMU_ARCH)))
+    native = {host_arch()} | ({"i386"} if host_arch() == "amd64" else set())
+    if arch in native:
+        return
+    handler = f"/proc/sys/fs/binfmt_misc/qemu-{QEMU_ARCH[arch]}"
+    try:
+        with open(handler) as f:
+            enabled = f.readline().strip() == "enabled"
+    except OSError:
+        enabled = False
+    if not enabled:
+        raise SetupError(
+            f"No binfmt_misc handler for {arch} programs ({handler}).",
+            "apt-get install qemu-user-static binfmt-support",
+        )
+
+
 def bootstrap_debian(
-    name: str, image_dir: str, suite: str = "bookworm", mirror: str = DEFAULT_MIRROR, quiet: bool = False
+    name: str,
+    image_dir: str,
+    suite: str = "bookworm",
+    mirror: str = DEFAULT_MIRROR,
+    quiet: bool = False,
+    arch: str | None = None,
 ) -> str:
     target = check_new_image(name, image_dir)
     if shutil.which("debootstrap") is None:
         raise SetupError("debootstrap is not installed.", "install it: apt-get install debootstrap")
+    if arch:
+        check_arch(arch)
     tmp = _temp_for(target, "bootstrap")
     try:
         cmd = [
             "debootstrap",
+            *([f"--arch={arch}"] if arch else []),
             "--variant=minbase",
             "--include=" + ",".join(DEBIAN_PACKAGES),
             suite,

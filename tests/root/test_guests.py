@@ -155,3 +155,37 @@ def test_names_resolve_at_once(booted: str, hutch_env: Path, request: pytest.Fix
         assert time.monotonic() - t < 1.0, (name, r.stdout)
         if veth:
             assert r.returncode == 0 and r.stdout.split()[0] in addresses, (name, r.stdout)
+
+
+def test_analyze(booted: str) -> None:
+    """`hutch analyze NAME VERB` is `systemd-analyze -M NAME VERB`: run in the machine."""
+    r = run("analyze", booted, check=True, timeout=60)
+    assert r.stdout.startswith("Startup finished in ") and "(userspace)" in r.stdout, r.stdout
+    r = run("analyze", booted, "blame", check=True, timeout=60)
+    assert "systemd-journald.service" in r.stdout, r.stdout
+    r = run("analyze", booted, "critical-chain", check=True, timeout=60)
+    assert "multi-user.target" in r.stdout, r.stdout
+
+
+def test_the_guests_own_networkd_keeps_the_listed_addresses(
+    booted: str, hutch_env: Path, request: pytest.FixtureRequest
+) -> None:
+    """networkd 257 and newer flush the addresses hutch gave host0 when they take it over: IPv4 comes
+    back from hutch's DHCP server, IPv6 from its router advertisements (Managed) and DHCPv6."""
+    if "-n" not in MODES[request.node.callspec.params["booted"]]:
+        return  # no veth, no host0: the host's network (asserted by the other mode)
+    v4, v6 = json.loads((hutch_env / "state/machines" / f"{booted}.json").read_text())["addresses"]
+    sh(booted, "systemctl start systemd-networkd")
+
+    def configured() -> bool:
+        out = sh(booted, "networkctl status host0 --no-pager; ip -6 route; ip -6 addr show host0")
+        v6_line = next((ln for ln in out.splitlines() if f"inet6 {v6}/" in ln), "tentative")
+        leased = f"{v4} (DHCP4" in out or f"{v4} (DHCPv4" in out  # 252 says DHCP4
+        return leased and "tentative" not in v6_line and "proto ra" in out
+
+    wait_for(configured, 30)
+    for address in (v4, v6):
+        r = subprocess.run(["busybox", "ping", "-c1", "-W2", address], capture_output=True, text=True)
+        assert r.returncode == 0, (address, r.stdout)
+    listed = json.loads(run("list", "-o", "json", check=True).stdout)
+    assert [m["addresses"] for m in listed if m["machine"] == booted] == [[v4, v6]]

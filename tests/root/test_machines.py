@@ -492,3 +492,17 @@ def test_cgroups_of_killed_unregistered_machines_are_collected(busybox: Path, hu
     assert os.path.isdir(scope)
     r = run("list", env=dict(os.environ, HUTCH_CGROUP_GC_AGE="0"))
     assert r.returncode == 0 and not os.path.exists(scope)
+
+
+def test_analyze_a_machine_without_systemd(busybox: Path, hutch_env: Path) -> None:
+    """For other inits, the start-up time hutch measured; the unit views need systemd."""
+    run("start", "bb", check=True)
+    r = run("analyze", "bb", check=True)
+    assert r.stdout.startswith("Startup finished in ") and "until PID 1 ran" in r.stdout, r.stdout
+    for verb in ("blame", "critical-chain"):
+        r = run("analyze", "bb", verb)
+        assert r.returncode != 0 and "rather than systemd" in r.stderr, r.stderr
+    r = run("analyze", "bb", "nope")
+    assert r.returncode != 0 and "invalid choice" in r.stderr
+    r = run("analyze", "nosuch")
+    assert r.returncode != 0 and "No machine 'nosuch'" in r.stderr
