@@ -53,6 +53,16 @@ case "${1:-install}" in
     demo) install; exec "$VENV/bin/python" "$HERE/demo/demo.py" ;;
     test)
         install
+        # The foreign-architecture guest (tests/root/test_guests.py) runs through qemu-user's handler.
+        for p in qemu-user-static binfmt-support; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+                apt-get update -qq
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static binfmt-support >/dev/null
+                break
+            }
+        done
+        [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+        [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >/dev/null
         export PATH="$VENV/bin:$PATH"
         # A private mount namespace: any mount a test leaks dies with the run.
         exec unshare --mount --propagation private -- "$VENV/bin/python" -m pytest -p no:cacheprovider "${@:2}"

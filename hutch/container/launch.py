@@ -775,6 +775,10 @@ class Supervisor:
 
     def _kill(self, signo: int) -> None:
         if self.pid1 > 0 and self.status is None:
+            if signo >= 32:  # as PID 1 knows it: an init under qemu-user numbers them otherwise
+                from hutch.container import emulation
+
+                signo = emulation.host_signal(self.pid1, signo)
             try:
                 os.kill(self.pid1, signo)
             except ProcessLookupError:

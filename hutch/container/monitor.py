@@ -209,7 +209,12 @@ class Monitor:
             elif signo in FORWARDED and self.status is None:
                 first = not self.kill_sent and self.kill_signal != SIGKILL
                 try:
-                    os.kill(self.pid1, self.kill_signal if first else SIGKILL)
+                    signo = self.kill_signal if first else SIGKILL
+                    if signo >= 32:  # as PID 1 knows it (hutch.container.emulation)
+                        from hutch.container import emulation
+
+                        signo = emulation.host_signal(self.pid1, signo)
+                    os.kill(self.pid1, signo)
                 except ProcessLookupError:
                     pass
                 self.kill_sent = True

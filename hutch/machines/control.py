@@ -193,10 +193,13 @@ def _leader_pidfd(entry: dict[str, Any], paths: Paths) -> int:
 def signal_leader(name: str, signo: int, paths: Paths) -> None:
     import signal
 
+    from hutch.container import emulation
+
     entry = get(name, paths)
     fd = _leader_pidfd(entry, paths)
     try:
-        signal.pidfd_send_signal(fd, signo)
+        # SIGNO as the leader knows it: under qemu-user, its real-time signals have other numbers.
+        signal.pidfd_send_signal(fd, emulation.host_signal(int(entry["leader"]), signo))
     except ProcessLookupError:
         pass
     finally:
