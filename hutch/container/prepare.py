@@ -325,6 +325,14 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
     elif console == "autopipe":
         console = "interactive" if tty else "pipe"
     prep.console = console
+    if console == "pipe" and s.boot and not s.quiet:
+        # As upstream: the pipes go to PID 1 as they are, and systemd writes its boot status to
+        # /dev/console only, which this mode has none of. Said, rather than left to look like a hang.
+        print(
+            "hutch: --console=pipe gives the booted init no /dev/console: its boot messages go nowhere. "
+            "Hint: --console=read-only shows them (the default off a terminal).",
+            file=sys.stderr,
+        )
     prep.kill_signal = s.kill_signal or (SIGRTMIN + 3 if s.boot else 9)
 
     prep.env = _environment(prep, console)

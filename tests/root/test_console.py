@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import HUTCH, spawn
+from conftest import HUTCH, run, spawn
 from ptydrive import PtySession
 
 
@@ -217,3 +217,20 @@ def test_passive_and_pipe_on_a_terminal(busybox: Path) -> None:
         assert "stdin-is-terminal" in s.text()
     finally:
         s.close()
+
+
+def test_console_pipe_with_boot_says_where_the_output_went(
+    busybox: Path, hutch_env: Path, tmp_path: Path
+) -> None:
+    """systemd writes its boot status to /dev/console, which --console=pipe does not make (upstream
+    neither): one line says so, instead of a silent boot that looks like a hang."""
+    tree = tmp_path / "noinit"  # no init at all: the run ends at once, after the warning
+    for d in ("usr", "etc"):
+        (tree / d).mkdir(parents=True)
+    (tree / "etc/os-release").write_text("ID=noinit\n")
+    r = run("spawn", "-D", str(tree), "--console=pipe", "-b", "--register=no", timeout=30)
+    assert r.returncode != 0 and "Failed to find an init" in r.stderr, r.stderr
+    assert "--console=pipe gives the booted init no /dev/console" in r.stderr, r.stderr
+    assert "--console=read-only shows them" in r.stderr
+    r = run("spawn", "-q", "-M", "bb", "--console=pipe", "/bin/true", check=True)
+    assert "/dev/console" not in r.stderr
