@@ -88,8 +88,11 @@ def main() -> int:
         print(f"[hutch shell exited with {rc}: the command's own status]")
         # Its veth has addresses at both ends (IPv4 and IPv6) and a default route, with no networkd.
         net = "ip -o addr show host0 | awk '{print $4}'; "
-        net += "ping -c1 -W2 $(ip route | awk '/default/{print $3}') | tail -2"
+        net += "ping -c1 -W2 $(ip route | awk '/default/{print $3}') | tail -2; "
+        # Its nameserver is hutch's forwarder on the host side, which knows the host's machines.
+        net += f"nslookup {NAME}.machine | tail -n +3"
         sh("shell", NAME, "/bin/sh", "-c", net)
+        sh("analyze", NAME)
         sh("status", NAME, "-n", "0")
         if sh("poweroff", "--wait", NAME) != 0:
             return 1
