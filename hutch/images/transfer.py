@@ -292,6 +292,7 @@ class NewImage:
         other never makes a wrong image."""
         if unwrap:
             self.temp = _unwrap(self.temp, self.name)
+            _check_os_tree(self.temp, self.name)
         store.set_crtime(self.temp, time.time_ns() // 1000)
         if thin_lower is not None:
             thin.write(self.target, os.stat(self.temp).st_ino, thin_lower)
@@ -384,6 +385,68 @@ def _open_input(path: str) -> tuple[Reader, int | None, str]:
         os.close(fd)
         raise ImageError(f"{path} is a directory.", "use 'hutch import-fs' for directory trees")
     return FdReader(fd), (st.st_size if stat.S_ISREG(st.st_mode) else None), path
+
+
+def _check_os_tree(root: str, name: str) -> None:
+    """An archive that unpacked into something that is no OS tree (no os-release, no /usr) is refused,
+    saying what it holds, rather than imported as an image that fails only at spawn: a distribution's
+    cloud tarball holds one disk image, a container registry's download an OCI layout."""
+    if any(os.path.lexists(os.path.join(root, p)) for p in ("etc/os-release", "usr/lib/os-release", "usr")):
+        return
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return
+    what, hint = _what_it_holds(root, entries)
+    raise ImageError(
+        f"The archive for '{name}' holds {what}, not an OS tree (no /usr, no os-release).", hint
+    )
+
+
+def _what_it_holds(root: str, entries: list[str]) -> tuple[str, str]:
+    from hutch.text import cescape
+
+    unpack = "unpack its layers into a root file system first (umoci unpack, say), then 'hutch import-fs' it"
+    if "oci-layout" in entries and "index.json" in entries:
+        return "an OCI image layout (oci-layout, index.json, blobs/)", unpack
+    if "manifest.json" in entries and (
+        "repositories" in entries or any(e.endswith(".json") for e in entries)
+    ):
+        return "a 'docker save' archive (manifest.json and layers)", unpack
+    files = [e for e in entries if os.path.isfile(os.path.join(root, e))]
+    if len(entries) == 1 and files:
+        kind = _disk_kind(os.path.join(root, files[0]))
+        if kind:
+            return (
+                f"one {kind} ({cescape(files[0])})",
+                "hutch does not boot disk images yet: attach it (losetup -P), mount its root partition "
+                "and 'hutch import-fs' that",
+            )
+    shown = ", ".join(cescape(e) for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
+    return (
+        f"{len(entries)} entries ({shown or 'nothing'})",
+        "import-tar takes a tar of a root file system, with /usr and /etc/os-release",
+    )
+
+
+def _disk_kind(path: str) -> str:
+    """By content: a GPT or MBR disk, or a bare file system (ext2/3/4, squashfs, btrfs, XFS, EROFS)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(70000)
+    except OSError:
+        return ""
+    if head[512:520] == b"EFI PART" or head[4096:4104] == b"EFI PART":
+        return "GPT disk image"
+    if head[1080:1082] == b"\x53\xef":
+        return "ext2/3/4 file-system image"
+    if head[:4] in (b"hsqs", b"XFSB") or head[1024:1028] == b"\xe2\xe1\xf5\xe0":
+        return "file-system image"
+    if head[65600:65608] == b"_BHRfS_M":
+        return "btrfs file-system image"
+    if head[510:512] == b"\x55\xaa":
+        return "MBR disk image"
+    return ""
 
 
 def import_tar(

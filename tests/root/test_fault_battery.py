@@ -506,3 +506,57 @@ def test_edit_saves_nothing_unless_asked(busybox: Path, hutch_env: Path, tmp_pat
     (hutch_env / "images/bb.nspawn").write_bytes(bad.read_bytes())
     line = refused(["spawn", "-M", "bb", "/bin/true"], hutch_env)
     assert "bb.nspawn:2" in line and "NUL" in line
+
+
+def _tar_of(tmp_path: Path, members: dict[str, bytes]) -> Path:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            if name.endswith("/"):
+                ti.type = tarfile.DIRTYPE
+                ti.mode = 0o755
+                t.addfile(ti)
+            else:
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+    p = tmp_path / f"junk{len(list(tmp_path.glob('junk*')))}.tar"
+    p.write_bytes(buf.getvalue())
+    return p
+
+
+def test_archives_that_hold_no_os_tree_are_refused(hutch_env: Path, tmp_path: Path) -> None:
+    """The downloads that are no root file system (a cloud tarball's one disk image, an OCI layout, a
+    `docker save` archive, anything else without /usr and os-release) are refused at import, saying
+    what they hold, instead of becoming images that fail at spawn. Detected by content."""
+    gpt = bytearray(1 << 16)
+    gpt[510:512] = b"\x55\xaa"
+    gpt[512:520] = b"EFI PART"
+    ext4 = bytearray(1 << 12)
+    ext4[1080:1082] = b"\x53\xef"
+    cases = {
+        "one GPT disk image (disk.raw)": {"disk.raw": bytes(gpt)},
+        "one ext2/3/4 file-system image (rootfs.img)": {"rootfs.img": bytes(ext4)},
+        "an OCI image layout": {
+            "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+            "index.json": b'{"manifests":[]}',
+            "blobs/": b"",
+            "blobs/sha256/": b"",
+        },
+        "a 'docker save' archive": {
+            "manifest.json": b"[]",
+            "repositories": b"{}",
+            "0123/": b"",
+            "0123/layer.tar": b"",
+        },
+        "2 entries (README, data)": {"README": b"hello\n", "data": os.urandom(100)},
+    }
+    for what, members in cases.items():
+        archive = _tar_of(tmp_path, members)
+        line = refused(["import-tar", str(archive), "junk"], hutch_env)
+        assert f"The archive for 'junk' holds {what}" in line, line
+        assert "Hint: " in line
+        assert not (hutch_env / "images/junk").exists()
+    # The same disk image under a name that says otherwise is found by its content all the same.
+    archive = _tar_of(tmp_path, {"rootfs.tar": bytes(gpt)})
+    assert "one GPT disk image (rootfs.tar)" in refused(["import-tar", str(archive), "junk"], hutch_env)
