@@ -33,6 +33,7 @@ from hutch.settings.cmdline import signal_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 REBOOT = -1
@@ -509,17 +510,10 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
                 prep.relay_pid = -1
-            if prep.dhcp_sock is not None:
-                prep.dhcp_sock.close()
-                prep.dhcp_sock = None
-            if prep.dns_forwarder is not None:
-                prep.dns_forwarder.listen.close()
-                prep.dns_forwarder.upstream.close()
-                prep.dns_forwarder = None
-            if prep.router6 is not None:
-                prep.router6.ra.close()
-                prep.router6.dhcp.close()
-                prep.router6 = None
+            if prep.dhcp_sock is not None or prep.dns_forwarder is not None or prep.router6 is not None:
+                from hutch.container import linkservices
+
+                linkservices.close_all(prep)
         return self._result()
 
     def _start_once(self) -> None:
@@ -545,39 +539,10 @@ class Supervisor:
             from hutch.container import ports
 
             prep.relay_pid = ports.start_relay(prep.port_listeners, prep.link.container_ip)
-        link = prep.link
-        if link is not None and not link.external and link.mac:
-            from hutch.container import dhcp
+        if prep.link is not None:
+            from hutch.container import linkservices
 
-            prep.lease = dhcp.Lease(link.mac, link.container_ip, link.host_ip, link.prefix, prep.dns)
-            try:
-                prep.dhcp_sock = dhcp.open_socket(link.bridge or link.ifname)
-            except OSError as e:
-                # hutch configured host0 already: only a guest's own DHCP client misses this.
-                print(
-                    f"hutch: No DHCP server on {link.bridge or link.ifname}: {e.strerror}", file=sys.stderr
-                )
-        if link is not None and prep.dns_upstream is not None:
-            from hutch.container import dns
-
-            try:
-                listen, upstream = dns.open_sockets(link.host_ip, prep.dns_upstream)
-                prep.dns_forwarder = dns.Forwarder(listen, upstream, prep.dns_upstream, prep.state_dir)
-            except OSError as e:
-                print(f"hutch: No DNS forwarder on {link.host_ip}: {e.strerror}", file=sys.stderr)
-        if link is not None and not link.external and link.mac and link.container_ip6:
-            from hutch.container import dhcp6
-
-            try:
-                ra, sock6, ifindex = dhcp6.open_sockets(link.bridge or link.ifname)
-                prep.router6 = dhcp6.Router(
-                    ra, sock6, ifindex, link.container_ip6, link.mac, dhcp6.duid(prep.uuid)
-                )
-                dhcp6.advertise(prep.router6)
-            except OSError as e:
-                print(
-                    f"hutch: No IPv6 router on {link.bridge or link.ifname}: {e.strerror}", file=sys.stderr
-                )
+            linkservices.open_all(prep)
         self._register()
         # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on this
         # process may supervise for months.
@@ -663,19 +628,13 @@ class Supervisor:
         notify = self.prep.notify_fd
         if notify >= 0:
             poller.register(notify, select.POLLIN)
-        dhcp_fd = self.prep.dhcp_sock.fileno() if self.prep.dhcp_sock is not None else -1
-        if dhcp_fd >= 0:
-            poller.register(dhcp_fd, select.POLLIN)
-        fw = self.prep.dns_forwarder
-        dns_fds = (fw.listen.fileno(), fw.upstream.fileno()) if fw is not None else (-1, -1)
-        for fd in dns_fds:
-            if fd >= 0:
-                poller.register(fd, select.POLLIN)
-        r6 = self.prep.router6
-        r6_fds = (r6.ra.fileno(), r6.dhcp.fileno()) if r6 is not None else (-1, -1)
-        for fd in r6_fds:
-            if fd >= 0:
-                poller.register(fd, select.POLLIN)
+        services: dict[int, Callable[[], None]] = {}
+        if self.prep.link is not None:
+            from hutch.container import linkservices
+
+            services = linkservices.handlers(self.prep)
+        for fd in services:
+            poller.register(fd, select.POLLIN)
         out = self.out.write if self.out is not None else (lambda data: console.write_all(1, data))
         interactive = mode == "interactive" and master >= 0
         if master >= 0 and mode in ("interactive", "read-only"):
@@ -723,18 +682,8 @@ class Supervisor:
                         status_open = False
                         if notify < 0 and not self.errors:
                             self._ready()  # PID 1 exec'd, and no READY=1 is coming
-                elif fd == dhcp_fd:
-                    from hutch.container import dhcp
-
-                    dhcp.answer(self.prep.dhcp_sock, self.prep.lease)
-                elif fd in dns_fds:
-                    from hutch.container import dns
-
-                    (dns.on_query if fd == dns_fds[0] else dns.on_answer)(fw)
-                elif fd in r6_fds:
-                    from hutch.container import dhcp6
-
-                    (dhcp6.on_ra_sock if fd == r6_fds[0] else dhcp6.on_dhcp_sock)(r6)
+                elif fd in services:
+                    services[fd]()
                 elif fd == notify:
                     try:
                         msg = os.read(notify, 4096)
