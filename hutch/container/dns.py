@@ -116,43 +116,21 @@ def _reply(packet: bytes, end: int, rcode: int, answers: list[tuple[int, bytes]]
 
 
 def machine_addresses(state_dir: str, name: str) -> list[str] | None:
-    """The addresses of the running machine NAME from the registry, None if there is none. Read here
-    rather than through hutch.machines.registry, which the slim monitor does not load."""
-    import json
+    """The addresses of the running machine NAME from the registry, None if there is none (or its
+    entry is damaged). Loaded at the first machine-name query: the slim monitor pays only then."""
+    from hutch.machines import registry
+    from hutch.settings.cmdline import valid_machine_name
 
-    if not 0 < len(name) <= 64 or name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
-        return None  # not a machine name: nothing to look up in the state directory
-    base = f"{state_dir}/machines/{name}"
+    if not valid_machine_name(name):
+        return None  # nothing to look up in the state directory
     try:
-        fd = _open(base + ".lock")
-    except OSError:
+        # Only a held lock: load() would clean up after a dead supervisor, not the forwarder's job.
+        entry = registry.load(state_dir, name) if registry.is_running(state_dir, name) else None
+    except (registry.DamagedEntry, OSError):
         return None
-    try:
-        import fcntl
-
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass  # held by its supervisor: running
-        else:
-            return None  # nobody holds it: a machine that is gone
-    finally:
-        import posix
-
-        posix.close(fd)
-    try:
-        with open(base + ".json", "rb") as f:
-            entry = json.loads(f.read(1 << 20))
-        addresses = entry.get("addresses") or []
-        return [a for a in addresses if isinstance(a, str)]
-    except (OSError, ValueError, AttributeError):
+    if entry is None:
         return None
-
-
-def _open(path: str) -> int:
-    import posix
-
-    return posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
+    return [a for a in entry.get("addresses") or [] if isinstance(a, str)]
 
 
 def _local(fw: Forwarder, packet: bytes, name: str, qtype: int, qclass: int, end: int) -> bytes | None:

@@ -182,9 +182,15 @@ class BootId(Op):
                 os.close(fd)
             try:
                 flags = MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC
-                bind = Mount(self.FILE, "/proc/sys/kernel/random/boot_id", None, flags, kind="file")
-                bind.source_in_root = bind.read_only_after = True
-                bind.execute(ctx)
+                Mount(
+                    self.FILE,
+                    "/proc/sys/kernel/random/boot_id",
+                    None,
+                    flags,
+                    kind="file",
+                    read_only_after=True,
+                    source_in_root=True,
+                ).execute(ctx)
             finally:
                 os.unlink(name, dir_fd=dfd)  # the mount keeps the file; nothing else needs its name
         finally:

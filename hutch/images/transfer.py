@@ -409,9 +409,7 @@ def _what_it_holds(root: str, entries: list[str]) -> tuple[str, str]:
     unpack = "unpack its layers into a root file system first (umoci unpack, say), then 'hutch import-fs' it"
     if "oci-layout" in entries and "index.json" in entries:
         return "an OCI image layout (oci-layout, index.json, blobs/)", unpack
-    if "manifest.json" in entries and (
-        "repositories" in entries or any(e.endswith(".json") for e in entries)
-    ):
+    if "manifest.json" in entries:  # beside `repositories` and a directory or blob per layer
         return "a 'docker save' archive (manifest.json and layers)", unpack
     files = [e for e in entries if os.path.isfile(os.path.join(root, e))]
     if len(entries) == 1 and files:

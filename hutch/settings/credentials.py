@@ -7,6 +7,10 @@ from __future__ import annotations
 from hutch.errors import UsageError
 from hutch.linux import posixos as os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # systemd's CREDENTIAL_SIZE_MAX and CREDENTIALS_TOTAL_SIZE_MAX: a systemd PID 1 refuses to import more,
 # and the credentials live in a ramfs, in memory that is never swapped.
 SIZE_MAX = 1 << 20
@@ -134,21 +138,22 @@ def _read(name: str, path: str) -> bytes:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.connect(path)
                 sock.shutdown(socket.SHUT_WR)
-                chunks, size = [], 0
-                while size <= SIZE_MAX and (chunk := sock.recv(65536)):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                return b"".join(chunks)
+                return _bounded(sock.recv)
         if kind == 0o040000:
             raise IsADirectoryError(21, "Is a directory")
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
         try:
-            chunks, size = [], 0
-            while size <= SIZE_MAX and (chunk := os.read(fd, 65536)):
-                chunks.append(chunk)
-                size += len(chunk)
-            return b"".join(chunks)
+            return _bounded(lambda n: os.read(fd, n))
         finally:
             os.close(fd)
     except OSError as e:
         raise UsageError(f"Failed to read credential '{name}' from {path}: {e.strerror}.") from None
+
+
+def _bounded(read: Callable[[int], bytes]) -> bytes:
+    """Up to just past SIZE_MAX (enough for _add to refuse it): /dev/zero must not fill memory."""
+    chunks, size = [], 0
+    while size <= SIZE_MAX and (chunk := read(65536)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
