@@ -35,7 +35,10 @@ def _wait_options(p: _Parser, default_wait: bool = False) -> None:
 def _os_release(entry: dict[str, Any]) -> dict[str, str]:
     from hutch.images import store
 
-    img = store.Image(entry["name"], entry["root"], "directory")
+    root = entry["root"]
+    if os.path.isfile(root):  # a disk image, mounted only inside the machine: read it there
+        root = f"/proc/{entry['leader']}/root"
+    img = store.Image(entry["name"], root, "directory")
     return store.os_release(img)
 
 

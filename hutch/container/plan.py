@@ -218,6 +218,29 @@ class RootBind(Op):
         ctx.open_root()
 
 
+class AttachPartitions(Op):
+    """A disk image's /usr, /home, /srv, /var and /var/tmp partitions, from their detached mounts,
+    onto the root just made (idmapped as the root is)."""
+
+    def __init__(self, mounts: list[tuple[str, int]]) -> None:
+        self.mounts = mounts
+
+    def describe(self) -> str:
+        return "partitions: " + ", ".join(f"/{where}" for where, _ in self.mounts)
+
+    def execute(self, ctx: Context) -> None:
+        for where, mfd in self.mounts:
+            fd = ctx.clone_tree(rootfs.fd_path(mfd))
+            try:
+                target = ctx.target(where)
+                try:
+                    libc.move_mount(fd, "", to_dirfd=target)
+                finally:
+                    os.close(target)
+            finally:
+                os.close(fd)
+
+
 class RootOverlay(Op):
     """Ephemeral and --volatile=overlay roots: the image as the lower layer, writes go to UPPER.
 

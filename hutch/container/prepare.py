@@ -64,6 +64,10 @@ class Prepared:
         self.image = ""
         self.root = ""
         self.thin_lower = ""
+        # The tree the container's root is made from: the image directory, a thin clone's source, or
+        # a disk image's root partition (self.raw, hutch.images.rawimage.Mounted) as /proc/self/fd/N.
+        self.tree = ""
+        self.raw: Any = None
         self.state_dir = ""
         # --property limits and the cgroup backend that applies them (hutch.container.limits).
         self.limits: dict[str, object] = {}
@@ -150,10 +154,14 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 
 def find_image(name: str, paths: Paths) -> str | None:
+    """NAME's image in the search path: a directory NAME, or a disk image NAME.raw, as machined finds
+    them (the first directory of the path that has either wins)."""
     for d in paths.image_path:
         p = os.path.join(d, name)
         if os.path.isdir(p):
             return p
+        if os.path.isfile(p + ".raw"):
+            return p + ".raw"
     return None
 
 
@@ -163,6 +171,16 @@ def _sanitize_hostname(name: str) -> str:
 
 
 def resolve_image(s: Settings, paths: Paths) -> str:
+    if s.image:
+        if not os.path.lexists(s.image):
+            raise ImageError(f"Image {s.image} doesn't exist.", "-i takes a disk or file-system image file")
+        if os.path.isdir(s.image):
+            raise ImageError(f"{s.image} is a directory.", "use -D for a directory tree")
+        if not os.path.isfile(s.image):
+            raise ImageError(
+                f"{s.image} is not a regular file.", "-i takes a disk or file-system image file"
+            )
+        return os.path.realpath(s.image)
     if s.directory:
         d = s.directory
         if not os.path.lexists(d):
@@ -259,9 +277,10 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
     image = resolve_image(s, paths)
     prep.image = image
     prep.root = image
+    raw = os.path.isfile(image)
     # A thin clone (hutch clone --thin): IMAGE holds an overlay's upper and work directories, and the
     # tree below them is the read-only image its record beside IMAGE names.
-    prep.thin_lower = thin.read(image, os.stat(image).st_ino) or ""
+    prep.thin_lower = "" if raw else thin.read(image, os.stat(image).st_ino) or ""
     if prep.thin_lower and not os.path.isdir(prep.thin_lower):
         raise ImageError(
             f"Image {image} is a thin clone whose source {prep.thin_lower} is gone.",
@@ -277,7 +296,8 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
     if s.machine:
         name = s.machine
     else:
-        name = _sanitize_hostname(os.path.basename(image)) or "container"
+        base = os.path.basename(image)
+        name = _sanitize_hostname(base[:-4] if raw and base.endswith(".raw") else base) or "container"
         if not valid_machine_name(name):
             raise UsageError(f"Failed to determine machine name automatically from {image}.", "use -M NAME")
     if s.ephemeral:
@@ -285,28 +305,46 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
     prep.name = name
     prep.hostname = s.hostname or name
 
-    has_os_release = rootfs.exists_in_root(tree, "etc/os-release") or rootfs.exists_in_root(
-        tree, "usr/lib/os-release"
-    )
+    # An image marked read-only (chattr +i, as `hutch read-only` and systemd set it; for a disk image,
+    # a file without write permission) runs read-only.
+    from hutch.linux.fsutil import is_immutable
+
+    read_only = s.read_only or s.volatile in ("yes", "state") or is_immutable(image)
+    if raw:
+        from hutch.images import rawimage
+
+        read_only = read_only or not rawimage.writable_file(image)
+    prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
+    usr_tree = ""
+    if raw:
+        # Its partitions mounted nowhere and held by this process (so by nothing once it is gone);
+        # the container's root is attached from them onto a directory of this run's own.
+        prep.raw = rawimage.open_image(image, read_only or s.ephemeral or s.volatile != "no")
+        prep.keep_fds += prep.raw.fds()
+        tree = prep.raw.root
+        usr_tree = next((f"/proc/self/fd/{fd}" for where, fd in prep.raw.extra if where == "usr"), "")
+        prep.root = make_temp_dir(prep, os.path.join(paths.state_dir, "roots"), "root-")
+    prep.tree = tree
+
+    def in_tree(path: str) -> bool:
+        if usr_tree and path.startswith("usr/"):
+            return rootfs.exists_in_root(usr_tree, path[4:])
+        return rootfs.exists_in_root(tree, path)
+
+    has_os_release = in_tree("etc/os-release") or in_tree("usr/lib/os-release")
     if s.boot and not has_os_release:
         raise ImageError(
             f"Directory {image} doesn't look like an OS root directory (os-release file is "
             "missing). Refusing.",
             "an OS tree needs /etc/os-release or /usr/lib/os-release",
         )
-    if not s.boot and not os.path.isdir(os.path.join(tree, "usr")) and s.volatile == "no":
+    if not s.boot and not (usr_tree or os.path.isdir(os.path.join(tree, "usr"))) and s.volatile == "no":
         raise ImageError(
             f"Directory {image} doesn't look like it has an OS tree (/usr/ directory is missing). Refusing.",
             "an OS tree needs at least /usr",
         )
-    if s.volatile == "yes" and not os.path.isdir(os.path.join(image, "usr")):
+    if s.volatile == "yes" and not (usr_tree or os.path.isdir(os.path.join(tree, "usr"))):
         raise ImageError(f"Directory {image}/usr is missing; --volatile=yes needs it.")
-
-    # An image marked read-only (chattr +i, as `hutch read-only` and systemd set it) runs read-only.
-    from hutch.linux.fsutil import is_immutable
-
-    read_only = s.read_only or s.volatile in ("yes", "state") or is_immutable(image)
-    prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
     _user_namespace(prep, paths, read_only)
 
     # Machine identity: --uuid, else a valid machine-id in the image, else random.
@@ -350,10 +388,7 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         from hutch.container import limits
 
         prep.limits = limits.parse_all(s.properties)
-    if s.boot and (
-        rootfs.exists_in_root(tree, "usr/lib/systemd/systemd")
-        or rootfs.exists_in_root(tree, "lib/systemd/systemd")
-    ):
+    if s.boot and (in_tree("usr/lib/systemd/systemd") or in_tree("lib/systemd/systemd")):
         prep.notify = True
         prep.env["NOTIFY_SOCKET"] = "/run/host/notify"
     _security(prep, paths)
@@ -362,7 +397,7 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         from hutch.container.payload import resolve_user
 
         resolve_user(s.user, rootfs.read_file_in_root(tree, "etc/passwd"), None)
-    _check_sources(s, image)
+    _check_sources(s, tree)
     _build_plan(prep, paths, read_only)
     return prep
 
@@ -379,7 +414,7 @@ def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
                 file=sys.stderr,
             )
         return
-    owner = os.stat(prep.thin_lower or prep.image).st_uid
+    owner = os.stat(prep.tree).st_uid
     rng = userns.acquire(mode, base, count, prep.name, paths.state_dir, owner)
     prep.uid_range = rng
     own = s.private_users_ownership
@@ -391,7 +426,7 @@ def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
         own = "map"  # a shared or read-only image is never chowned
     if own == "chown" and owner != rng.base:
         old = owner if owner % userns.RANGE == 0 and owner >= userns.RANGE else 0
-        userns.chown_tree(prep.image, rng.base, old)
+        userns.chown_tree(prep.tree, rng.base, old)
     prep.ownership = own
 
 
@@ -572,7 +607,7 @@ def _timezone_ops(prep: Prepared, read_only: bool) -> list[Op]:
     except OSError:
         pass
     if mode == "auto":
-        if zone and rootfs.exists_in_root(prep.image, "usr/share/zoneinfo/" + zone):
+        if zone and rootfs.exists_in_root(prep.tree, "usr/share/zoneinfo/" + zone):
             mode = "symlink"
         else:
             mode = "bind" if read_only else "copy"
@@ -585,7 +620,7 @@ def _timezone_ops(prep: Prepared, read_only: bool) -> list[Op]:
 
 def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     s = prep.settings
-    image = prep.image
+    image = prep.raw.root if prep.raw else prep.image
     ops: list[Op] = [MakeSlave()]
     if s.ephemeral:
         # -x keeps its writes in a tmpfs mounted nowhere, held by the supervisor: starting is O(1) in the
@@ -607,6 +642,8 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         ops.append(RootOverlay(prep.thin_lower, None, None, layers=image))
     else:
         ops.append(RootBind(image))
+    if prep.raw and prep.raw.extra:
+        ops.append(plan.AttachPartitions(prep.raw.extra))
 
     base_dirs = ["dev", "proc", "sys", "run", "tmp"]
     if s.volatile != "yes":

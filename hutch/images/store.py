@@ -201,8 +201,41 @@ def read_in_root(root: str, relpath: str, limit: int = 1 << 16) -> str | None:
 def os_release(img: Image) -> dict[str, str]:
     root = img.lower if img.type == "thin" and img.lower else img.path
     if img.type == "raw":
-        return {}
+        return _raw_os_release(img)
     text = read_in_root(root, "etc/os-release") or read_in_root(root, "usr/lib/os-release") or ""
+    return parse_os_release(text)
+
+
+def _raw_os_release(img: Image) -> dict[str, str]:
+    """A disk image's os-release, from its partitions mounted read-only nowhere; nothing while a
+    machine runs on it (a file system mounted for writing is not read from a second mount)."""
+    from hutch.errors import ImageError
+    from hutch.images import rawimage
+
+    try:
+        lock = lock_path(img.path, exclusive=False)
+    except ImageError:
+        return {}
+    try:
+        mounted = rawimage.open_image(img.path, read_only=True)
+    except (ImageError, OSError):
+        return {}
+    finally:
+        if lock is not None:
+            lock.release()
+    try:
+        usr = next((f"/proc/self/fd/{fd}" for where, fd in mounted.extra if where == "usr"), "")
+        text = (
+            read_in_root(mounted.root, "etc/os-release")
+            or read_in_root(usr or mounted.root, "lib/os-release" if usr else "usr/lib/os-release")
+            or ""
+        )
+    finally:
+        mounted.close()
+    return parse_os_release(text)
+
+
+def parse_os_release(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -281,7 +314,7 @@ def lock_path(path: str, exclusive: bool = True) -> Lock | None:
         return _take(
             os.path.join(parent, f".#{base}.lck"),
             exclusive,
-            f"Image '{base}' is in use by a running container.",
+            f"Image '{base[:-4] if base.endswith('.raw') else base}' is in use by a running container.",
             "stop the machine first",
         )
     except OSError:

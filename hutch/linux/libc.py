@@ -309,6 +309,7 @@ def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = True) ->
 _NR_FSOPEN = 430
 _NR_FSCONFIG = 431
 _NR_FSMOUNT = 432
+FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
@@ -319,6 +320,7 @@ def fsmount_detached(
     options: dict[str, str] | None = None,
     fd_options: dict[str, int] | None = None,
     mount_flags: int = 0,
+    flags: tuple[str, ...] = (),
 ) -> int:
     """A new file system mounted nowhere: an fd to its root, usable as a directory fd and through
     /proc/self/fd. It is freed when the last fd is closed, so a crash leaves nothing on the host."""
@@ -327,6 +329,12 @@ def fsmount_detached(
         for key, fd in (fd_options or {}).items():
             _check(
                 _syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_FD, _b(key), None, fd),
+                f"Failed to set {key} on",
+                fstype,
+            )
+        for key in flags:  # "ro", say: a superblock flag, not a string option
+            _check(
+                _syscall(_NR_FSCONFIG, fs, FSCONFIG_SET_FLAG, _b(key), None, 0),
                 f"Failed to set {key} on",
                 fstype,
             )
@@ -382,6 +390,7 @@ def rename2(old: str, new: str, flags: int) -> None:
 
 
 MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NODEV = 0x00000004
 
 
 def mount_setattr(tree_fd: int, attr_set: int, recursive: bool = True, *, userns_fd: int = 0) -> None:

@@ -375,6 +375,10 @@ def _directory(s: Settings, v: str) -> None:
     s.directory = os.path.abspath(v) if v else v
 
 
+def _image(s: Settings, v: str) -> None:
+    s.image = os.path.abspath(v) if v else v
+
+
 def _template(s: Settings, v: str) -> None:
     s.template = os.path.abspath(v)
 
@@ -562,6 +566,7 @@ def _ignore(s: Settings, v: str) -> None:
 # name -> (takes an argument, optional argument, handler)
 LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "directory": (True, False, _directory),
+    "image": (True, False, _image),
     "machine": (True, False, _machine),
     "template": (True, False, _template),
     "ephemeral": (False, False, _flag("ephemeral")),
@@ -627,6 +632,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
 
 SHORT: dict[str, str] = {
     "D": "directory",
+    "i": "image",
     "M": "machine",
     "x": "ephemeral",
     "b": "boot",
@@ -710,5 +716,15 @@ def verify(s: Settings) -> None:
         raise UsageError("--ephemeral and --volatile= may not be combined")
     if s.directory == "":
         raise UsageError("--directory= may not be empty")
+    if s.image == "":
+        raise UsageError("--image= may not be empty")
+    if s.directory and s.image:
+        raise UsageError(
+            "Please specify either --directory= or --image=, the combination of both is not supported."
+        )
+    if s.image and s.template:
+        raise UsageError("--template= is not supported with --image=.")
+    if s.image and s.volatile != "no":
+        raise UsageError("Combining --volatile= with --image= is not supported.")
     if s.command and not s.command[0]:
         raise UsageError("The command to run is empty ('').", "name a program, like /bin/sh")

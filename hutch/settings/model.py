@@ -91,6 +91,7 @@ class Settings:
         "drop_capabilities",
         "ephemeral",
         "hostname",
+        "image",
         "inaccessible",
         "kill_signal",
         "machine",
@@ -128,6 +129,7 @@ class Settings:
 
     def __init__(self) -> None:
         self.directory: str | None = None
+        self.image: str | None = None  # -i: a raw disk or file-system image file
         self.machine: str | None = None
         self.template: str | None = None
         self.ephemeral = False

@@ -1,0 +1,168 @@
+"""A raw disk image made ready for a container: its partitions found and mounted nowhere.
+
+`spawn -i FILE` and a NAME.raw image in the store take a GPT disk (partitions found by type, see
+gpt.py), an MBR disk with one Linux partition, or a bare file-system image. Each partition to use
+gets a loop device over its byte range and a detached mount (fsopen/fsmount) with nodev: the fds
+are held by the supervisor, so the mounts and loop devices vanish with it, whatever ends it, and no
+mount ever appears in the host's namespace. The container's root is attached from them at each boot.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from hutch.errors import ImageError
+from hutch.images import gpt
+from hutch.linux import libc, loop
+from hutch.linux import posixos as os
+
+_HEAD = 70000  # every superblock magic fs_type() reads lies in this much
+_MBR_LINUX = 0x83
+_MBR_PROTECTIVE = 0xEE
+
+
+class Mounted:
+    """The detached mounts of one image: ROOT_FD and, by where they go, the others (usr first)."""
+
+    def __init__(self, path: str, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self.root_fd = -1
+        self.fstype = ""
+        self.extra: list[tuple[str, int]] = []
+
+    @property
+    def root(self) -> str:
+        return f"/proc/self/fd/{self.root_fd}"
+
+    def fds(self) -> list[int]:
+        return [self.root_fd, *(fd for _, fd in self.extra)]
+
+    def close(self) -> None:
+        for fd in self.fds():
+            if fd >= 0:
+                os.close(fd)
+        self.root_fd = -1
+        self.extra = []
+
+
+def writable_file(path: str) -> bool:
+    """Whether the image file itself may be written: its mode grants it (`read-only` clears the
+    write bits, as machinectl does) and it is not immutable."""
+    from hutch.linux.fsutil import is_immutable
+
+    st = os.stat(path)
+    return bool(st.st_mode & 0o222) and not is_immutable(path)
+
+
+def open_image(path: str, read_only: bool) -> Mounted:
+    """Mount PATH's partitions nowhere. READ_ONLY is forced where the file may not be written."""
+    read_only = read_only or not writable_file(path)
+    try:
+        fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        raise ImageError(f"Failed to open image {path}: {e.strerror}.") from None
+    img = Mounted(path, read_only)
+    try:
+        size = os.fstat(fd).st_size
+        for where, start, length, ro in _layout(fd, path, size):
+            head = os.pread(fd, min(_HEAD, length), start)
+            fstype = gpt.fs_type(head)
+            what = "root partition" if where == "/" else f"/{where} partition"
+            if fstype not in gpt.MOUNTABLE:
+                raise ImageError(
+                    f"The {what} of {path} holds {fstype or 'no file system hutch can mount'}.",
+                    "a root is ext4, btrfs, XFS, squashfs or EROFS",
+                )
+            mfd = _mount(fd, start, length, fstype, read_only or ro, path, what)
+            if where == "/":
+                img.root_fd, img.fstype = mfd, fstype
+            else:
+                img.extra.append((where, mfd))
+        return img
+    except BaseException:
+        img.close()
+        raise
+    finally:
+        os.close(fd)
+
+
+def _layout(fd: int, path: str, size: int) -> list[tuple[str, int, int, bool]]:
+    """(where, offset, length, read-only by the table's flag) for each partition to mount."""
+
+    def read_at(offset: int, n: int) -> bytes:
+        return os.pread(fd, n, offset)
+
+    try:
+        parts = gpt.read_table(read_at, size)
+        if parts is None:
+            return _mbr_or_bare(read_at(0, _HEAD), path, size)
+        layout = gpt.discover(parts)
+    except gpt.TableError as e:
+        raise ImageError(
+            f"Refusing disk image {path}: {e}.", "the file is damaged or not a disk image"
+        ) from None
+
+    def entry(where: str, p: gpt.Partition) -> tuple[str, int, int, bool]:
+        return where, p.start, p.size, bool(p.flags & gpt.FLAG_READ_ONLY)
+
+    out = [entry("/", layout.root)]
+    if layout.usr is not None:
+        out.append(entry("usr", layout.usr))
+    out += [entry(where, p) for where, p in layout.others]
+    return out
+
+
+def _mbr_or_bare(head: bytes, path: str, size: int) -> list[tuple[str, int, int, bool]]:
+    if gpt.fs_type(head) in gpt.MOUNTABLE:
+        return [("/", 0, size, False)]
+    if head[510:512] == b"\x55\xaa":
+        linux = []
+        for i in range(4):
+            entry = head[446 + 16 * i : 462 + 16 * i]
+            kind = entry[4]
+            start = int.from_bytes(entry[8:12], "little") * 512
+            length = int.from_bytes(entry[12:16], "little") * 512
+            if kind == _MBR_PROTECTIVE:
+                raise ImageError(f"Refusing disk image {path}: it has a protective MBR but no valid GPT.")
+            if kind == _MBR_LINUX and length:
+                if start + length > size:
+                    raise ImageError(
+                        f"Refusing disk image {path}: its MBR partition {i + 1} lies outside the file."
+                    )
+                linux.append(("/", start, length, False))
+        if len(linux) == 1:
+            return linux
+        raise ImageError(
+            f"Refusing disk image {path}: its MBR has {len(linux)} Linux partitions; one is needed as root."
+        )
+    if size == 0:
+        raise ImageError(f"Image {path} is empty.")
+    raise ImageError(
+        f"Image {path} is neither a disk image (no GPT or MBR) nor a file-system image.",
+        "a raw image is a GPT disk, an MBR disk with one Linux partition, or an ext4, btrfs, XFS, "
+        "squashfs or EROFS image",
+    )
+
+
+def _mount(fd: int, start: int, length: int, fstype: str, read_only: bool, path: str, what: str) -> int:
+    read_only = read_only or fstype in ("squashfs", "erofs")
+    try:
+        dev, node = loop.attach(fd, start, length, read_only, name=path[-63:])
+    except OSError as e:
+        raise ImageError(
+            f"Failed to attach a loop device for {path}: {e.strerror or e}.",
+            "the host needs /dev/loop-control (modprobe loop)",
+        ) from None
+    try:
+        attrs = libc.MOUNT_ATTR_NODEV | (libc.MOUNT_ATTR_RDONLY if read_only else 0)
+        return libc.fsmount_detached(
+            fstype, {"source": node}, mount_flags=attrs, flags=("ro",) if read_only else ()
+        )
+    except OSError as e:
+        hint = "the partition's file system is damaged" if e.errno in (errno.EINVAL, errno.EUCLEAN) else None
+        if e.errno == errno.ENODEV:
+            hint = f"this kernel has no {fstype} driver"
+        raise ImageError(f"Failed to mount the {what} of {path} ({fstype}): {e.strerror}.", hint) from None
+    finally:
+        os.close(dev)
