@@ -53,6 +53,9 @@ Images:
   import-fs DIR [NAME]           copy a directory tree in as an image (--read-only, --force)
   export-tar NAME [FILE|-]       write an image as a tarball (--format=uncompressed|gzip|xz|bzip2|zstd)
   pull-tar URL [NAME]            download and import a tarball (--verify=checksum|no)
+  import-raw FILE|- [NAME]       import a disk image (raw or qcow2, maybe compressed) as NAME.raw
+  export-raw NAME [FILE|-]       write a disk image out (--format=uncompressed|gzip|xz|bzip2|zstd)
+  pull-raw URL [NAME]            download and import a disk image (--verify=checksum|no)
   bootstrap busybox NAME         build a bootable busybox image from the host's static busybox
   bootstrap debian NAME          debootstrap a Debian image with systemd [--suite S] [--mirror URL]
 
@@ -103,6 +106,9 @@ VERBS = {
     "import-fs": "hutch.cli.images:import_fs",
     "export-tar": "hutch.cli.images:export_tar",
     "pull-tar": "hutch.cli.images:pull_tar",
+    "import-raw": "hutch.cli.images:import_raw",
+    "export-raw": "hutch.cli.images:export_raw",
+    "pull-raw": "hutch.cli.images:pull_raw",
 }
 
 

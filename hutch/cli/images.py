@@ -1,6 +1,6 @@
 """The image verbs, with machinectl's and importctl's names and options: list-images, image-status,
 show-image, clone, rename, remove, read-only, clean, cat, edit, import-tar, import-fs, export-tar,
-pull-tar."""
+pull-tar, import-raw, export-raw, pull-raw."""
 
 from __future__ import annotations
 
@@ -453,4 +453,76 @@ def pull_tar(args: list[str]) -> int:
         progress=_progress(ns),
     )
     _report(ns, img, stats)
+    return 0
+
+
+def import_raw(args: list[str]) -> int:
+    from hutch.images import rawtransfer
+
+    p = _parser(
+        "import-raw",
+        "FILE|- [NAME]",
+        "Import a disk image (raw or qcow2; plain, gzip, xz, bzip2 or zstd, detected from its content) as "
+        "NAME.raw.",
+    )
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    _import_options(p)
+    ns = p.parse_args(args)
+    img = rawtransfer.import_raw(
+        ns.file, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+    )
+    _say(ns, f"Imported image '{img.name}' at {img.path}.")
+    return 0
+
+
+def export_raw(args: list[str]) -> int:
+    from hutch.images import compress, rawtransfer
+
+    p = _parser(
+        "export-raw",
+        "NAME [FILE|-]",
+        "Write a disk image out; the compression comes from the file name's suffix (.xz, .gz, .bz2, .zst) "
+        "or --format.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    p.add_argument("--format", choices=compress.FORMATS, help="compression (default: from the suffix)")
+    ns = p.parse_args(args)
+    if ns.file == "-" and sys.stdout.isatty():
+        raise UsageError(
+            "Refusing to write a disk image to a terminal.", "name a FILE or redirect the output"
+        )
+    size = rawtransfer.export_raw(ns.name, ns.file, Paths.from_env(), fmt=ns.format, progress=_progress(ns))
+    if ns.file != "-":
+        _say(ns, f"Exported image '{ns.name}' to {ns.file} ({size} bytes).")
+    return 0
+
+
+def pull_raw(args: list[str]) -> int:
+    from hutch.images import rawtransfer
+
+    p = _parser(
+        "pull-raw", "URL [NAME]", "Download a disk image (raw or qcow2, maybe compressed) as NAME.raw."
+    )
+    p.add_argument("url", metavar="URL")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument(
+        "--verify",
+        default="checksum",
+        metavar="no|checksum",
+        help="check the file against SHA256SUMS next to it (default: checksum)",
+    )
+    _import_options(p)
+    ns = p.parse_args(args)
+    img = rawtransfer.pull_raw(
+        ns.url,
+        ns.name,
+        Paths.from_env(),
+        verify=ns.verify,
+        read_only=ns.read_only,
+        force=ns.force,
+        progress=_progress(ns),
+    )
+    _say(ns, f"Imported image '{img.name}' at {img.path}.")
     return 0

@@ -137,14 +137,17 @@ class _ZstdReader(_Concatenated):
     """zstandard's decompressobj has no output bound: feed it small slices of input, so one call
     cannot expand into gigabytes (zstd reaches ~32000:1 on zeros), and insist on a complete last frame."""
 
-    FEED = 16384
+    FEED = 2048  # zeros expand ~32000:1: at most ~64 MiB out per call
 
     def __init__(self, factory: Any, src: Reader) -> None:
         super().__init__(src, factory, "zstd")
         self.buffer = b""
+        self.start = 0  # how much of self.buffer has been returned: slicing it anew each read is O(n^2)
         self.pos = 0  # how much of self.pending has been fed
 
     def read(self, n: int = -1, /) -> bytes:
+        if self.start >= len(self.buffer):
+            self.buffer, self.start = b"", 0
         while not self.buffer:
             if self.dec.eof:  # a frame ended: the next one, if any, starts in what is left
                 self.pending, self.pos = self.dec.unused_data + self.pending[self.pos :], 0
@@ -161,10 +164,12 @@ class _ZstdReader(_Concatenated):
             feed = self.pending[self.pos : self.pos + self.FEED]
             self.pos += len(feed)
             self.buffer = self.dec.decompress(feed)
-        if n < 0 or n >= len(self.buffer):
+        if self.start == 0 and (n < 0 or n >= len(self.buffer)):
             out, self.buffer = self.buffer, b""
             return out
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        end = len(self.buffer) if n < 0 else self.start + n
+        out = self.buffer[self.start : end]
+        self.start += len(out)
         return out
 
 

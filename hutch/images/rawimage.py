@@ -16,7 +16,7 @@ from hutch.images import gpt
 from hutch.linux import libc, loop
 from hutch.linux import posixos as os
 
-_HEAD = 70000  # every superblock magic fs_type() reads lies in this much
+HEAD = 70000  # every superblock magic fs_type() reads lies in this much
 _MBR_LINUX = 0x83
 _MBR_PROTECTIVE = 0xEE
 
@@ -55,6 +55,41 @@ def writable_file(path: str) -> bool:
     return bool(st.st_mode & 0o222) and not is_immutable(path)
 
 
+def looks_like_disk(head: bytes) -> bool:
+    """By content: a GPT or MBR disk, or a bare file system a root may be."""
+    return (
+        head[512:520] == b"EFI PART"
+        or head[4096:4104] == b"EFI PART"
+        or gpt.fs_type(head) in gpt.MOUNTABLE
+        or (head[510:512] == b"\x55\xaa" and gpt.fs_type(head) != "vfat")
+    )
+
+
+def check(path: str) -> list[tuple[str, str]]:
+    """What open_image() would mount, as (where, file system), without mounting anything: the table
+    is read and checked, and each partition's superblock magic looked at."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        out = []
+        for where, start, length, _ in _layout(fd, path, os.fstat(fd).st_size):
+            fstype = _fs_of(fd, start, length, path, where)
+            out.append((where, fstype))
+        return out
+    finally:
+        os.close(fd)
+
+
+def _fs_of(fd: int, start: int, length: int, path: str, where: str) -> str:
+    fstype = gpt.fs_type(os.pread(fd, min(HEAD, length), start))
+    if fstype not in gpt.MOUNTABLE:
+        what = "root partition" if where == "/" else f"/{where} partition"
+        raise ImageError(
+            f"The {what} of {path} holds {fstype or 'no file system hutch can mount'}.",
+            "a root is ext4, btrfs, XFS, squashfs or EROFS",
+        )
+    return fstype
+
+
 def open_image(path: str, read_only: bool) -> Mounted:
     """Mount PATH's partitions nowhere. READ_ONLY is forced where the file may not be written."""
     read_only = read_only or not writable_file(path)
@@ -66,14 +101,8 @@ def open_image(path: str, read_only: bool) -> Mounted:
     try:
         size = os.fstat(fd).st_size
         for where, start, length, ro in _layout(fd, path, size):
-            head = os.pread(fd, min(_HEAD, length), start)
-            fstype = gpt.fs_type(head)
+            fstype = _fs_of(fd, start, length, path, where)
             what = "root partition" if where == "/" else f"/{where} partition"
-            if fstype not in gpt.MOUNTABLE:
-                raise ImageError(
-                    f"The {what} of {path} holds {fstype or 'no file system hutch can mount'}.",
-                    "a root is ext4, btrfs, XFS, squashfs or EROFS",
-                )
             mfd = _mount(fd, start, length, fstype, read_only or ro, path, what)
             if where == "/":
                 img.root_fd, img.fstype = mfd, fstype
@@ -96,7 +125,7 @@ def _layout(fd: int, path: str, size: int) -> list[tuple[str, int, int, bool]]:
     try:
         parts = gpt.read_table(read_at, size)
         if parts is None:
-            return _mbr_or_bare(read_at(0, _HEAD), path, size)
+            return _mbr_or_bare(read_at(0, HEAD), path, size)
         layout = gpt.discover(parts)
     except gpt.TableError as e:
         raise ImageError(

@@ -35,7 +35,7 @@ _EXTRACT_MEMORY = 2 << 30
 PR_SET_NO_NEW_PRIVS = 38
 
 
-class _Counted:
+class Counted:
     """The raw input: counted for the progress bar and hashed for --verify=checksum."""
 
     def __init__(self, src: Reader, progress: Callable[[int], None] | None, hasher: Any = None) -> None:
@@ -373,7 +373,7 @@ def check_removable(img: Image, paths: Paths) -> None:
         )
 
 
-def _open_input(path: str) -> tuple[Reader, int | None, str]:
+def open_input(path: str) -> tuple[Reader, int | None, str]:
     if path == "-":
         return FdReader(0), None, "standard input"
     try:
@@ -411,40 +411,11 @@ def _what_it_holds(root: str, entries: list[str]) -> tuple[str, str]:
         return "an OCI image layout (oci-layout, index.json, blobs/)", unpack
     if "manifest.json" in entries:  # beside `repositories` and a directory or blob per layer
         return "a 'docker save' archive (manifest.json and layers)", unpack
-    files = [e for e in entries if os.path.isfile(os.path.join(root, e))]
-    if len(entries) == 1 and files:
-        kind = _disk_kind(os.path.join(root, files[0]))
-        if kind:
-            return (
-                f"one {kind} ({cescape(files[0])})",
-                "hutch does not boot disk images yet: attach it (losetup -P), mount its root partition "
-                "and 'hutch import-fs' that",
-            )
     shown = ", ".join(cescape(e) for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
     return (
         f"{len(entries)} entries ({shown or 'nothing'})",
         "import-tar takes a tar of a root file system, with /usr and /etc/os-release",
     )
-
-
-def _disk_kind(path: str) -> str:
-    """By content: a GPT or MBR disk, or a bare file system (ext2/3/4, squashfs, btrfs, XFS, EROFS)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(70000)
-    except OSError:
-        return ""
-    if head[512:520] == b"EFI PART" or head[4096:4104] == b"EFI PART":
-        return "GPT disk image"
-    if head[1080:1082] == b"\x53\xef":
-        return "ext2/3/4 file-system image"
-    if head[:4] in (b"hsqs", b"XFSB") or head[1024:1028] == b"\xe2\xe1\xf5\xe0":
-        return "file-system image"
-    if head[65600:65608] == b"_BHRfS_M":
-        return "btrfs file-system image"
-    if head[510:512] == b"\x55\xaa":
-        return "MBR disk image"
-    return ""
 
 
 def import_tar(
@@ -464,15 +435,15 @@ def import_tar(
         name = names.image_name_from_path(path)
     names.check_image_name(name)
     with NewImage(name, paths, force=force) as new:
-        raw, size, what = _open_input(path)
+        raw, size, what = open_input(path)
         try:
             new.make_dir()
             with Progress(f"Importing {name}", size, progress) as bar:
-                stats = _extract_stream(_Counted(raw, bar), what, new.temp)
+                stats = _extract_stream(Counted(raw, bar), what, new.temp)
         finally:
             if isinstance(raw, FdReader) and raw.fd != 0:
                 os.close(raw.fd)
-        return new.commit(read_only=read_only, unwrap=True), stats
+        return _commit_import(new, read_only, what), stats
 
 
 def import_fs(
@@ -608,9 +579,9 @@ def export_tar(
     lock = store.lock_path(img.path, exclusive=False) if img.name != ".host" else None
     tmp = ""
     try:
-        out_fd, tmp, path = _open_output(path)
+        out_fd, tmp, path = open_output(path)
         try:
-            sink = compress.Compressor(fmt, _FdWriter(out_fd, path))
+            sink = compress.Compressor(fmt, FdWriter(out_fd, path))
             with Progress(f"Exporting {name}", None, progress) as bar:
                 root = _root_of(img)
                 stats = export.write_tar(root, sink, bar)
@@ -635,7 +606,7 @@ def export_tar(
             lock.release()
 
 
-def _open_output(path: str) -> tuple[int, str, str]:
+def open_output(path: str) -> tuple[int, str, str]:
     """Where export-tar writes: (fd, temporary name or "", final path). A regular file (or a new one)
     is written under a hidden name and renamed over the target when complete, through a symlink to
     where it points; anything else that exists (a device such as /dev/null, a FIFO, a socket's
@@ -677,7 +648,7 @@ def _root_of(img: Image) -> str:
     return img.path
 
 
-class _FdWriter:
+class FdWriter:
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
         self.path = path
@@ -694,6 +665,60 @@ class _FdWriter:
         return len(data)
 
 
+def check_url(url: str, verify: str, verb: str) -> str:
+    """Refuse a URL or --verify= value a pull cannot use, before anything is made. Returns the name of
+    the file the URL names."""
+    import urllib.parse
+
+    if verify not in ("no", "checksum"):
+        raise ImageError(
+            f"Unsupported --verify={verify}.", "use --verify=checksum (SHA256SUMS next to the file) or no"
+        )
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 (parses the port: 'http://h:x/' fails here, not in the download)
+    except ValueError as e:
+        raise ImageError(f"Invalid URL '{url}': {e}.", f"{verb} takes an http:// or https:// URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ImageError(f"Invalid URL '{url}'.", f"{verb} takes an http:// or https:// URL to a file")
+    filename = os.path.basename(urllib.parse.unquote(parsed.path))
+    if not filename:
+        raise ImageError(f"URL '{url}' names no file.")
+    return filename
+
+
+def download(url: str) -> Any:
+    """The response to a GET of URL, as a context manager; an error is one ImageError line."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=60)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        raise ImageError(f"Failed to download {url}: {why(e)}.") from None
+
+
+def guarded_download(url: str, run: Callable[[], Any]) -> Any:
+    """RUN, which reads a download: a connection that fails midway is an ImageError."""
+    import http.client
+
+    try:
+        return run()
+    except ImageError:
+        raise
+    except (OSError, TimeoutError, http.client.HTTPException) as e:
+        raise ImageError(f"Failed to download {url}: {e!r}.", "try again") from None
+
+
+def check_digest(filename: str, got: str, expected: str | None) -> None:
+    if expected is not None and got != expected:
+        raise ImageError(
+            f"Checksum of {filename} does not match SHA256SUMS: got {got}, expected {expected}.",
+            "the download is corrupt or was tampered with; nothing was imported",
+        )
+
+
 def pull_tar(
     url: str,
     name: str | None,
@@ -705,68 +730,48 @@ def pull_tar(
     progress: bool | None = None,
 ) -> tuple[Image, dict[str, int]]:
     import hashlib
-    import http.client
-    import urllib.error
-    import urllib.parse
-    import urllib.request
 
     from hutch.images.progress import Progress
 
-    if verify not in ("no", "checksum"):
-        raise ImageError(
-            f"Unsupported --verify={verify}.", "use --verify=checksum (SHA256SUMS next to the file) or no"
-        )
-    try:
-        parsed = urllib.parse.urlsplit(url)
-        parsed.port  # noqa: B018 (parses the port: 'http://h:x/' fails here, not in the download)
-    except ValueError as e:
-        raise ImageError(f"Invalid URL '{url}': {e}.", "pull-tar takes an http:// or https:// URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ImageError(f"Invalid URL '{url}'.", "pull-tar takes an http:// or https:// URL to a tarball")
-    filename = os.path.basename(urllib.parse.unquote(parsed.path))
-    if not filename:
-        raise ImageError(f"URL '{url}' names no file.")
+    filename = check_url(url, verify, "pull-tar")
     if name is None:
         name = names.image_name_from_path(filename)
     names.check_image_name(name)
-    expected = _fetch_checksum(url, filename) if verify == "checksum" else None
+    expected = fetch_checksum(url, filename) if verify == "checksum" else None
     with NewImage(name, paths, force=force, what="pull") as new:
-        try:
-            resp = urllib.request.urlopen(url, timeout=60)
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
-            raise ImageError(f"Failed to download {url}: {_why(e)}.") from None
-        with resp:
+        with download(url) as resp:
             length = resp.headers.get("Content-Length")
             size = int(length) if length and length.isdigit() else None
             new.make_dir()
             hasher = hashlib.sha256()
-            counted = _Counted(resp, None, hasher)
-            try:
-                with Progress(f"Downloading {name}", size, progress) as bar:
-                    counted.progress = bar
-                    stats = _extract_stream(counted, url, new.temp)
-            except (OSError, TimeoutError, http.client.HTTPException) as e:
-                raise ImageError(f"Failed to download {url}: {e!r}.", "try again") from None
+            counted = Counted(resp, None, hasher)
+            with Progress(f"Downloading {name}", size, progress) as bar:
+                counted.progress = bar
+                stats = guarded_download(url, lambda: _extract_stream(counted, url, new.temp))
             if size is not None and counted.total != size:
                 raise ImageError(
                     f"Download of {url} is truncated: {counted.total} of {size} bytes.", "try again"
                 )
-        if expected is not None and hasher.hexdigest() != expected:
-            raise ImageError(
-                f"Checksum of {filename} does not match SHA256SUMS: got {hasher.hexdigest()}, "
-                f"expected {expected}.",
-                "the download is corrupt or was tampered with; nothing was imported",
-            )
-        return new.commit(read_only=read_only, unwrap=True), stats
+        check_digest(filename, hasher.hexdigest(), expected)
+        return _commit_import(new, read_only, url), stats
 
 
-def _why(e: BaseException) -> str:
+def _commit_import(new: NewImage, read_only: bool, what: str) -> Image:
+    """A tarball that held one disk image becomes a raw image; any other is an OS tree or refused."""
+    from hutch.images import rawtransfer
+
+    if rawtransfer.take_single_disk(new, what):
+        return new.commit(read_only=read_only)
+    return new.commit(read_only=read_only, unwrap=True)
+
+
+def why(e: BaseException) -> str:
     code = getattr(e, "code", None)
     reason = getattr(e, "reason", None) or e
     return f"HTTP {code} {reason}" if isinstance(code, int) else str(reason)
 
 
-def _fetch_checksum(url: str, filename: str) -> str:
+def fetch_checksum(url: str, filename: str) -> str:
     """The file's SHA-256 from SHA256SUMS in the same directory, as importd's --verify=checksum."""
     import urllib.error
     import urllib.request
@@ -777,7 +782,7 @@ def _fetch_checksum(url: str, filename: str) -> str:
             text = r.read(1 << 20).decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as e:
         raise ImageError(
-            f"Failed to download {sums_url}: {_why(e)}.",
+            f"Failed to download {sums_url}: {why(e)}.",
             "pass --verify=no to import without checking",
         ) from None
     for line in text.splitlines():
