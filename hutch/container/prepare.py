@@ -210,6 +210,26 @@ def resolve_image(s: Settings, paths: Paths) -> str:
     return cwd
 
 
+def _oci_process(s: Settings, image: str) -> None:
+    """An image imported from an OCI archive, run with no command, runs its own: Entrypoint and Cmd,
+    with its Env, in its WorkingDir, as its User (each unless the command line or .nspawn file says)."""
+    from hutch.images import records
+
+    payload = records.read(image, os.stat(image).st_ino, "oci")
+    if payload is None:
+        return
+    from hutch.images import oci
+
+    proc = oci.parse_record(payload)
+    s.command = proc["entrypoint"] + proc["cmd"]
+    s.setenv = [*proc["env"], *s.setenv]
+    if not s.chdir and proc["workdir"]:
+        s.chdir = proc["workdir"]
+    user = proc["user"].partition(":")[0]
+    if not s.user and user not in ("", "root", "0"):
+        s.user = user
+
+
 def _instantiate_template(template: str, target: str) -> None:
     import subprocess
 
@@ -287,6 +307,8 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
             "remove it with 'hutch remove', or clone another",
         )
     tree = prep.thin_lower or image
+    if not raw and not s.command and not s.boot:
+        _oci_process(s, image)
     if prep.thin_lower and (s.ephemeral or s.volatile != "no"):
         raise ImageError(
             f"Image {image} is a thin clone; --ephemeral and --volatile do not stack on it.",

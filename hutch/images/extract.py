@@ -121,9 +121,13 @@ def _check_id(value: int, what: str, name: str) -> int:
 
 
 class Extractor:
-    def __init__(self, root_fd: int, max_member: int) -> None:
+    def __init__(self, root_fd: int, max_member: int, layer: bool = False) -> None:
         self.root = root_fd
         self.max_member = max_member
+        # An OCI layer over the layers before it: whiteouts remove what those made, and an entry of
+        # this layer may replace a whole directory of theirs. What this layer made is never removed.
+        self.layer = layer
+        self.made: set[tuple[str, ...]] = set()
         self.stats = Stats()
         self.cache: dict[tuple[str, ...], int] = {}
         # Directory metadata is applied last, deepest first: files written into a directory change
@@ -170,6 +174,9 @@ class Extractor:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
+            if self.layer and tuple(parts) not in self.made:
+                self._remove_lower(dfd, tuple(parts))
+                return
             try:
                 os.rmdir(name, dir_fd=dfd)
             except OSError as e:
@@ -181,9 +188,47 @@ class Extractor:
         else:
             os.unlink(name, dir_fd=dfd)
 
+    def _remove_lower(self, dfd: int, parts: tuple[str, ...]) -> None:
+        """Remove PARTS (below the open directory DFD), which a lower layer made, with all below it."""
+        from hutch.linux.fsutil import rm_rf
+
+        rm_rf(f"/proc/self/fd/{dfd}/{parts[-1]}")  # by the directory's fd: never through a symlink
+        for key in [k for k in self.cache if k[: len(parts)] == parts]:
+            os.close(self.cache.pop(key))  # fds of directories that are gone
+        for key in [k for k in self.dirs if k[: len(parts)] == parts]:
+            del self.dirs[key]
+
+    def _whiteout(self, parts: list[str], member: str) -> None:
+        """`.wh.NAME` removes NAME of the lower layers; `.wh..wh..opq` empties its directory of them."""
+        dparts = tuple(parts[:-1])
+        dfd = self.dir_fd(dparts, member)
+        if parts[-1] == ".wh..wh..opq":
+            for entry in os.listdir(dfd):
+                if dparts + (entry,) not in self.made:
+                    self._remove_lower(dfd, dparts + (entry,))
+            return
+        target = parts[-1][4:]
+        if target in ("", ".", "..") or target.startswith(".wh."):
+            raise HostileArchive(f"Layer member '{shown(member)}' is a whiteout of no valid name.")
+        if dparts + (target,) in self.made:
+            return  # the spec's whiteouts hide lower layers only
+        try:
+            os.stat(target, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        self._remove_lower(dfd, dparts + (target,))
+
     def member(self, tar: TarReader, m: Member) -> None:
         self.stats.members += 1
         try:
+            if self.layer:
+                parts = split_name(m.name)
+                if parts and parts[-1].startswith(".wh."):
+                    self._whiteout(parts, m.name)
+                    return
+                self._member(tar, m)
+                self.made.add(tuple(parts))
+                return
             self._member(tar, m)
         except OSError as e:
             raise ImageError(f"Failed to extract '{shown(m.name)}': {e.strerror or e}.") from e
@@ -311,9 +356,10 @@ class Extractor:
         self.close()
 
 
-def extract(stream: object, root_fd: int, max_member: int) -> Stats:
-    """Extract the plain tar STREAM (an object with read()) below ROOT_FD; read it to its end."""
-    ex = Extractor(root_fd, max_member)
+def extract(stream: object, root_fd: int, max_member: int, layer: bool = False) -> Stats:
+    """Extract the plain tar STREAM (an object with read()) below ROOT_FD; read it to its end. LAYER:
+    it is an OCI layer, applied over what ROOT_FD holds (whiteouts honoured)."""
+    ex = Extractor(root_fd, max_member, layer)
     old_umask = os.umask(0)
     try:
         tar = TarReader(stream)

@@ -7,7 +7,7 @@ import errno
 import os
 
 from hutch.errors import ImageError
-from hutch.images import names, settings_files, store, thin
+from hutch.images import names, records, settings_files, store
 from hutch.images.store import Image
 from hutch.images.transfer import check_removable, reap
 from hutch.linux import libc
@@ -30,7 +30,7 @@ def remove(name: str, paths: Paths) -> Image:
             os.rename(img.path, hidden)
         except OSError as e:
             raise ImageError(f"Failed to remove image '{name}': {e.strerror}.") from None
-        thin.remove(img.path)
+        records.remove(img.path)
         settings_files.remove_along(img.name, paths)
         rm_rf(hidden)
     finally:
@@ -64,8 +64,7 @@ def rename(old: str, new: str, paths: Paths) -> Image:
             if e.errno == errno.EEXIST:
                 raise ImageError(f"Image '{new}' already exists at {target}.") from None
             raise ImageError(f"Failed to rename image '{old}': {e.strerror}.") from None
-        if img.type == "thin":
-            thin.move(img.path, target)  # the record names the inode, which a rename keeps
+        records.move(img.path, target)
         if immutable:
             store.set_immutable(target, True)
         settings_files.rename_along(old, new, paths)
@@ -134,14 +133,14 @@ def clean(paths: Paths, everything: bool = False) -> tuple[list[str], list[str]]
     for prefix in ("hutch-bind-", "hutch-overlay-"):  # spawn --bind=:DIR, --overlay=+...
         leftovers += gc_temp_dirs("/var/tmp", prefix)
     for d, entry in store.entries(paths):
-        if thin.is_record(entry) and thin.is_stale(d, entry):
+        if records.is_record(entry) and records.is_stale(d, entry):
             try:
                 os.unlink(os.path.join(d, entry))
                 leftovers.append(entry)
             except OSError:
                 pass
             continue
-        if not entry.startswith(".#") or entry.endswith((".lck", ".thin")):
+        if not entry.startswith(".#") or entry.endswith(".lck") or records.is_record(entry):
             continue
         name = entry[2:].rsplit(".", 1)[0]
         try:

@@ -42,8 +42,8 @@ def temp_name(name: str, what: str) -> str:
 
 
 def is_temp_of(entry: str, name: str) -> bool:
-    # Lock files and thin-image records (.thin) belong to live images, not to interrupted operations.
-    return entry.startswith(f".#{name}.") and not entry.endswith((".lck", ".thin"))
+    # Lock files and image records (.thin, .oci) belong to live images, not to interrupted operations.
+    return entry.startswith(f".#{name}.") and not entry.endswith((".lck", ".thin", ".oci"))
 
 
 def image_name_from_path(path: str) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hutch.errors import HutchError, ImageError
-from hutch.images import names, store, thin
+from hutch.images import names, records, store, thin
 from hutch.images.compress import CHUNK, Reader
 from hutch.images.store import Image
 from hutch.linux import libc
@@ -81,7 +81,7 @@ def _confine(keep: set[int]) -> None:
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _extract_child(root_fd: int, max_member: int) -> tuple[int, int, int]:
+def _extract_child(root_fd: int, max_member: int, layer: bool = False) -> tuple[int, int, int]:
     """Fork the confined extractor reading plain tar from a pipe. Returns (pid, the pipe's write end,
     the read end of its one-line JSON report)."""
     data_r, data_w = os.pipe2(os.O_CLOEXEC)
@@ -103,7 +103,7 @@ def _extract_child(root_fd: int, max_member: int) -> tuple[int, int, int]:
             from hutch.images.extract import extract
             from hutch.images.tarstream import FdStream
 
-            stats = extract(FdStream(data_r), root_fd, max_member)
+            stats = extract(FdStream(data_r), root_fd, max_member, layer)
             msg = {"ok": stats.as_dict()}
             code = 0
         except HutchError as e:
@@ -134,8 +134,11 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _extract_stream(raw: Reader, what: str, temp: str) -> dict[str, int]:
-    """Detect the compression of RAW, decompress it here and extract it into TEMP in the child."""
+def extract_stream(
+    raw: Reader, what: str, temp: str, *, layer: bool = False, plain_hasher: Any = None
+) -> dict[str, int]:
+    """Detect the compression of RAW, decompress it here and extract it into TEMP in the child. LAYER:
+    it is an OCI layer over what TEMP holds. PLAIN_HASHER is fed the uncompressed tar."""
     from hutch.images import compress
 
     head = b""
@@ -151,7 +154,7 @@ def _extract_stream(raw: Reader, what: str, temp: str) -> dict[str, int]:
     vfs = os.statvfs(temp)
     root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        pid, data_w, report_r = _extract_child(root_fd, vfs.f_bavail * vfs.f_frsize)
+        pid, data_w, report_r = _extract_child(root_fd, vfs.f_bavail * vfs.f_frsize, layer)
     finally:
         os.close(root_fd)
     errors = compress.decode_errors()
@@ -161,6 +164,8 @@ def _extract_stream(raw: Reader, what: str, temp: str) -> dict[str, int]:
                 buf = reader.read(CHUNK)
                 if not buf:
                     break
+                if plain_hasher is not None:
+                    plain_hasher.update(buf)
                 view = memoryview(buf)
                 while view:
                     view = view[os.write(data_w, view) :]
@@ -285,17 +290,24 @@ class NewImage:
         return self.temp
 
     def commit(
-        self, *, read_only: bool = False, unwrap: bool = False, thin_lower: str | None = None
+        self,
+        *,
+        read_only: bool = False,
+        unwrap: bool = False,
+        thin_lower: str | None = None,
+        oci_config: bytes | None = None,
     ) -> Image:
-        """Give the built tree its name. THIN_LOWER makes it a thin image over that source: its record
-        is written first and names the tree's inode, so whichever of the two a crash leaves, the
-        other never makes a wrong image."""
+        """Give the built tree its name. THIN_LOWER makes it a thin image over that source, OCI_CONFIG
+        an OCI image with that config (see oci.py): each record is written first and names the tree's
+        inode, so whichever of the two a crash leaves, the other never makes a wrong image."""
         if unwrap:
             self.temp = _unwrap(self.temp, self.name)
             _check_os_tree(self.temp, self.name)
         store.set_crtime(self.temp, time.time_ns() // 1000)
         if thin_lower is not None:
             thin.write(self.target, os.stat(self.temp).st_ino, thin_lower)
+        if oci_config is not None:
+            records.write(self.target, os.stat(self.temp).st_ino, "oci", oci_config)
         # An immutable directory cannot be renamed: the read-only mark goes on after the rename, while
         # the image's path lock keeps containers off it until then.
         if self.replaced is None:
@@ -316,8 +328,10 @@ class NewImage:
                 raise ImageError(f"Image '{self.name}' appeared while it was being made.") from e
             raise
         self.temp = ""
-        if thin_lower is None:
-            thin.remove(self.target)  # one a crash left, or the replaced thin image's
+        # Ones a crash left, or the replaced image's.
+        records.remove(
+            self.target, tuple(k for k, v in (("thin", thin_lower), ("oci", oci_config)) if v is None)
+        )
         if read_only:
             if self.target.endswith(".raw"):
                 os.chmod(self.target, os.stat(self.target).st_mode & 0o7555)
@@ -356,7 +370,7 @@ def reap(store_dir: str, name: str, paths: Paths | None = None) -> list[str]:
     interrupted_remove = any(e.startswith(f".#{name}.remove-") for e in removed)
     if paths is not None and interrupted_remove and store.find(name, paths) is None:
         settings_files.remove_along(name, paths)
-        thin.remove(os.path.join(store_dir, name))
+        records.remove(os.path.join(store_dir, name))
     return removed
 
 
@@ -439,11 +453,11 @@ def import_tar(
         try:
             new.make_dir()
             with Progress(f"Importing {name}", size, progress) as bar:
-                stats = _extract_stream(Counted(raw, bar), what, new.temp)
+                stats = extract_stream(Counted(raw, bar), what, new.temp)
         finally:
             if isinstance(raw, FdReader) and raw.fd != 0:
                 os.close(raw.fd)
-        return _commit_import(new, read_only, what), stats
+        return _commit_import(new, read_only, what, stats, progress)
 
 
 def import_fs(
@@ -460,7 +474,12 @@ def import_fs(
 
     if not _is_dir(path) and not os.path.isdir(path):
         raise ImageError(f"{path} is not a directory.", "import-fs copies a directory tree")
+    from hutch.images import oci
+
     name = name or names.image_name_from_path(os.path.abspath(path))
+    if oci.kind(path) and not looks_like_os_tree(path):  # an OCI image layout: its layers make the tree
+        with NewImage(name, paths, force=force) as new:
+            return commit_oci(new, os.path.realpath(path), read_only, progress)[0]
     with NewImage(name, paths, force=force) as new, Progress(f"Copying {name}", None, progress) as bar:
         tree.copy_tree(os.path.realpath(path), new.temp, bar)
         return new.commit(read_only=read_only)
@@ -491,7 +510,8 @@ def clone(
         finally:
             if src_lock is not None:
                 src_lock.release()
-        img = new.commit(read_only=read_only, thin_lower=lower)
+        oci_config = records.read(src.path, os.stat(src.path).st_ino, "oci")
+        img = new.commit(read_only=read_only, thin_lower=lower, oci_config=oci_config)
     settings_files.copy_along(src.name, dst_name, paths)
     return img
 
@@ -747,22 +767,51 @@ def pull_tar(
             counted = Counted(resp, None, hasher)
             with Progress(f"Downloading {name}", size, progress) as bar:
                 counted.progress = bar
-                stats = guarded_download(url, lambda: _extract_stream(counted, url, new.temp))
+                stats = guarded_download(url, lambda: extract_stream(counted, url, new.temp))
             if size is not None and counted.total != size:
                 raise ImageError(
                     f"Download of {url} is truncated: {counted.total} of {size} bytes.", "try again"
                 )
         check_digest(filename, hasher.hexdigest(), expected)
-        return _commit_import(new, read_only, url), stats
+        return _commit_import(new, read_only, url, stats, progress)
 
 
-def _commit_import(new: NewImage, read_only: bool, what: str) -> Image:
-    """A tarball that held one disk image becomes a raw image; any other is an OS tree or refused."""
-    from hutch.images import rawtransfer
+def _commit_import(
+    new: NewImage, read_only: bool, what: str, stats: dict[str, int], progress: bool | None = None
+) -> tuple[Image, dict[str, int]]:
+    """A tarball that held one disk image becomes a raw image, one that held an OCI image layout or a
+    docker save archive the tree of its layers; any other is an OS tree or refused."""
+    from hutch.images import oci, rawtransfer
 
     if rawtransfer.take_single_disk(new, what):
-        return new.commit(read_only=read_only)
-    return new.commit(read_only=read_only, unwrap=True)
+        return new.commit(read_only=read_only), stats
+    if oci.kind(new.temp) and not looks_like_os_tree(new.temp):
+        return commit_oci(new, new.temp, read_only, progress)
+    return new.commit(read_only=read_only, unwrap=True), stats
+
+
+def commit_oci(
+    new: NewImage, layout: str, read_only: bool, progress: bool | None = None
+) -> tuple[Image, dict[str, int]]:
+    """Build the tree of the OCI image (or docker save archive) at LAYOUT and commit it as NEW. A
+    LAYOUT that is NEW's own build directory (an unpacked archive) is removed once used."""
+    from hutch.images import oci
+    from hutch.images.progress import Progress
+
+    image = oci.resolve(layout)
+    rootfs = os.path.join(os.path.dirname(new.temp), names.temp_name(new.name, "rootfs"))
+    os.mkdir(rootfs, 0o700)
+    unpacked = new.temp if layout == new.temp else ""
+    new.temp = rootfs  # from here, a failure removes the tree being built
+    try:
+        total = sum(os.stat(layer.path).st_size for layer in image.layers)
+        with Progress(f"Applying {len(image.layers)} layers", total, progress) as bar:
+            stats = oci.build(image, rootfs, bar)
+    finally:
+        if unpacked:
+            rm_rf(unpacked)
+    _check_os_tree(rootfs, new.name)
+    return new.commit(read_only=read_only, oci_config=oci.process_record(image.config)), stats
 
 
 def why(e: BaseException) -> str:
