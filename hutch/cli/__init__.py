@@ -49,13 +49,15 @@ Images:
   clean [--all]                  remove hidden images (--all: every image) and interrupted leftovers
   cat NAME|FILE                  show an image's .nspawn settings file
   edit NAME|FILE                 edit an image's .nspawn settings file with $EDITOR
-  import-tar FILE|- [NAME]       import a tarball: plain, gzip, xz, bzip2 or zstd (--read-only, --force)
+  import-tar FILE|- [NAME]       import a tarball of an OS tree, one disk image, an OCI image or a docker
+                                 save archive: plain, gzip, xz, bzip2 or zstd (--read-only, --force)
   import-fs DIR [NAME]           copy a directory tree in as an image (--read-only, --force)
   export-tar NAME [FILE|-]       write an image as a tarball (--format=uncompressed|gzip|xz|bzip2|zstd)
   pull-tar URL [NAME]            download and import a tarball (--verify=checksum|no)
   import-raw FILE|- [NAME]       import a disk image (raw or qcow2, maybe compressed) as NAME.raw
   export-raw NAME [FILE|-]       write a disk image out (--format=uncompressed|gzip|xz|bzip2|zstd)
   pull-raw URL [NAME]            download and import a disk image (--verify=checksum|no)
+  pull-oci REF [NAME]            download an image from a container registry ([REGISTRY/]REPO[:TAG])
   bootstrap busybox NAME         build a bootable busybox image from the host's static busybox
   bootstrap debian NAME          debootstrap a Debian image with systemd [--suite S] [--mirror URL]
 
@@ -109,6 +111,7 @@ VERBS = {
     "import-raw": "hutch.cli.images:import_raw",
     "export-raw": "hutch.cli.images:export_raw",
     "pull-raw": "hutch.cli.images:pull_raw",
+    "pull-oci": "hutch.cli.images:pull_oci",
 }
 
 

@@ -1,6 +1,6 @@
 """The image verbs, with machinectl's and importctl's names and options: list-images, image-status,
 show-image, clone, rename, remove, read-only, clean, cat, edit, import-tar, import-fs, export-tar,
-pull-tar, import-raw, export-raw, pull-raw."""
+pull-tar, import-raw, export-raw, pull-raw, pull-oci."""
 
 from __future__ import annotations
 
@@ -525,4 +525,24 @@ def pull_raw(args: list[str]) -> int:
         progress=_progress(ns),
     )
     _say(ns, f"Imported image '{img.name}' at {img.path}.")
+    return 0
+
+
+def pull_oci(args: list[str]) -> int:
+    from hutch.images import registry
+
+    p = _parser(
+        "pull-oci",
+        "REF [NAME]",
+        "Download an OCI image from a container registry ([REGISTRY/]REPOSITORY[:TAG|@DIGEST]) as a "
+        "directory image.",
+    )
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    _import_options(p)
+    ns = p.parse_args(args)
+    img, stats = registry.pull_oci(
+        ns.ref, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+    )
+    _report(ns, img, stats)
     return 0
