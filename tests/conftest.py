@@ -97,7 +97,9 @@ def _store_residue(base: Path) -> list[str]:
     images = base / "images"
     if images.is_dir():
         found += [
-            f"images/{e}" for e in os.listdir(images) if e.startswith(".#") and not e.endswith(".thin")
+            f"images/{e}"
+            for e in os.listdir(images)
+            if e.startswith(".#") and not e.endswith((".thin", ".oci"))
         ]
     for sub in ("locks", "uid-ranges", "net", "machines"):
         d = base / "state" / sub

@@ -475,12 +475,16 @@ class Supervisor:
                     print(f"Container {self.name} is being rebooted.", file=sys.stderr, flush=True)
         finally:
             self._restore_tty()
-            if self.claim is not None:
-                self.claim.release()
             if self.ready_fd >= 0:
                 os.close(self.ready_fd)
                 self.ready_fd = -1
-            prepare.cleanup(prep)
+            # The name is given up last: whoever waits for the machine to stop (poweroff --wait) finds
+            # its image, addresses and loop devices free again once it has.
+            try:
+                prepare.cleanup(prep)
+            finally:
+                if self.claim is not None:
+                    self.claim.release()
 
     def _run_once(self, resumed: bool = False) -> int:
         prep = self.prep

@@ -811,12 +811,14 @@ def cleanup(prep: Prepared) -> None:
             except OSError as e:
                 print(f"hutch: Failed to remove {d}: {e.strerror}", file=sys.stderr)
         prep.cleanup_dirs = []
-    if prep.lock_fd >= 0:
-        release_lock_file(image_lock_path(prep.image), prep.lock_fd)
-        prep.lock_fd = -1
     for fd in prep.keep_fds:
         os.close(fd)
     prep.keep_fds = []
+    if prep.raw is not None and not prep.raw.wait_released():
+        print(f"hutch: warning: the loop devices of {prep.image} outlive the machine.", file=sys.stderr)
+    if prep.lock_fd >= 0:
+        release_lock_file(image_lock_path(prep.image), prep.lock_fd)
+        prep.lock_fd = -1
     if prep.uid_range is not None:
         prep.uid_range.release()
     for sock, _, _ in prep.port_listeners:

@@ -30,6 +30,7 @@ class Mounted:
         self.root_fd = -1
         self.fstype = ""
         self.extra: list[tuple[str, int]] = []
+        self.loops: list[str] = []  # the devices' names (loop7): each goes with its last mount
 
     @property
     def root(self) -> str:
@@ -44,6 +45,33 @@ class Mounted:
                 os.close(fd)
         self.root_fd = -1
         self.extra = []
+
+    def wait_released(self, timeout: float = 5.0) -> bool:
+        """Wait until the loop devices are gone, once every mount of them is (the container's mount
+        namespace is torn down a moment after its last process): until then a file system of the
+        image may still be mounted, and another machine must not mount it for writing."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        for name in self.loops:
+            while _backing_file(name) == self.path:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.005)
+        return True
+
+
+def _backing_file(name: str) -> str:
+    try:
+        fd = os.open(f"/sys/block/{name}/loop/backing_file", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, 8192).decode(errors="replace").rstrip("\n")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def writable_file(path: str) -> bool:
@@ -103,7 +131,7 @@ def open_image(path: str, read_only: bool) -> Mounted:
         for where, start, length, ro in _layout(fd, path, size):
             fstype = _fs_of(fd, start, length, path, where)
             what = "root partition" if where == "/" else f"/{where} partition"
-            mfd = _mount(fd, start, length, fstype, read_only or ro, path, what)
+            mfd = _mount(fd, start, length, fstype, read_only or ro, path, what, img.loops)
             if where == "/":
                 img.root_fd, img.fstype = mfd, fstype
             else:
@@ -174,7 +202,9 @@ def _mbr_or_bare(head: bytes, path: str, size: int) -> list[tuple[str, int, int,
     )
 
 
-def _mount(fd: int, start: int, length: int, fstype: str, read_only: bool, path: str, what: str) -> int:
+def _mount(
+    fd: int, start: int, length: int, fstype: str, read_only: bool, path: str, what: str, loops: list[str]
+) -> int:
     read_only = read_only or fstype in ("squashfs", "erofs")
     try:
         dev, node = loop.attach(fd, start, length, read_only, name=path[-63:])
@@ -183,6 +213,7 @@ def _mount(fd: int, start: int, length: int, fstype: str, read_only: bool, path:
             f"Failed to attach a loop device for {path}: {e.strerror or e}.",
             "the host needs /dev/loop-control (modprobe loop)",
         ) from None
+    loops.append(node.rsplit("/", 1)[-1])
     try:
         attrs = libc.MOUNT_ATTR_NODEV | (libc.MOUNT_ATTR_RDONLY if read_only else 0)
         return libc.fsmount_detached(

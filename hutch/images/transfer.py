@@ -477,6 +477,13 @@ def import_fs(
     from hutch.images import oci
 
     name = name or names.image_name_from_path(os.path.abspath(path))
+    source = os.path.realpath(path)
+    store_dir = os.path.realpath(paths.image_dir)
+    if store_dir == source or store_dir.startswith(source.rstrip("/") + "/"):
+        raise ImageError(
+            f"{path} holds the image store {paths.image_dir}: its copy would contain itself.",
+            "import a directory outside the store",
+        )
     if oci.kind(path) and not looks_like_os_tree(path):  # an OCI image layout: its layers make the tree
         with NewImage(name, paths, force=force) as new:
             return commit_oci(new, os.path.realpath(path), read_only, progress)[0]
