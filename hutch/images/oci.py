@@ -71,6 +71,11 @@ class Image:
     def __init__(self, config: dict[str, Any], layers: list[Layer]) -> None:
         self.config = config
         self.layers = layers
+        for i, layer in enumerate(layers):  # every blob there before any is applied
+            os.close(_open_blob(layer.path, f"layer {i + 1}"))
+
+    def size(self) -> int:
+        return sum(os.stat(layer.path).st_size for layer in self.layers)
 
 
 def host_goarch() -> str:

@@ -811,8 +811,7 @@ def commit_oci(
     unpacked = new.temp if layout == new.temp else ""
     new.temp = rootfs  # from here, a failure removes the tree being built
     try:
-        total = sum(os.stat(layer.path).st_size for layer in image.layers)
-        with Progress(f"Applying {len(image.layers)} layers", total, progress) as bar:
+        with Progress(f"Applying {len(image.layers)} layers", image.size(), progress) as bar:
             stats = oci.build(image, rootfs, bar)
     finally:
         if unpacked:
