@@ -46,7 +46,8 @@ def tree_mib(tree: Path) -> int:
 def tarball(tree: Path, out: Path, compress: str | None = None, top: str = ".") -> Path:
     """A tar of TREE as its members `TOP/...` (GNU tar, numeric owners), compressed by COMPRESS."""
     flags = {None: [], "gzip": ["--gzip"], "xz": ["--xz"], "zstd": ["--zstd"]}[compress]
-    transform = [] if top == "." else [f"--transform=s,^\\.,{top},"]
+    # Member names only: symlink targets such as ../usr/lib/os-release stay as they are.
+    transform = [] if top == "." else [f"--transform=s,^\\.,{top},S"]
     sh("tar", "-C", tree, "--numeric-owner", "--xattrs", *flags, *transform, "-cf", out, ".")
     return out
 
