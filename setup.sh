@@ -53,14 +53,19 @@ case "${1:-install}" in
     demo) install; exec "$VENV/bin/python" "$HERE/demo/demo.py" ;;
     test)
         install
-        # The foreign-architecture guest (tests/root/test_guests.py) runs through qemu-user's handler.
-        for p in qemu-user-static binfmt-support; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
-                apt-get update -qq
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static binfmt-support >/dev/null
-                break
-            }
+        # The foreign-architecture guest (tests/root/test_guests.py) runs through qemu-user's handler;
+        # the faithful copies of disk images and OCI archives (tests/formats.py) are made with the tools
+        # that make the originals, and pulled from Debian's registry server.
+        TEST_PACKAGES="qemu-user-static binfmt-support fdisk e2fsprogs dosfstools squashfs-tools skopeo docker-registry qemu-utils xz-utils zstd file"
+        missing=""
+        for p in $TEST_PACKAGES; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
         done
+        if [ -n "$missing" ]; then
+            echo "setup: installing test packages:$missing" >&2
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+        fi
         [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
         [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >/dev/null
         export PATH="$VENV/bin:$PATH"
