@@ -102,7 +102,8 @@ def main() -> int:
                 for d in json.loads(mpath.read_text())["layers"]
             ]
             tar_x = " && ".join(
-                f"tar --numeric-owner -p --xattrs --xattrs-include='*' --recursive-unlink {flag} -C {out} -xf {b}"
+                f"tar --numeric-owner -p --xattrs --xattrs-include='*' --recursive-unlink {flag} "
+                f"-C {out} -xf {b}"
                 for b in blobs
             )
             size = sum(b.stat().st_size for b in blobs)

@@ -234,3 +234,17 @@ def fs_type(head: bytes) -> str:
 
 
 MOUNTABLE = ("ext4", "btrfs", "xfs", "squashfs", "erofs")
+
+
+def fs_size(head: bytes, fstype: str) -> int:
+    """The size the file system's superblock says it has (0 where not read): a partition smaller than
+    that is a truncated image, which the kernel would refuse at mount, or worse, read past."""
+    if fstype == "ext4" and len(head) >= 2048:
+        blocks = struct.unpack_from("<I", head, 1024 + 4)[0]
+        log = struct.unpack_from("<I", head, 1024 + 24)[0]
+        if struct.unpack_from("<I", head, 1024 + 0x60)[0] & 0x80:  # INCOMPAT_64BIT: the high half too
+            blocks |= struct.unpack_from("<I", head, 1024 + 0x150)[0] << 32
+        return int(blocks << (10 + log)) if log < 7 else 1 << 62
+    if fstype == "squashfs" and len(head) >= 48:
+        return int(struct.unpack_from("<Q", head, 40)[0])  # bytes_used
+    return 0

@@ -93,14 +93,14 @@ def looks_like_disk(head: bytes) -> bool:
     )
 
 
-def check(path: str) -> list[tuple[str, str]]:
+def check(path: str, shown: str = "") -> list[tuple[str, str]]:
     """What open_image() would mount, as (where, file system), without mounting anything: the table
-    is read and checked, and each partition's superblock magic looked at."""
+    is read and checked, and each partition's superblock looked at. SHOWN names PATH in messages."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         out = []
-        for where, start, length, _ in _layout(fd, path, os.fstat(fd).st_size):
-            fstype = _fs_of(fd, start, length, path, where)
+        for where, start, length, _ in _layout(fd, shown or path, os.fstat(fd).st_size):
+            fstype = _fs_of(fd, start, length, shown or path, where)
             out.append((where, fstype))
         return out
     finally:
@@ -108,12 +108,20 @@ def check(path: str) -> list[tuple[str, str]]:
 
 
 def _fs_of(fd: int, start: int, length: int, path: str, where: str) -> str:
-    fstype = gpt.fs_type(os.pread(fd, min(HEAD, length), start))
+    head = os.pread(fd, min(HEAD, length), start)
+    fstype = gpt.fs_type(head)
+    what = "root partition" if where == "/" else f"/{where} partition"
     if fstype not in gpt.MOUNTABLE:
-        what = "root partition" if where == "/" else f"/{where} partition"
         raise ImageError(
             f"The {what} of {path} holds {fstype or 'no file system hutch can mount'}.",
             "a root is ext4, btrfs, XFS, squashfs or EROFS",
+        )
+    size = gpt.fs_size(head, fstype)
+    if size > length:
+        raise ImageError(
+            f"The {what} of {path} is cut short: its {fstype} file system needs {size} bytes, it has "
+            f"{length}.",
+            "the image is truncated; download or copy it again",
         )
     return fstype
 
@@ -194,9 +202,9 @@ def _mbr_or_bare(head: bytes, path: str, size: int) -> list[tuple[str, int, int,
             f"Refusing disk image {path}: its MBR has {len(linux)} Linux partitions; one is needed as root."
         )
     if size == 0:
-        raise ImageError(f"Image {path} is empty.")
+        raise ImageError(f"{path[0].upper()}{path[1:]} is empty.")
     raise ImageError(
-        f"Image {path} is neither a disk image (no GPT or MBR) nor a file-system image.",
+        f"{path[0].upper()}{path[1:]} is neither a disk image (no GPT or MBR) nor a file-system image.",
         "a raw image is a GPT disk, an MBR disk with one Linux partition, or an ext4, btrfs, XFS, "
         "squashfs or EROFS image",
     )

@@ -74,18 +74,22 @@ def decompressed(raw: Reader, what: str) -> Reader:
     return compress.decompressor(compress.detect(head), compress.Peeked(head, raw))
 
 
-def finish(new: NewImage, what: str) -> None:
-    """Make the written file NEW.temp a checked raw image (qcow2 converted first)."""
+def finish(new: NewImage, what: str, shown: str = "") -> None:
+    """Make the written file NEW.temp a checked raw image (qcow2 converted first). SHOWN names it in
+    messages (the file WHAT names, by default)."""
     with open(new.temp, "rb") as f:
         head = f.read(512)
     if head[:4] == QCOW2_MAGIC:
         _convert_qcow2(new, head, what)
+    shown = shown or "the file"
     try:
-        rawimage.check(new.temp)
+        rawimage.check(new.temp, shown)
     except ImageError as e:
-        raise ImageError(
-            f"Refusing to import {what}: {e.message[0].lower()}{e.message[1:]}", e.hint
-        ) from None
+        msg = e.message
+        prefix = f"Refusing disk image {shown}: "
+        if msg.startswith(prefix):
+            msg = f"{shown} is not a usable disk image: {msg[len(prefix) :]}"
+        raise ImageError(f"Refusing to import {what}: {msg[0].lower()}{msg[1:]}", e.hint) from None
     os.chmod(new.temp, 0o644)
 
 
@@ -293,5 +297,5 @@ def take_single_disk(new: NewImage, what: str) -> bool:
     os.rmdir(new.temp)
     new.temp = moved
     new.target += ".raw"
-    finish(new, what)
+    finish(new, what, f"{entries[0]} in the archive")
     return True

@@ -150,7 +150,7 @@ def extract_stream(
     if not head:
         raise ImageError(f"{what} is empty.", "is it a tar archive?")
     fmt = compress.detect(head)
-    reader = compress.decompressor(fmt, compress.Peeked(head, raw))
+    reader = _not_a_disk(compress.decompressor(fmt, compress.Peeked(head, raw)), what, layer)
     vfs = os.statvfs(temp)
     root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -197,6 +197,28 @@ def extract_stream(
             os.close(report_r)
         if pid > 0:
             _kill(pid)
+
+
+def _not_a_disk(reader: Reader, what: str, layer: bool) -> Reader:
+    """Refuse a disk image given as a tarball (a tar's first header has no partition table's or
+    superblock's magic where those lie), naming the verb that takes it."""
+    from hutch.images import compress, rawimage
+
+    head = b""
+    errors = compress.decode_errors()
+    try:
+        while len(head) < rawimage.HEAD:
+            more = reader.read(rawimage.HEAD - len(head))
+            if not more:
+                break
+            head += more
+    except errors:
+        pass  # the extraction reads on and reports the corruption
+    if head[257:262] != b"ustar" and (rawimage.looks_like_disk(head) or head[:4] == b"QFI\xfb"):
+        if layer:
+            raise ImageError(f"{what} is a disk image, not a tar layer.")
+        raise ImageError(f"{what} is a disk image, not a tar archive.", "import it with 'hutch import-raw'")
+    return compress.Peeked(head, reader)
 
 
 def _describe(status: int) -> str:
@@ -418,17 +440,15 @@ def _check_os_tree(root: str, name: str) -> None:
 
 
 def _what_it_holds(root: str, entries: list[str]) -> tuple[str, str]:
+    """What an archive that is no OS tree, no disk image and no OCI image holds (those three are
+    imported as what they are)."""
     from hutch.text import cescape
 
-    unpack = "unpack its layers into a root file system first (umoci unpack, say), then 'hutch import-fs' it"
-    if "oci-layout" in entries and "index.json" in entries:
-        return "an OCI image layout (oci-layout, index.json, blobs/)", unpack
-    if "manifest.json" in entries:  # beside `repositories` and a directory or blob per layer
-        return "a 'docker save' archive (manifest.json and layers)", unpack
     shown = ", ".join(cescape(e) for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
     return (
         f"{len(entries)} entries ({shown or 'nothing'})",
-        "import-tar takes a tar of a root file system, with /usr and /etc/os-release",
+        "import-tar takes a tar of a root file system (with /usr and /etc/os-release), of one disk image, "
+        "of an OCI image layout, or a docker save archive; import-raw takes a disk image",
     )
 
 

@@ -525,38 +525,48 @@ def _tar_of(tmp_path: Path, members: dict[str, bytes]) -> Path:
     return p
 
 
-def test_archives_that_hold_no_os_tree_are_refused(hutch_env: Path, tmp_path: Path) -> None:
-    """The downloads that are no root file system (a cloud tarball's one disk image, an OCI layout, a
-    `docker save` archive, anything else without /usr and os-release) are refused at import, saying
-    what they hold, instead of becoming images that fail at spawn. Detected by content."""
+def test_archives_that_hold_no_usable_image_are_refused(hutch_env: Path, tmp_path: Path) -> None:
+    """A tarball is imported as what it holds (an OS tree, one disk image, an OCI layout, a docker save
+    archive); one whose content is none of these, or a broken one of them, is refused at import,
+    saying what is wrong, instead of becoming an image that fails at spawn. Detected by content."""
     gpt = bytearray(1 << 16)
     gpt[510:512] = b"\x55\xaa"
     gpt[512:520] = b"EFI PART"
     ext4 = bytearray(1 << 12)
     ext4[1080:1082] = b"\x53\xef"
+    ext4[1024 + 4 : 1024 + 8] = (1 << 20).to_bytes(4, "little")  # a million 1 KiB blocks, in 4 KiB
     cases = {
-        "one GPT disk image (disk.raw)": {"disk.raw": bytes(gpt)},
-        "one ext2/3/4 file-system image (rootfs.img)": {"rootfs.img": bytes(ext4)},
-        "an OCI image layout": {
+        "disk.raw in the archive is not a usable disk image: its GPT header": {"disk.raw": bytes(gpt)},
+        "the root partition of rootfs.img in the archive is cut short": {"rootfs.img": bytes(ext4)},
+        "index.json lists no manifests": {
             "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
             "index.json": b'{"manifests":[]}',
             "blobs/": b"",
             "blobs/sha256/": b"",
         },
-        "a 'docker save' archive": {
+        "manifest.json lists no image": {
             "manifest.json": b"[]",
             "repositories": b"{}",
             "0123/": b"",
             "0123/layer.tar": b"",
         },
-        "2 entries (README, data)": {"README": b"hello\n", "data": os.urandom(100)},
+        "The archive for 'junk' holds 2 entries (README, data)": {
+            "README": b"hello\n",
+            "data": os.urandom(100),
+        },
     }
     for what, members in cases.items():
         archive = _tar_of(tmp_path, members)
         line = refused(["import-tar", str(archive), "junk"], hutch_env)
-        assert f"The archive for 'junk' holds {what}" in line, line
-        assert "Hint: " in line
-        assert not (hutch_env / "images/junk").exists()
-    # The same disk image under a name that says otherwise is found by its content all the same.
+        assert what in line, line
+        assert ".#" not in line  # no hidden name of the store in what the user reads
+        assert not (hutch_env / "images/junk").exists() and not (hutch_env / "images/junk.raw").exists()
+    # A disk image under a name that says otherwise is found by its content all the same.
     archive = _tar_of(tmp_path, {"rootfs.tar": bytes(gpt)})
-    assert "one GPT disk image (rootfs.tar)" in refused(["import-tar", str(archive), "junk"], hutch_env)
+    assert "rootfs.tar in the archive is not a usable disk image" in refused(
+        ["import-tar", str(archive), "junk"], hutch_env
+    )
+    # And a disk image given to import-tar, not in a tarball, is named as one, with the verb to use.
+    (tmp_path / "disk.img").write_bytes(bytes(gpt))
+    line = refused(["import-tar", str(tmp_path / "disk.img"), "junk"], hutch_env)
+    assert "is a disk image, not a tar archive" in line and "import-raw" in line
