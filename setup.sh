@@ -3,6 +3,8 @@
 #   ./setup.sh install   Debian packages, a virtual environment in .venv, the `hutch` launcher
 #   ./setup.sh demo      install, then bootstrap a busybox image, boot it, run commands, power it off
 #   ./setup.sh test      install, then mypy, ruff and the whole test suite (in a private mount namespace)
+#   ./setup.sh links [DIR]  link hutch as machinectl, systemd-nspawn and importctl in DIR (/usr/local/bin),
+#                        where no such command is found on PATH already (--force: link them anyway)
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 HERE=$(pwd)
@@ -72,5 +74,22 @@ case "${1:-install}" in
         # A private mount namespace: any mount a test leaks dies with the run.
         exec unshare --mount --propagation private -- "$VENV/bin/python" -m pytest -p no:cacheprovider "${@:2}"
         ;;
-    *) echo "usage: $0 install|demo|test [pytest args]" >&2; exit 2 ;;
+    links)
+        # hutch answers to these names as the tools do (hutch/cli/dropin.py); the real ones win unless --force.
+        dir=/usr/local/bin force=no
+        for a in "${@:2}"; do
+            case "$a" in --force) force=yes ;; *) dir=$a ;; esac
+        done
+        [ -x "$VENV/bin/hutch" ] || install
+        for name in machinectl systemd-nspawn importctl; do
+            found=$(command -v "$name" || true)
+            if [ -n "$found" ] && [ "$(readlink -f "$found")" != "$(readlink -f "$VENV/bin/hutch")" ] && [ $force = no ]; then
+                echo "setup: $name is $found already; not linking it (--force links it anyway)" >&2
+                continue
+            fi
+            ln -sfn "$VENV/bin/hutch" "$dir/$name"
+            echo "setup: $dir/$name -> $VENV/bin/hutch" >&2
+        done
+        ;;
+    *) echo "usage: $0 install|demo|test [pytest args]|links [DIR] [--force]" >&2; exit 2 ;;
 esac

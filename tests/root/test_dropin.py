@@ -1,0 +1,307 @@
+"""hutch linked as machinectl, systemd-nspawn and importctl: the command lines scripts and clients use
+with those tools, run unchanged, and Ansible (ansible-core and the `ansible` package's community.general,
+from PyPI into a venv cached outside the checkout) as a real client: its machinectl become plugin runs
+`machinectl -q shell USER@ /bin/sh -c ...` on the host."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import CACHE, HUTCH, run
+
+ANSIBLE_SPEC = "ansible-core==2.19.14 ansible==12.3.0"
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> Path:
+    """A directory with the three names linked to hutch, as `./setup.sh links` makes them."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    for name in ("machinectl", "systemd-nspawn", "importctl"):
+        (d / name).symlink_to(HUTCH)
+    return d
+
+
+def tool(tools: Path, name: str, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )  # type: ignore[call-overload, no-any-return]
+
+
+def sh(tools: Path, script: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{tools}:{os.environ['PATH']}")
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def machine(busybox: Path) -> Iterator[str]:
+    run("start", "bb", check=True, timeout=60)
+    try:
+        yield "bb"
+    finally:
+        run("terminate", "--wait", "bb", timeout=60)
+
+
+def test_version_in_systemds_layout(tools: Path) -> None:
+    for name in ("machinectl", "systemd-nspawn", "importctl"):
+        r = tool(tools, name, "--version")
+        assert r.returncode == 0, r.stderr
+        assert re.match(r"systemd \d{3} \(hutch \d", r.stdout.splitlines()[0]), r.stdout
+    assert re.match(r"hutch \d", run("--version", check=True).stdout)
+
+
+def test_script_idioms(tools: Path, machine: str) -> None:
+    # Each as the manual page or common scripts use them, options before the verb.
+    assert sh(tools, "machinectl --no-legend list | awk '{print $1}'").stdout == "bb\n"
+    leader = sh(tools, "machinectl show bb -p Leader --value").stdout.strip()
+    assert leader.isdigit() and Path(f"/proc/{leader}").exists()
+    names = [m["machine"] for m in json.loads(sh(tools, "machinectl list -o json").stdout)]
+    assert names == ["bb"]
+    assert [m["machine"] for m in json.loads(sh(tools, "machinectl -o json list").stdout)] == ["bb"]
+    assert "bb" in sh(tools, "machinectl").stdout  # bare machinectl lists
+    assert sh(tools, "machinectl -q shell bb /bin/echo hi").stdout == "hi\n"
+    assert sh(tools, "machinectl --uid=0 -q shell bb /bin/sh -c 'exit 7'").returncode == 7
+    assert sh(tools, "machinectl --no-pager --no-ask-password status bb").returncode == 0
+    assert sh(tools, "machinectl --no-legend list-images | awk '{print $1, $2}'").stdout == "bb directory\n"
+
+
+def test_systemd_nspawn_and_importctl_command_lines(tools: Path, busybox: Path, tmp_path: Path) -> None:
+    r = tool(tools, "systemd-nspawn", "-q", "-D", str(busybox), "/bin/sh", "-c", "echo $container")
+    assert (r.returncode, r.stdout) == (0, "hutch\n"), r.stderr
+    archive = tmp_path / "bb.tar"
+    run("export-tar", "bb", str(archive), check=True)
+    r = tool(tools, "importctl", "-m", "import-tar", str(archive), "bb2")
+    assert r.returncode == 0, r.stderr
+    r = tool(tools, "importctl", "--class=portable", "import-tar", str(archive), "bb3")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--class=machine" in r.stderr
+    assert [i["name"] for i in json.loads(run("list-images", "-o", "json", check=True).stdout)] == [
+        "bb",
+        "bb2",
+    ]
+
+
+def test_shell_on_the_host(tools: Path) -> None:
+    r = sh(tools, "machinectl -q shell root@ /bin/sh -c 'id -u; echo $HOME $USER'")
+    assert r.stdout == "0\n/root root\n", r.stderr
+    r = sh(tools, "machinectl -q shell nobody@.host /bin/sh -c 'id -un; echo $LOGNAME'")
+    assert r.stdout == "nobody\nnobody\n", r.stderr
+    assert sh(tools, "machinectl -q shell .host /bin/sh -c 'exit 9'").returncode == 9
+    r = sh(tools, "machinectl -q shell no-such-user@ /bin/true")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "No user 'no-such-user'" in r.stderr
+
+
+# ---------------------------------------------------------------- Ansible
+
+
+@pytest.fixture(scope="session")
+def ansible() -> Path:
+    """A venv with ansible-core and community.general, built once and kept outside the checkout."""
+    import hashlib
+
+    key = hashlib.sha256(ANSIBLE_SPEC.encode()).hexdigest()[:12]
+    venv = CACHE / f"ansible-{key}"
+    if not (venv / "bin/ansible-playbook").exists():
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin/pip"), "install", "-q", *ANSIBLE_SPEC.split()], check=True, timeout=900
+        )
+    return venv
+
+
+def playbook(
+    ansible: Path, tools: Path, tmp_path: Path, text: str, inventory: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "play.yml").write_text(text)
+    (tmp_path / "hosts").write_text(inventory)
+    home = tmp_path / "ansible-home"
+    env = dict(
+        os.environ,
+        PATH=f"{tools}:{ansible / 'bin'}:{os.environ['PATH']}",
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_HOST_KEY_CHECKING="0",
+        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
+        **extra,
+    )
+    return subprocess.run(
+        [str(ansible / "bin/ansible-playbook"), "-i", str(tmp_path / "hosts"), str(tmp_path / "play.yml")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+BECOME_PLAY = """
+- hosts: all
+  gather_facts: false
+  become: true
+  become_method: community.general.machinectl
+  tasks:
+    - command: id -un
+      register: as_root
+    - command: id -un
+      become_user: nobody
+      register: as_nobody
+    - copy:
+        dest: "{{ out }}/written-as-root"
+        content: "from ansible\\n"
+    - assert:
+        that:
+          - as_root.stdout == "root"
+          - as_nobody.stdout == "nobody"
+"""
+
+
+def test_ansible_machinectl_become(ansible: Path, tools: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    r = playbook(ansible, tools, tmp_path, BECOME_PLAY, f"localhost ansible_connection=local out={out}\n")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert re.search(r"localhost\s*:\s*ok=4\s+changed=\d+\s+unreachable=0\s+failed=0", r.stdout), r.stdout
+    assert (out / "written-as-root").read_text() == "from ansible\n"
+    assert (out / "written-as-root").stat().st_uid == 0
+
+
+@pytest.fixture(scope="session")
+def python_guest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cached bookworm tree plus python3, which Ansible's modules need on the managed machine, put
+    there by apt inside a container on the host's network; built once, kept by the Debian image's key."""
+    import hashlib
+    import shutil
+
+    from conftest import _debian_key, debian_image
+
+    key = hashlib.sha256((_debian_key() + ":python3").encode()).hexdigest()[:16]
+    d = CACHE / f"guest-python-{key}"
+    image = d / "pyguest"
+    if not image.is_dir():
+        for old in CACHE.glob("guest-python-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        build = d / ".build"
+        build.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(debian_image()), str(build / "pyguest")], check=True)
+        base = tmp_path_factory.mktemp("pyguest-state")
+        env = dict(
+            os.environ,
+            HUTCH_STATE_DIR=str(base / "state"),
+            HUTCH_LOG_DIR=str(base / "log"),
+            HUTCH_IMAGE_PATH=str(base / "images"),
+        )
+        script = (
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+            "--no-install-recommends python3 >/dev/null && apt-get clean"
+        )
+        r = subprocess.run(
+            [
+                HUTCH,
+                "spawn",
+                "-q",
+                "-D",
+                str(build / "pyguest"),
+                "--private-users=no",
+                "--resolv-conf=copy-host",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        (build / "pyguest").rename(image)
+        build.rmdir()
+    return image
+
+
+CONNECTION_PLAY = """
+- hosts: all
+  gather_facts: true
+  tasks:
+    - ping:
+    - copy:
+        dest: /etc/hutch-test.conf
+        content: "a=1\\n"
+        mode: "0644"
+    - lineinfile:
+        path: /etc/hutch-test.conf
+        line: b=2
+    - file:
+        path: /srv/made-by-ansible
+        state: directory
+        mode: "0750"
+    - template:
+        src: hello.service.j2
+        dest: /etc/systemd/system/hello.service
+    - systemd_service:
+        name: hello
+        state: started
+        enabled: true
+        daemon_reload: true
+    - command: cat /etc/hutch-test.conf
+      register: conf
+      changed_when: false
+    - fetch:
+        src: /etc/hutch-test.conf
+        dest: "{{ out }}/fetched.conf"
+        flat: true
+    - assert:
+        that:
+          - ansible_facts.distribution == "Debian"
+          - ansible_facts.virtualization_role == "guest"
+          - conf.stdout_lines == ["a=1", "b=2"]
+"""
+
+
+def test_ansible_through_a_machinectl_connection(
+    ansible: Path, tools: Path, python_guest: Path, tmp_path: Path, hutch_env: Path
+) -> None:
+    """setup, ping, copy, file, lineinfile, template, a service, command and fetch into a running
+    machine, through a connection plugin that uses only machinectl shell, copy-to and copy-from; the
+    second run changes nothing."""
+    run("import-fs", str(python_guest), "pyguest", check=True, timeout=300)
+    (tmp_path / "hello.service.j2").write_text(
+        "[Unit]\nDescription=made by {{ inventory_hostname }}\n[Service]\nExecStart=/bin/sleep infinity\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    plugins = str(Path(__file__).resolve().parent.parent / "ansible/connection_plugins")
+    run("start", "pyguest", check=True, timeout=120)
+    try:
+        inventory = f"pyguest ansible_connection=machinectl_shell out={out}\n"
+        first = playbook(
+            ansible, tools, tmp_path, CONNECTION_PLAY, inventory, ANSIBLE_CONNECTION_PLUGINS=plugins
+        )
+        assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
+        assert re.search(r"pyguest\s*:\s*ok=10\s+changed=[1-9]", first.stdout), first.stdout[-3000:]
+        second = playbook(
+            ansible, tools, tmp_path, CONNECTION_PLAY, inventory, ANSIBLE_CONNECTION_PLUGINS=plugins
+        )
+        assert second.returncode == 0, second.stdout[-5000:]
+        assert re.search(r"pyguest\s*:\s*ok=10\s+changed=0\s+unreachable=0\s+failed=0", second.stdout), (
+            second.stdout[-3000:]
+        )
+        assert (out / "fetched.conf").read_text() == "a=1\nb=2\n"
+        r = run("shell", "pyguest", "systemctl", "is-active", "hello", timeout=60)
+        assert r.stdout.strip() == "active"
+    finally:
+        run("poweroff", "--wait", "pyguest", timeout=120)
