@@ -148,6 +148,11 @@ def _unexpected(verb: str, e: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[0].endswith(("/machinectl", "/systemd-nspawn", "/importctl")):
+        # Linked under the name of a tool it replaces: that tool's command line (hutch.cli.dropin).
+        from hutch.cli import dropin
+
+        return dropin.main(sys.argv[0].rsplit("/", 1)[-1], sys.argv[1:])
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from hutch.cli import output
 from hutch.errors import ImageError, UsageError
@@ -16,6 +17,10 @@ from hutch.paths import Paths
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kw: Any) -> None:
+        # A verb may define again an option every verb takes (--no-legend, -l): the verb's wins.
+        super().__init__(conflict_handler="resolve", **kw)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message, f"see '{self.prog} --help'")
 
@@ -36,7 +41,10 @@ def seconds(text: str) -> float:
 
 def _parser(verb: str, usage: str, description: str) -> _Parser:
     p = _Parser(prog=f"hutch {verb}", usage=f"hutch {verb} {usage}", description=description)
-    p.add_argument("--no-pager", action="store_true", help=argparse.SUPPRESS)
+    # machinectl's options every verb accepts, so a command line written for it works as it is.
+    for flag in ("--no-pager", "--no-ask-password", "--no-legend"):
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-l", "--full", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="print no progress or status messages")
     return p
 
@@ -279,6 +287,8 @@ def cat(args: list[str]) -> int:
     ns = p.parse_args(args)
     paths = Paths.from_env()
     for n, name in enumerate(ns.names):
+        if "/" not in name and name.endswith(".nspawn"):
+            name = name.removesuffix(".nspawn")  # machinectl cat takes the file's name too
         if "/" in name:
             files = [name]
         else:
@@ -307,6 +317,8 @@ def edit(args: list[str]) -> int:
     p.add_argument("name", metavar="NAME|FILE")
     ns = p.parse_args(args)
     paths = Paths.from_env()
+    if "/" not in ns.name and ns.name.endswith(".nspawn"):
+        ns.name = ns.name.removesuffix(".nspawn")  # machinectl edit takes the file's name too
     if "/" in ns.name:
         target = os.path.abspath(ns.name)
         current = [target] if os.path.lexists(target) else []

@@ -3,23 +3,15 @@ terminate, kill."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any
 
 from hutch.cli import fail, output
-from hutch.cli.images import _Parser, seconds
+from hutch.cli.images import _Parser, _parser, seconds
 from hutch.errors import MachineError, UsageError
 from hutch.machines import control, registry
 from hutch.paths import Paths
-
-
-def _parser(verb: str, usage: str, description: str) -> _Parser:
-    p = _Parser(prog=f"hutch {verb}", usage=f"hutch {verb} {usage}", description=description)
-    p.add_argument("--no-pager", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("-q", "--quiet", action="store_true", help="print no status messages")
-    return p
 
 
 def _wait_options(p: _Parser, default_wait: bool = False) -> None:
@@ -344,6 +336,10 @@ def shell(args: list[str]) -> int:
     user, name = enter.split_target(ns.target)
     if ns.uid:
         user = ns.uid
+    if name in ("", ".host"):  # USER@ or USER@.host: the host itself, as machinectl's
+        from hutch.machines import hostshell
+
+        return hostshell.run(user, ns.command or None, ns.setenv)
     control.check_name(name)
     return enter.run(name, Paths.from_env(), user=user, command=ns.command or None, setenv=ns.setenv)
 

@@ -238,12 +238,14 @@ CONNECTION_PLAY = """
   tasks:
     - ping:
     - copy:
-        dest: /etc/hutch-test.conf
+        dest: /etc/hutch-a.conf
         content: "a=1\\n"
         mode: "0644"
     - lineinfile:
-        path: /etc/hutch-test.conf
+        path: /etc/hutch-b.conf
         line: b=2
+        create: true
+        mode: "0644"
     - file:
         path: /srv/made-by-ansible
         state: directory
@@ -256,11 +258,11 @@ CONNECTION_PLAY = """
         state: started
         enabled: true
         daemon_reload: true
-    - command: cat /etc/hutch-test.conf
+    - command: cat /etc/hutch-a.conf /etc/hutch-b.conf
       register: conf
       changed_when: false
     - fetch:
-        src: /etc/hutch-test.conf
+        src: /etc/hutch-b.conf
         dest: "{{ out }}/fetched.conf"
         flat: true
     - assert:
@@ -300,7 +302,7 @@ def test_ansible_through_a_machinectl_connection(
         assert re.search(r"pyguest\s*:\s*ok=10\s+changed=0\s+unreachable=0\s+failed=0", second.stdout), (
             second.stdout[-3000:]
         )
-        assert (out / "fetched.conf").read_text() == "a=1\nb=2\n"
+        assert (out / "fetched.conf").read_text() == "b=2\n"
         r = run("shell", "pyguest", "systemctl", "is-active", "hello", timeout=60)
         assert r.stdout.strip() == "active"
     finally:
