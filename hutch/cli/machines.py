@@ -3,6 +3,7 @@ terminate, kill."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Any
@@ -43,6 +44,13 @@ def list_machines(args: list[str]) -> int:
     p.add_argument("-a", "--all", action="store_true", help="also the host itself (.host)")
     p.add_argument("--no-legend", action="store_true")
     p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    p.add_argument(
+        "--max-addresses",
+        type=_max_addresses,
+        default=1,
+        metavar="N|all",
+        help="how many addresses a machine's row shows (1; 0 drops the column)",
+    )
     ns = p.parse_args(args)
     damaged: list[registry.DamagedEntry] = []
     entries = registry.running(Paths.from_env().state_dir, damaged)
@@ -54,31 +62,54 @@ def list_machines(args: list[str]) -> int:
     rows = []
     for e in entries:
         rel = _os_release(e) if e["name"] != ".host" else _host_release()
-        rows.append(
-            {
-                "machine": e["name"],
-                "class": e.get("cls", "container"),
-                "service": e.get("service", "hutch"),
-                "os": rel.get("ID", ""),
-                "version": rel.get("VERSION_ID", ""),
-                "addresses": list(e.get("addresses") or []),
-            }
-        )
+        # As machinectl's table: a missing value is null (a dash in the table), and the addresses
+        # are one string, one per line.
+        row: dict[str, str | None] = {
+            "machine": e["name"],
+            "class": e.get("cls", "container") or None,
+            "service": e.get("service", "hutch") or None,
+            "os": rel.get("ID") or None,
+            "version": rel.get("VERSION_ID") or None,
+            "addresses": "\n".join(e.get("addresses") or []) or None,
+        }
+        if ns.max_addresses == 0:
+            del row["addresses"]
+        rows.append(row)
+    rows.sort(key=lambda r: r["machine"] or "")
     if ns.output.startswith("json"):
         output.print_json(rows, pretty=ns.output == "json-pretty")
         return 1 if damaged else 0
-    table = [
-        [r["machine"], r["class"], r["service"], r["os"] or "-", r["version"] or "-",
-         ",".join(r["addresses"]) or "-"]
-        for r in rows
-    ]  # fmt: skip
-    output.table(
-        ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES"],
-        table,
-        legend=not ns.no_legend,
-        noun="machine",
-    )
+    columns = ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES"][: 6 if ns.max_addresses else 5]
+    height = None if ns.full else ns.max_addresses
+    table = [[_cell(r[c.lower()], height if c == "ADDRESSES" else None) for c in columns] for r in rows]
+    output.table(columns, table, legend=not ns.no_legend, noun="machine")
     return 1 if damaged else 0
+
+
+def _lines(text: str) -> int:
+    """-n/--lines as machinectl takes it: a count, never negative."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid number of lines '{text}'")
+    return int(text)
+
+
+def _max_addresses(text: str) -> int:
+    if text in ("all", "infinity"):
+        return 1 << 30
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid number of addresses '{text}': a count, or 'all'")
+    return int(text)
+
+
+def _cell(value: str | None, lines: int | None) -> str:
+    """A table cell as systemd's tables show it: '-' for nothing, at most LINES lines, the last of them
+    ending in '…' when some were cut."""
+    if not value:
+        return "-"
+    parts = value.split("\n")
+    if lines is None or len(parts) <= lines:
+        return value
+    return "\n".join([*parts[: lines - 1], parts[lines - 1] + "…"])
 
 
 def _host_release() -> dict[str, str]:
@@ -117,7 +148,7 @@ def _process_tree(entry: dict[str, Any]) -> list[str]:
 def status(args: list[str]) -> int:
     p = _parser("status", "NAME...", "Show a running machine, for people.")
     p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("-n", "--lines", type=int, default=10, help="console lines to show (10)")
+    p.add_argument("-n", "--lines", type=_lines, default=10, help="console lines to show (10)")
     ns = p.parse_args(args)
     paths = Paths.from_env()
     for n, name in enumerate(ns.names):
@@ -130,22 +161,24 @@ def status(args: list[str]) -> int:
                 comm = f.read().strip()
         except OSError:
             comm = "?"
+        # machinectl's layout, tabs included, so scripts that grep it (`status NAME | grep Unit:`) work;
+        # hutch's own lines (Limits, Usage) come before Unit, as systemctl status shows such values.
         print(f"{e['name']}({e['id']})")
-        print(f"           Since: {output.timestamp(e['since'])}; {output.timespan_ago(e['since'])}")
-        print(f"          Leader: {e['leader']} ({comm})")
-        print(f"         Service: {e.get('service', 'hutch')}; class {e.get('cls', 'container')}")
-        print(f"            Root: {e['root']}")
-        print(f"           State: {e.get('state', 'running')}")
-        if rel.get("PRETTY_NAME"):
-            print(f"              OS: {rel['PRETTY_NAME']}")
-        if e.get("uid_shift"):
-            print(f"       UID Shift: {e['uid_shift']}")
+        print(f"\t   Since: {output.timestamp(e['since'])}; {output.timespan_ago(e['since'])}")
+        print(f"\t  Leader: {e['leader']} ({comm})")
+        print(f"\t Service: {e.get('service', 'hutch')}; class {e.get('cls', 'container')}")
+        print(f"\t    Root: {e['root']}")
         if e.get("netif"):
-            print(f"           Iface: {e['netif']}")
-            print(f"         Address: {' '.join(e.get('addresses') or [])}")
+            print(f"\t   Iface: {e['netif']}")
+        if e.get("addresses"):
+            print("\t Address: " + "\n\t          ".join(e["addresses"]))
+        if rel.get("PRETTY_NAME"):
+            print(f"\t      OS: {rel['PRETTY_NAME']}")
+        if e.get("uid_shift"):
+            print(f"  UID Shift: {e['uid_shift']}")  # sic: machinectl prints this one without a tab
         lim = control.current_limits(e, paths)
         if lim:
-            print("          Limits: " + " ".join(f"{k}={v}" for k, v in sorted(lim.items())))
+            print("\t  Limits: " + " ".join(f"{k}={v}" for k, v in sorted(lim.items())))
         u = _usage(e)
         if u:
             parts = []
@@ -157,11 +190,12 @@ def status(args: list[str]) -> int:
                 parts.append(f"CPU {u['cpu_ns'] / 1e9:.1f}s")
             if "io_bytes" in u:
                 parts.append(f"IO {output.size(u['io_bytes'])}")
-            print(f"           Usage: {', '.join(parts)}")
+            print(f"\t   Usage: {', '.join(parts)}")
         if e.get("cgroup"):
-            print(f"          CGroup: {e.get('scope') or e['cgroup']}")
+            scope = str(e.get("scope") or e["cgroup"])
+            print(f"\t    Unit: {scope.rstrip('/').rsplit('/', 1)[-1]}")
             for line in _process_tree(e):
-                print(f"                  {line}")
+                print(f"\t\t  {line}")
         if e.get("log") and ns.lines > 0:
             print()
             for line in control.tail(e["log"], ns.lines):

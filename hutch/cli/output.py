@@ -60,9 +60,13 @@ def table(
     widths = [len(c) if legend else 0 for c in columns]
     for row in rows:
         for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], *(len(part) for part in cell.split("\n")))
     lines = [list(columns)] if legend else []
-    lines += [list(r) for r in rows]
+    for r in rows:
+        # A cell of several lines makes its row as high, the other cells blank below their first line.
+        cells = [c.split("\n") for c in r]
+        for k in range(max(len(c) for c in cells)):
+            lines.append([c[k] if k < len(c) else "" for c in cells])
     for line in lines:
         text = " ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
         print(text, file=f)  # type: ignore[arg-type]

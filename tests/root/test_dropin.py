@@ -75,6 +75,25 @@ def test_script_idioms(tools: Path, machine: str) -> None:
     assert sh(tools, "machinectl --uid=0 -q shell bb /bin/sh -c 'exit 7'").returncode == 7
     assert sh(tools, "machinectl --no-pager --no-ask-password status bb").returncode == 0
     assert sh(tools, "machinectl --no-legend list-images | awk '{print $1, $2}'").stdout == "bb directory\n"
+    assert sh(tools, "machinectl list -o json | jq -r '.[].machine'").stdout == "bb\n"
+    assert sh(tools, "machinectl status bb | grep Unit:").stdout == "\t    Unit: machine-bb.scope\n"
+    # machinectl's JSON: the addresses one string, a line each; nothing is null, not "".
+    (m,) = json.loads(sh(tools, "machinectl list -o json").stdout)
+    assert isinstance(m["addresses"], str) and len(m["addresses"].split("\n")) == 2
+    # The table: one address a row, cut with an ellipsis, unless --max-addresses says more.
+    row = sh(tools, "machinectl --no-legend list").stdout.splitlines()
+    assert len(row) == 1 and row[0].endswith("…") and row[0].split()[-1].startswith("10.88.")
+    rows = sh(tools, "machinectl --no-legend --max-addresses=all list").stdout.splitlines()
+    assert len(rows) == 2 and rows[1].strip().startswith("fd68:")
+    assert sh(tools, "machinectl --no-legend --max-addresses=0 list").stdout.split() == [
+        "bb",
+        "container",
+        "hutch",
+        "busybox",
+        "1.35.0",
+    ]
+    r = sh(tools, "machinectl status --lines=-1 bb")
+    assert r.returncode != 0 and "invalid number of lines" in r.stderr
 
 
 def test_systemd_nspawn_and_importctl_command_lines(tools: Path, busybox: Path, tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def test_the_guests_own_networkd_keeps_the_listed_addresses(
         r = subprocess.run(["busybox", "ping", "-c1", "-W2", address], capture_output=True, text=True)
         assert r.returncode == 0, (address, r.stdout)
     listed = json.loads(run("list", "-o", "json", check=True).stdout)
-    assert [m["addresses"] for m in listed if m["machine"] == booted] == [[v4, v6]]
+    assert [m["addresses"] for m in listed if m["machine"] == booted] == [f"{v4}\n{v6}"]
 
 
 def test_a_foreign_architecture_guest(hutch_env: Path) -> None:
