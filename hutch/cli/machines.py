@@ -86,6 +86,25 @@ def list_machines(args: list[str]) -> int:
     return 1 if damaged else 0
 
 
+def _monotonic_usec(realtime_usec: int) -> int:
+    import time
+
+    return max(0, realtime_usec - time.time_ns() // 1000 + time.monotonic_ns() // 1000)
+
+
+def _ifindexes(names: str) -> str:
+    """NetworkInterfaces as machined has it: the host's interface indexes, not names."""
+    import socket
+
+    out = []
+    for name in names.split():
+        try:
+            out.append(str(socket.if_nametoindex(name)))
+        except OSError:
+            pass
+    return " ".join(out)
+
+
 def _lines(text: str) -> int:
     """-n/--lines as machinectl takes it: a count, never negative."""
     if not text.isdigit():
@@ -229,23 +248,27 @@ def show(args: list[str]) -> int:
         e = control.get(name, paths)
         if n and not value_only:
             print()
+        # org.freedesktop.machine1.Machine's properties, in its order and formats.
         props = [
             ("Name", e["name"]),
             ("Id", e["id"]),
             ("Timestamp", output.timestamp(e["since"])),
-            ("TimestampUSec", str(e["since"])),
+            ("TimestampMonotonic", str(_monotonic_usec(int(e["since"])))),
             ("Service", e.get("service", "hutch")),
             ("Unit", os.path.basename(e.get("scope") or e.get("cgroup") or "")),
             ("Leader", str(e["leader"])),
-            ("Supervisor", str(e["supervisor"])),
             ("Class", e.get("cls", "container")),
             ("RootDirectory", e["root"]),
-            ("NetworkInterfaces", e.get("netif") or ""),
-            ("Addresses", " ".join(e.get("addresses") or [])),
+            ("NetworkInterfaces", _ifindexes(e.get("netif") or "")),
             ("State", e.get("state", "running")),
+        ]
+        extra = [
+            ("TimestampUSec", str(e["since"])),
+            ("Supervisor", str(e["supervisor"])),
+            ("Addresses", " ".join(e.get("addresses") or [])),
             ("UIDShift", str(e.get("uid_shift", 0))),
         ]
-        output.properties(props, wanted, value_only, ns.all)
+        output.properties(props, wanted, value_only, ns.all, extra)
     return 0
 
 

@@ -81,10 +81,18 @@ def print_json(value: object, pretty: bool = False) -> None:
         print(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-def properties(props: list[tuple[str, str]], wanted: list[str], value_only: bool, show_all: bool) -> None:
-    """`show`'s Key=Value lines; -p picks keys, --value drops the names."""
+def properties(
+    props: list[tuple[str, str]],
+    wanted: list[str],
+    value_only: bool,
+    show_all: bool,
+    extra: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """`show`'s Key=Value lines; -p picks keys, --value drops the names, -a shows the empty ones too.
+    EXTRA are hutch's own properties, which upstream has not: shown with -a or when named by -p only,
+    so the default output is upstream's."""
     keys = {w for p in wanted for w in p.split(",") if w}
-    for key, value in props:
+    for key, value in [*props, *(extra if keys or show_all else [])]:
         if keys and key not in keys:
             continue
         if not value and not show_all and not keys:

@@ -92,6 +92,24 @@ def test_script_idioms(tools: Path, machine: str) -> None:
         "busybox",
         "1.35.0",
     ]
+    # show: machined's properties, names and formats; hutch's own only with -a or -p.
+    props = dict(ln.split("=", 1) for ln in sh(tools, "machinectl show bb").stdout.splitlines())
+    assert set(props) == {
+        "Name",
+        "Id",
+        "Timestamp",
+        "TimestampMonotonic",
+        "Service",
+        "Unit",
+        "Leader",
+        "Class",
+        "RootDirectory",
+        "NetworkInterfaces",
+        "State",
+    }
+    assert props["NetworkInterfaces"] == Path("/sys/class/net/ve-bb/ifindex").read_text().strip()
+    assert props["TimestampMonotonic"].isdigit() and props["Unit"] == "machine-bb.scope"
+    assert "UIDShift=" in sh(tools, "machinectl show -a bb").stdout
     r = sh(tools, "machinectl status --lines=-1 bb")
     assert r.returncode != 0 and "invalid number of lines" in r.stderr
 
