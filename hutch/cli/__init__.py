@@ -58,6 +58,8 @@ Images:
   export-raw NAME [FILE|-]       write a disk image out (--format=uncompressed|gzip|xz|bzip2|zstd)
   pull-raw URL [NAME]            download and import a disk image (--verify=checksum|no)
   pull-oci REF [NAME]            download an image from a container registry ([REGISTRY/]REPO[:TAG])
+  list-transfers                 the imports and pulls that are running
+  cancel-transfer ID...          interrupt a running import or pull (it removes what it made)
   bootstrap busybox NAME         build a bootable busybox image from the host's static busybox
   bootstrap debian NAME          debootstrap a Debian image with systemd [--suite S] [--mirror URL]
 
@@ -112,6 +114,8 @@ VERBS = {
     "export-raw": "hutch.cli.images:export_raw",
     "pull-raw": "hutch.cli.images:pull_raw",
     "pull-oci": "hutch.cli.images:pull_oci",
+    "list-transfers": "hutch.cli.images:list_transfers",
+    "cancel-transfer": "hutch.cli.images:cancel_transfer",
 }
 
 

@@ -93,7 +93,7 @@ def importctl_args(args: list[str]) -> list[str]:
             kept.append(o)
         i += 1
     if not rest:
-        rest = ["--help"]  # upstream lists transfers; hutch keeps no transfer list yet
+        rest = ["list-transfers"]
     return [rest[0], *kept, *rest[1:]]
 
 

@@ -1,6 +1,6 @@
 """The image verbs, with machinectl's and importctl's names and options: list-images, image-status,
 show-image, clone, rename, remove, read-only, clean, cat, edit, import-tar, import-fs, export-tar,
-pull-tar, import-raw, export-raw, pull-raw, pull-oci."""
+pull-tar, import-raw, export-raw, pull-raw, pull-oci, list-transfers, cancel-transfer."""
 
 from __future__ import annotations
 
@@ -557,4 +557,37 @@ def pull_oci(args: list[str]) -> int:
         ns.ref, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
     )
     _report(ns, img, stats)
+    return 0
+
+
+def list_transfers(args: list[str]) -> int:
+    from hutch.images import transfers
+
+    p = _parser("list-transfers", "", "List the imports and pulls that are running.")
+    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    ns = p.parse_args(args)
+    rows = transfers.running(Paths.from_env())
+    if ns.output.startswith("json"):
+        output.print_json(
+            [{"id": r["id"], "percent": None, "type": r["type"], "local": r["local"], "remote": r["remote"]}
+             for r in rows],
+            pretty=ns.output == "json-pretty",
+        )  # fmt: skip
+        return 0
+    table = [[str(r["id"]), "-", str(r["type"]), str(r["local"]), str(r["remote"])] for r in rows]
+    output.table(
+        ["ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"], table, legend=not ns.no_legend, noun="transfer"
+    )
+    return 0
+
+
+def cancel_transfer(args: list[str]) -> int:
+    from hutch.images import transfers
+
+    p = _parser("cancel-transfer", "ID...", "Interrupt running imports or pulls; each removes what it made.")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    ns = p.parse_args(args)
+    for ident in ns.ids:
+        entry = transfers.cancel(Paths.from_env(), ident)
+        _say(ns, f"Cancelled transfer {entry['id']} ({entry['type']} of {entry['local']}).")
     return 0

@@ -147,7 +147,7 @@ def import_raw(
             raise ImageError("An image name is needed when importing from standard input.")
         name = raw_name_from_path(path)
     names.check_image_name(name)
-    with NewImage(name, paths, force=force) as new:
+    with NewImage(name, paths, force=force, transfer=("import-raw", path)) as new:
         raw, size, what = open_input(path)
         try:
             new.target += ".raw"
@@ -183,7 +183,7 @@ def pull_raw(
     name = name or raw_name_from_path(filename)
     names.check_image_name(name)
     expected = transfer.fetch_checksum(url, filename) if verify == "checksum" else None
-    with NewImage(name, paths, force=force, what="pull") as new:
+    with NewImage(name, paths, force=force, what="pull", transfer=("pull-raw", url)) as new:
         new.target += ".raw"
         with transfer.download(url) as resp:
             length = resp.headers.get("Content-Length")

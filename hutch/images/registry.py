@@ -193,7 +193,7 @@ def pull_oci(
     name = name or ref.repository.rsplit("/", 1)[-1]
     names.check_image_name(name)
     client = Client(ref)
-    with transfer.NewImage(name, paths, force=force, what="pull") as new:
+    with transfer.NewImage(name, paths, force=force, what="pull", transfer=("pull-oci", text)) as new:
         layout = new.make_dir()
         os.makedirs(os.path.join(layout, "blobs", "sha256"), 0o700)
         data, media = client.manifest(ref.reference)

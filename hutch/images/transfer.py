@@ -265,7 +265,15 @@ class NewImage:
     """The frame every image-making operation runs in: name checks, locks, a hidden build directory,
     and the final rename. Use as a context manager; call commit() when the tree is complete."""
 
-    def __init__(self, name: str, paths: Paths, *, force: bool = False, what: str = "import") -> None:
+    def __init__(
+        self,
+        name: str,
+        paths: Paths,
+        *,
+        force: bool = False,
+        what: str = "import",
+        transfer: tuple[str, str] | None = None,
+    ) -> None:
         self.name = names.check_image_name(name)
         if name == ".host":
             raise ImageError("The name '.host' is reserved for the host's own root.")
@@ -277,6 +285,8 @@ class NewImage:
         self.target = ""
         self.locks: list[store.Lock] = []
         self.replaced: Image | None = None
+        self.transfer_of = transfer  # (verb, source): listed by list-transfers while it runs
+        self.transfer: Any = None
 
     def __enter__(self) -> NewImage:
         self.store_dir = store.ensure_store(self.paths)
@@ -302,6 +312,10 @@ class NewImage:
                 self.replaced = existing
             self.target = os.path.join(self.store_dir, self.name)
             self.temp = os.path.join(self.store_dir, names.temp_name(self.name, self.what))
+            if self.transfer_of is not None:
+                from hutch.images.transfers import Transfer
+
+                self.transfer = Transfer(self.paths, *self.transfer_of, self.name)
         except BaseException:
             self.release()
             raise
@@ -362,6 +376,9 @@ class NewImage:
         return store.get(self.name, self.paths)
 
     def release(self) -> None:
+        if self.transfer is not None:
+            self.transfer.finish()
+            self.transfer = None
         for lock in reversed(self.locks):
             lock.release()
         self.locks.clear()
@@ -468,7 +485,7 @@ def import_tar(
             raise ImageError("An image name is needed when importing from standard input.")
         name = names.image_name_from_path(path)
     names.check_image_name(name)
-    with NewImage(name, paths, force=force) as new:
+    with NewImage(name, paths, force=force, transfer=("import-tar", path)) as new:
         raw, size, what = open_input(path)
         try:
             new.make_dir()
@@ -505,9 +522,12 @@ def import_fs(
             "import a directory outside the store",
         )
     if oci.kind(path) and not looks_like_os_tree(path):  # an OCI image layout: its layers make the tree
-        with NewImage(name, paths, force=force) as new:
+        with NewImage(name, paths, force=force, transfer=("import-fs", path)) as new:
             return commit_oci(new, os.path.realpath(path), read_only, progress)[0]
-    with NewImage(name, paths, force=force) as new, Progress(f"Copying {name}", None, progress) as bar:
+    with (
+        NewImage(name, paths, force=force, transfer=("import-fs", path)) as new,
+        Progress(f"Copying {name}", None, progress) as bar,
+    ):
         tree.copy_tree(os.path.realpath(path), new.temp, bar)
         return new.commit(read_only=read_only)
 
@@ -785,7 +805,7 @@ def pull_tar(
         name = names.image_name_from_path(filename)
     names.check_image_name(name)
     expected = fetch_checksum(url, filename) if verify == "checksum" else None
-    with NewImage(name, paths, force=force, what="pull") as new:
+    with NewImage(name, paths, force=force, what="pull", transfer=("pull-tar", url)) as new:
         with download(url) as resp:
             length = resp.headers.get("Content-Length")
             size = int(length) if length and length.isdigit() else None

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -344,3 +345,35 @@ def test_ansible_through_a_machinectl_connection(
         assert r.stdout.strip() == "active"
     finally:
         run("poweroff", "--wait", "pyguest", timeout=120)
+
+
+def test_list_and_cancel_transfers(tools: Path, busybox: Path, hutch_env: Path, tmp_path: Path) -> None:
+    assert tool(tools, "importctl", "list-transfers").stdout == "No transfers.\n"
+    archive = tmp_path / "bb.tar"
+    run("export-tar", "bb", str(archive), check=True)
+    data = archive.read_bytes()
+    p = subprocess.Popen([HUTCH, "import-tar", "-q", "-", "incoming"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)  # fmt: skip
+    assert p.stdin is not None
+    try:
+        p.stdin.write(data[: len(data) // 2])  # half an archive: the import waits for the rest
+        p.stdin.flush()
+        deadline = time.monotonic() + 20
+        while "incoming" not in (out := tool(tools, "importctl", "list-transfers").stdout):
+            assert time.monotonic() < deadline, out
+        header, row = out.splitlines()[:2]
+        assert header.split() == ["ID", "PERCENT", "TYPE", "LOCAL", "REMOTE"]
+        assert row.split() == ["1", "-", "import-tar", "incoming", "-"]
+        (entry,) = json.loads(tool(tools, "importctl", "list-transfers", "-o", "json").stdout)
+        assert entry["id"] == 1 and entry["percent"] is None
+        r = tool(tools, "importctl", "cancel-transfer", "1")
+        assert r.returncode == 0, r.stderr
+        assert p.wait(20) == 130
+    finally:
+        p.kill()
+        p.wait()
+    assert "interrupted" in p.stderr.read().decode()  # type: ignore[union-attr]
+    assert sorted(os.listdir(hutch_env / "images")) == ["bb"]
+    assert tool(tools, "importctl", "list-transfers").stdout == "No transfers.\n"
+    r = tool(tools, "importctl", "cancel-transfer", "7")
+    assert r.returncode != 0 and "No transfer with ID 7" in r.stderr
