@@ -36,7 +36,27 @@ def _os_release(entry: dict[str, Any]) -> dict[str, str]:
 
 
 def _host_entry() -> dict[str, Any]:
-    return {"name": ".host", "cls": "host", "service": "", "root": "/", "leader": 1}
+    """The host as machinectl shows it: `.host`, class host, its machine ID, up since its boot."""
+    mid = ""
+    try:
+        with open("/etc/machine-id") as f:
+            mid = f.read(64).strip()
+    except OSError:
+        pass
+    since = 0
+    try:
+        with open("/proc/stat") as f:
+            btime = next((ln.split()[1] for ln in f if ln.startswith("btime ")), "0")
+        since = int(btime) * 1_000_000
+    except (OSError, ValueError):
+        pass
+    return {"name": ".host", "cls": "host", "service": "", "root": "/", "leader": 1, "id": mid,
+            "since": since, "supervisor": 0}  # fmt: skip
+
+
+def _entry(name: str, paths: Paths) -> dict[str, Any]:
+    """NAME's registry entry; `.host` is the host, as machined has it."""
+    return _host_entry() if name == ".host" else control.get(name, paths)
 
 
 def list_machines(args: list[str]) -> int:
@@ -171,7 +191,7 @@ def status(args: list[str]) -> int:
     ns = p.parse_args(args)
     paths = Paths.from_env()
     for n, name in enumerate(ns.names):
-        e = control.get(name, paths)
+        e = _entry(name, paths)
         if n:
             print()
         rel = _os_release(e)
@@ -185,7 +205,10 @@ def status(args: list[str]) -> int:
         print(f"{e['name']}({e['id']})")
         print(f"\t   Since: {output.timestamp(e['since'])}; {output.timespan_ago(e['since'])}")
         print(f"\t  Leader: {e['leader']} ({comm})")
-        print(f"\t Service: {e.get('service', 'hutch')}; class {e.get('cls', 'container')}")
+        if e.get("service", "hutch"):
+            print(f"\t Service: {e.get('service', 'hutch')}; class {e.get('cls', 'container')}")
+        else:
+            print(f"\t   Class: {e.get('cls', 'container')}")
         print(f"\t    Root: {e['root']}")
         if e.get("netif"):
             print(f"\t   Iface: {e['netif']}")
@@ -245,7 +268,7 @@ def show(args: list[str]) -> int:
         output.properties(props, wanted, value_only, ns.all)
         return 0
     for n, name in enumerate(ns.names):
-        e = control.get(name, paths)
+        e = _entry(name, paths)
         if n and not value_only:
             print()
         # org.freedesktop.machine1.Machine's properties, in its order and formats.
@@ -452,11 +475,16 @@ def login(args: list[str]) -> int:
     p = _parser("login", "NAME", "Log in to a running machine on a new pseudo-terminal, whatever its init.")
     p.add_argument("name", metavar="NAME")
     ns = p.parse_args(args)
-    control.check_name(ns.name)
+    if ns.name != ".host":
+        control.check_name(ns.name)
     if not os.isatty(0):
         raise UsageError(
             "hutch login needs a terminal.", f"use 'hutch shell {ns.name} COMMAND' from scripts"
         )
+    if ns.name == ".host":  # the host's own login prompt, on this terminal
+        from hutch.machines import hostshell
+
+        return hostshell.run("root", ["/bin/login"], [])
     if not ns.quiet:
         print(f"Connected to machine {ns.name}. Log out to leave.", file=sys.stderr)
     rc = enter.run(ns.name, Paths.from_env(), login=True)

@@ -40,9 +40,9 @@ def get(name: str, paths: Paths) -> dict[str, Any]:
 
 def _self_argv() -> list[str]:
     """How to run hutch again: the launcher that runs us, else the module."""
-    argv0 = sys.argv[0]
+    argv0 = os.path.realpath(sys.argv[0])  # through a machinectl link to the launcher, too
     if os.path.basename(argv0) == "hutch" and os.access(argv0, os.X_OK):
-        return [os.path.abspath(argv0)]
+        return [argv0]
     return [sys.executable, "-m", "hutch"]
 
 

@@ -130,6 +130,14 @@ def test_systemd_nspawn_and_importctl_command_lines(tools: Path, busybox: Path, 
     ]
 
 
+def test_the_host_as_a_machine(tools: Path) -> None:
+    r = sh(tools, "machinectl status .host")
+    assert r.returncode == 0 and r.stdout.startswith(".host(") and "\t   Class: host\n" in r.stdout, r.stderr
+    props = dict(ln.split("=", 1) for ln in sh(tools, "machinectl show .host").stdout.splitlines())
+    assert props["Name"] == ".host" and props["Class"] == "host" and props["Leader"] == "1"
+    assert props["RootDirectory"] == "/"
+
+
 def test_shell_on_the_host(tools: Path) -> None:
     r = sh(tools, "machinectl -q shell root@ /bin/sh -c 'id -u; echo $HOME $USER'")
     assert r.stdout == "0\n/root root\n", r.stderr
