@@ -58,6 +58,7 @@ Images:
   export-raw NAME [FILE|-]       write a disk image out (--format=uncompressed|gzip|xz|bzip2|zstd)
   pull-raw URL [NAME]            download and import a disk image (--verify=checksum|no)
   pull-oci REF [NAME]            download an image from a container registry ([REGISTRY/]REPO[:TAG])
+  set-limit [NAME] BYTES         refused: quotas need btrfs subvolumes, which hutch's images are not
   list-transfers                 the imports and pulls that are running
   cancel-transfer ID...          interrupt a running import or pull (it removes what it made)
   bootstrap busybox NAME         build a bootable busybox image from the host's static busybox
@@ -115,6 +116,7 @@ VERBS = {
     "pull-raw": "hutch.cli.images:pull_raw",
     "pull-oci": "hutch.cli.images:pull_oci",
     "list-transfers": "hutch.cli.images:list_transfers",
+    "set-limit": "hutch.cli.machines:set_limit",
     "cancel-transfer": "hutch.cli.images:cancel_transfer",
 }
 

@@ -35,6 +35,14 @@ def _os_release(entry: dict[str, Any]) -> dict[str, str]:
     return store.os_release(img)
 
 
+# journalctl's output modes, which machinectl status takes for the journal lines it shows.
+JOURNAL_MODES = (
+    "short", "short-full", "short-iso", "short-iso-precise", "short-precise", "short-monotonic",
+    "short-delta", "short-unix", "verbose", "export", "json", "json-pretty", "json-sse", "json-seq",
+    "cat", "with-unit",
+)  # fmt: skip
+
+
 def _host_entry() -> dict[str, Any]:
     """The host as machinectl shows it: `.host`, class host, its machine ID, up since its boot."""
     mid = ""
@@ -188,6 +196,13 @@ def status(args: list[str]) -> int:
     p = _parser("status", "NAME...", "Show a running machine, for people.")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("-n", "--lines", type=_lines, default=10, help="console lines to show (10)")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=JOURNAL_MODES,
+        default="short",
+        help="as journalctl's -o, for the console lines (hutch's are the console's text: all show it so)",
+    )
     ns = p.parse_args(args)
     paths = Paths.from_env()
     for n, name in enumerate(ns.names):
@@ -731,3 +746,20 @@ def top(args: list[str]) -> int:
             before, t0 = now, t1
     except KeyboardInterrupt:
         return 0
+
+
+def set_limit(args: list[str]) -> int:
+    from hutch.images import store
+
+    p = _parser("set-limit", "[NAME] BYTES", "Set a size limit on an image, or on the image store.")
+    p.add_argument("words", nargs="+", metavar="[NAME] BYTES")
+    ns = p.parse_args(args)
+    if len(ns.words) > 2:
+        raise UsageError("set-limit takes at most a NAME and a size.")
+    paths = Paths.from_env()
+    where = store.get(ns.words[0], paths).path if len(ns.words) == 2 else paths.image_dir
+    # machined sets btrfs quota groups; hutch's images are plain directories, files and overlays.
+    raise MachineError(
+        f"Failed to set a size limit on {where}: quota is only supported on btrfs subvolumes.",
+        "hutch's images are not btrfs subvolumes; limit the file system the store is on instead",
+    )

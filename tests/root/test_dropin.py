@@ -360,8 +360,13 @@ def test_list_and_cancel_transfers(tools: Path, busybox: Path, hutch_env: Path, 
     archive = tmp_path / "bb.tar"
     run("export-tar", "bb", str(archive), check=True)
     data = archive.read_bytes()
-    p = subprocess.Popen([HUTCH, "import-tar", "-q", "-", "incoming"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)  # fmt: skip
+    p = subprocess.Popen(
+        [HUTCH, "import-tar", "-q", "-", "incoming"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=False,
+    )
     assert p.stdin is not None
     try:
         p.stdin.write(data[: len(data) // 2])  # half an archive: the import waits for the rest
@@ -385,3 +390,40 @@ def test_list_and_cancel_transfers(tools: Path, busybox: Path, hutch_env: Path, 
     assert tool(tools, "importctl", "list-transfers").stdout == "No transfers.\n"
     r = tool(tools, "importctl", "cancel-transfer", "7")
     assert r.returncode != 0 and "No transfer with ID 7" in r.stderr
+
+
+def test_shell_streams_as_a_connection_plugin_sees_them(tools: Path, machine: str) -> None:
+    """A pty as stdin, pipes as stdout and stderr (as connection plugins in the wild run it): the
+    command sees a terminal, its two streams stay apart and in order, its exit status is the verb's."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        script = (
+            "test -t 0 && echo stdin-is-a-tty; for i in 1 2 3; do echo out$i; echo err$i >&2; done; exit 5"
+        )
+        p = subprocess.Popen(
+            [str(tools / "machinectl"), "-q", "shell", machine, "/bin/sh", "-c", script],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(slave)
+        slave = -1
+        out, err = p.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert p.returncode == 5
+    assert out == "stdin-is-a-tty\nout1\nout2\nout3\n" and err == "err1\nerr2\nerr3\n"
+
+
+def test_verbs_machinectl_has_that_hutch_refuses_or_takes(tools: Path, machine: str) -> None:
+    r = sh(tools, "machinectl set-limit 10G")
+    assert r.returncode != 0 and "only supported on btrfs" in r.stderr and r.stderr.count("\n") == 1
+    for mode in ("cat", "short-iso", "json"):
+        assert sh(tools, f"machinectl -o {mode} status bb").returncode == 0, mode
+    r = sh(tools, "machinectl -o bogus status bb")
+    assert r.returncode != 0 and "invalid choice" in r.stderr
