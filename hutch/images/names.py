@@ -56,3 +56,29 @@ def image_name_from_path(path: str) -> str:
     if base.endswith(".raw") and len(base) > 4:
         return base[:-4]
     return base
+
+
+_COMPRESSION_SUFFIXES = (".xz", ".gz", ".bz2", ".zst")
+
+
+def raw_name_from_path(path: str) -> str:
+    """importctl's rule: the file name without compression and disk-image suffixes."""
+    base = os.path.basename(path.rstrip("/")) or path
+    for suffix in _COMPRESSION_SUFFIXES:
+        if base.endswith(suffix) and len(base) > len(suffix):
+            base = base[: -len(suffix)]
+            break
+    for suffix in (".raw", ".qcow2", ".img"):
+        if base.endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def import_name(path: str, name: str | None, raw: bool = False) -> str:
+    """The name an import of PATH makes: NAME, else the file's (as image_name_from_path, or with RAW
+    raw_name_from_path derive it); standard input has none."""
+    if name is None:
+        if path == "-":
+            raise ImageError("An image name is needed when importing from standard input.")
+        name = raw_name_from_path(path) if raw else image_name_from_path(path)
+    return check_image_name(name)

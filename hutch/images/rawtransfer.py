@@ -142,11 +142,7 @@ def import_raw(
 ) -> Image:
     from hutch.images.progress import Progress
 
-    if name is None:
-        if path == "-":
-            raise ImageError("An image name is needed when importing from standard input.")
-        name = raw_name_from_path(path)
-    names.check_image_name(name)
+    name = names.import_name(path, name, raw=True)
     with NewImage(name, paths, force=force, transfer=("import-raw", path)) as new:
         raw, size, what = open_input(path)
         try:
@@ -180,7 +176,7 @@ def pull_raw(
     from hutch.images.progress import Progress
 
     filename = transfer.check_url(url, verify, "pull-raw")
-    name = name or raw_name_from_path(filename)
+    name = name or names.raw_name_from_path(filename)
     names.check_image_name(name)
     expected = transfer.fetch_checksum(url, filename) if verify == "checksum" else None
     with NewImage(name, paths, force=force, what="pull", transfer=("pull-raw", url)) as new:
@@ -204,19 +200,6 @@ def pull_raw(
         transfer.check_digest(filename, hasher.hexdigest(), expected)
         finish(new, url)
         return new.commit(read_only=read_only)
-
-
-def raw_name_from_path(path: str) -> str:
-    """importctl's rule: the file name without compression and disk-image suffixes."""
-    base = os.path.basename(path.rstrip("/")) or path
-    for suffix in RAW_SUFFIXES:
-        if base.endswith(suffix) and len(base) > len(suffix):
-            base = base[: -len(suffix)]
-            break
-    for suffix in (".raw", ".qcow2", ".img"):
-        if base.endswith(suffix) and len(base) > len(suffix):
-            return base[: -len(suffix)]
-    return base
 
 
 def export_raw(

@@ -480,11 +480,7 @@ def import_tar(
 ) -> tuple[Image, dict[str, int]]:
     from hutch.images.progress import Progress
 
-    if name is None:
-        if path == "-":
-            raise ImageError("An image name is needed when importing from standard input.")
-        name = names.image_name_from_path(path)
-    names.check_image_name(name)
+    name = names.import_name(path, name)
     with NewImage(name, paths, force=force, transfer=("import-tar", path)) as new:
         raw, size, what = open_input(path)
         try:

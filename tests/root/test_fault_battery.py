@@ -68,7 +68,9 @@ def refused(args: list[str], hutch_env: Path, *, inside: bool | str = False, **k
 def _cases() -> list[list[str]]:
     cases: list[list[str]] = []
     for name in BAD_NAMES:
-        cases += [[v, name] for v in VERBS_ON_A_MACHINE + VERBS_ON_AN_IMAGE + ["start"]]
+        # An empty name is the host for shell, as machinectl's `shell ''` and `shell root@` are.
+        verbs = [v for v in VERBS_ON_A_MACHINE if v != "shell" or name]
+        cases += [[v, name] for v in verbs + VERBS_ON_AN_IMAGE + ["start"]]
         cases += [["clone", "bb", name], ["rename", "bb", name]]
         if name:  # no name: import-fs takes the directory's
             cases.append(["import-fs", "/usr/share/doc", name])

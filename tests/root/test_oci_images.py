@@ -156,13 +156,13 @@ def _missing_blob(layout: Path) -> None:
     _blob(layout, manifest["layers"][2]["digest"]).unlink()  # type: ignore[index]
 
 
-def _wrong_diff_id(layout: Path) -> None:
-    """A consistent forgery of the config (its digest updated in the manifest, the manifest's in the
-    index) whose diff_ids no longer describe the layers."""
-    manifest, _mpath = _manifest(layout)
+def _forge(layout: Path, change_config: object, manifest: dict[str, object] | None = None) -> None:
+    """A consistent forgery: the config changed by CHANGE_CONFIG(config), its new digest written into
+    the manifest (MANIFEST, if given, else the layout's), and the manifest's into the index."""
+    manifest = manifest or _manifest(layout)[0]
     cpath = _blob(layout, manifest["config"]["digest"])  # type: ignore[index]
     config = json.loads(cpath.read_text())
-    config["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64
+    change_config(config)  # type: ignore[operator]
     data = json.dumps(config).encode()
     digest = hashlib.sha256(data).hexdigest()
     (layout / "blobs/sha256" / digest).write_bytes(data)
@@ -173,6 +173,11 @@ def _wrong_diff_id(layout: Path) -> None:
     index = json.loads((layout / "index.json").read_text())
     index["manifests"][0].update(digest=f"sha256:{mdigest}", size=len(mdata))
     (layout / "index.json").write_text(json.dumps(index))
+
+
+def _wrong_diff_id(layout: Path) -> None:
+    """A config whose diff_ids no longer describe the layers, everything else consistent."""
+    _forge(layout, lambda c: c["rootfs"]["diff_ids"].__setitem__(1, "sha256:" + "0" * 64))
 
 
 TAMPER = {
@@ -247,19 +252,8 @@ def _layout_with_layer(tmp_path: Path, base: Path, layer: bytes) -> Path:
             "size": len(packed),
         }
     )
-    cpath = _blob(out, manifest["config"]["digest"])  # type: ignore[index]
-    config = json.loads(cpath.read_text())
-    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(layer).hexdigest())
-    cdata = json.dumps(config).encode()
-    cdigest = hashlib.sha256(cdata).hexdigest()
-    (out / "blobs/sha256" / cdigest).write_bytes(cdata)
-    manifest["config"] = {**manifest["config"], "digest": f"sha256:{cdigest}", "size": len(cdata)}  # type: ignore[dict-item]
-    mdata = json.dumps(manifest).encode()
-    mdigest = hashlib.sha256(mdata).hexdigest()
-    (out / "blobs/sha256" / mdigest).write_bytes(mdata)
-    index = json.loads((out / "index.json").read_text())
-    index["manifests"][0].update(digest=f"sha256:{mdigest}", size=len(mdata))
-    (out / "index.json").write_text(json.dumps(index))
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    _forge(out, lambda c: c["rootfs"]["diff_ids"].append(diff_id), manifest)
     return out
 
 

@@ -146,3 +146,11 @@ def test_output_formats() -> None:
     buf = io.StringIO()
     output.table(["NAME", "TYPE"], [["a", "directory"]], legend=True, noun="image", out=buf)
     assert buf.getvalue() == "NAME TYPE\na    directory\n\n1 images listed.\n"
+
+
+def test_raw_image_names_follow_importctl() -> None:
+    assert names.raw_name_from_path("/x/debian-12-nocloud-amd64.raw.xz") == "debian-12-nocloud-amd64"
+    assert names.raw_name_from_path("Fedora-Cloud-Base-41.qcow2") == "Fedora-Cloud-Base-41"
+    assert names.raw_name_from_path("disk.img.zst") == "disk"
+    assert names.import_name("/x/arch.tar.zst", None) == "arch"
+    assert names.import_name("/x/a.raw.gz", None, raw=True) == "a"
