@@ -441,10 +441,8 @@ def export_tar(args: list[str]) -> int:
     return 0
 
 
-def pull_tar(args: list[str]) -> int:
-    from hutch.images import transfer
-
-    p = _parser("pull-tar", "URL [NAME]", "Download a tarball and import it as a new image.")
+def _pull_options(p: _Parser) -> _Parser:
+    """URL [NAME] and the options pull-tar and pull-raw share."""
     p.add_argument("url", metavar="URL")
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument(
@@ -454,7 +452,14 @@ def pull_tar(args: list[str]) -> int:
         help="check the file against SHA256SUMS next to it (default: checksum)",
     )
     _import_options(p)
-    ns = p.parse_args(args)
+    return p
+
+
+def pull_tar(args: list[str]) -> int:
+    from hutch.images import transfer
+
+    p = _parser("pull-tar", "URL [NAME]", "Download a tarball and import it as a new image.")
+    ns = _pull_options(p).parse_args(args)
     img, stats = transfer.pull_tar(
         ns.url,
         ns.name,
@@ -517,16 +522,7 @@ def pull_raw(args: list[str]) -> int:
     p = _parser(
         "pull-raw", "URL [NAME]", "Download a disk image (raw or qcow2, maybe compressed) as NAME.raw."
     )
-    p.add_argument("url", metavar="URL")
-    p.add_argument("name", nargs="?", metavar="NAME")
-    p.add_argument(
-        "--verify",
-        default="checksum",
-        metavar="no|checksum",
-        help="check the file against SHA256SUMS next to it (default: checksum)",
-    )
-    _import_options(p)
-    ns = p.parse_args(args)
+    ns = _pull_options(p).parse_args(args)
     img = rawtransfer.pull_raw(
         ns.url,
         ns.name,
