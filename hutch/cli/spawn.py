@@ -101,9 +101,13 @@ def run(args: list[str]) -> int:
             return 0
     from hutch.container import launch, prepare
     from hutch.paths import Paths
-    from hutch.settings.cmdline import parse
+    from hutch.settings.cmdline import ListRequested, parse
 
-    settings = parse(args)
+    try:
+        settings = parse(args)
+    except ListRequested as e:  # --capability=help and the like
+        sys.stdout.write("".join(v + "\n" for v in e.values))
+        return 0
     if os.geteuid() != 0:
         from hutch.errors import SetupError
 

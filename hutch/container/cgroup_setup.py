@@ -17,7 +17,7 @@ def create(prep: Prepared) -> None:
         return
     scope = cgroups.machine_cgroup(root, prep.name)
     path = scope
-    if _populated(scope):
+    if _populated(scope) and not _drained(scope):
         raise MachineError(
             f"Machine '{prep.name}' is already running (its cgroup {scope} has processes).",
             "pick another name with -M, or stop the running one",
@@ -117,6 +117,20 @@ def mount_inside(ctx: plan.Context) -> None:
         )
     finally:
         os.close(fd)
+
+
+def _drained(scope: str, timeout: float = 2.0) -> bool:
+    """Whether the processes in SCOPE leave it within TIMEOUT. This run holds the machine's name, so
+    no live hutch machine owns them: they are the last of one whose supervisor was killed (its
+    namespace's processes take tens of milliseconds to exit), or someone else's that stay."""
+    from time import monotonic, sleep
+
+    deadline = monotonic() + timeout
+    while monotonic() < deadline:
+        sleep(0.01)
+        if not _populated(scope):
+            return True
+    return False
 
 
 def _populated(scope: str) -> bool:

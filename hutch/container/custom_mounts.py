@@ -9,7 +9,7 @@ from hutch.container import plan, rootfs
 from hutch.container.plan import Inaccessible, Mount, Op
 from hutch.container.prepare import Prepared, make_temp_dir
 from hutch.linux import posixos as os
-from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC
+from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
 
 def custom_mount_ops(prep: Prepared) -> list[Op]:
@@ -32,12 +32,9 @@ def custom_mount_ops(prep: Prepared) -> list[Op]:
         f",uid={shift},gid={shift}" if shift and "uid=" not in "".join(t.options for t in s.tmpfs) else ""
     )
     for i, t in enumerate(s.tmpfs):
+        flags, data = tmpfs_flags(t.options)
         items.append(
-            (
-                t.destination,
-                1000 + i,
-                Mount("tmpfs", t.destination, "tmpfs", MS_NOSUID | MS_NODEV, t.options + owner_opts),
-            )
+            (t.destination, 1000 + i, Mount("tmpfs", t.destination, "tmpfs", flags, data + owner_opts))
         )
     for i, o in enumerate(s.overlays):
         lowers = list(o.lowers)
@@ -161,3 +158,24 @@ def _sibling_work_dir(upper: str) -> str:
     work = os.path.join(os.path.dirname(real), f".#{os.path.basename(real)}.overlay-work")
     os.makedirs(work, exist_ok=True)
     return work
+
+
+# Mount flags among --tmpfs= options (`rw,nosuid,noexec`, as upstream's test writes them): what they set
+# and what they clear; tmpfs itself would refuse them as data (EINVAL).
+_FLAG_OPTIONS = {
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY), "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV), "noexec": (MS_NOEXEC, 0), "exec": (0, MS_NOEXEC),
+}  # fmt: skip
+
+
+def tmpfs_flags(options: str) -> tuple[int, str]:
+    """(mount flags, tmpfs data) for --tmpfs= OPTIONS: nosuid and nodev unless they say otherwise."""
+    flags = MS_NOSUID | MS_NODEV
+    data = []
+    for opt in options.split(","):
+        if opt in _FLAG_OPTIONS:
+            on, off = _FLAG_OPTIONS[opt]
+            flags = (flags | on) & ~off
+        elif opt:
+            data.append(opt)
+    return flags, ",".join(data) or "mode=0755"

@@ -116,9 +116,11 @@ class Credentials(Op):
 
     DIR = "/run/host/credentials"
 
-    def __init__(self, creds: list[tuple[str, bytes]], owner: int) -> None:
+    def __init__(self, creds: list[tuple[str, bytes]], owner: int, group: int | None = None) -> None:
+        # The container's root, or with --user= that user (as nspawn hands them to it): host IDs.
         self.creds = creds
         self.owner = owner
+        self.group = owner if group is None else group
 
     def describe(self) -> str:
         return f"mount ramfs on {self.DIR} with {len(self.creds)} credentials: " + ", ".join(
@@ -146,11 +148,11 @@ class Credentials(Op):
                     view = memoryview(data)
                     while view:
                         view = view[os.write(f, view) :]
-                    os.fchown(f, self.owner, self.owner)
+                    os.fchown(f, self.owner, self.group)
                     os.fchmod(f, 0o400)
                 finally:
                     os.close(f)
-            os.fchown(dfd, self.owner, self.owner)
+            os.fchown(dfd, self.owner, self.group)
         finally:
             os.close(dfd)
         RemountReadOnly(self.DIR, MS_NOSUID | MS_NODEV | MS_NOEXEC).execute(ctx)
@@ -305,10 +307,12 @@ class RootOverlay(Op):
 
 
 class RootVolatileYes(Op):
-    """--volatile=yes: a tmpfs root with only the image's /usr, read-only."""
+    """--volatile=yes: a tmpfs root with only the image's /usr, read-only. The tmpfs belongs to the
+    container's root (OWNER on the host), which writes to it."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, owner: int = 0) -> None:
         self.image = image
+        self.owner = owner
 
     def describe(self) -> str:
         return f"root: tmpfs, bind {self.image}/usr ro onto /usr"
@@ -316,7 +320,8 @@ class RootVolatileYes(Op):
     def execute(self, ctx: Context) -> None:
         usr_fd = ctx.clone_tree(self.image + "/usr")
         try:
-            libc.mount("tmpfs", ctx.root, "tmpfs", MS_STRICTATIME, "mode=0755")
+            own = f",uid={self.owner},gid={self.owner}" if self.owner else ""
+            libc.mount("tmpfs", ctx.root, "tmpfs", MS_STRICTATIME, "mode=0755" + own)
             os.mkdir(ctx.root + "/usr", 0o755)
             libc.move_mount(usr_fd, ctx.root + "/usr")
         finally:

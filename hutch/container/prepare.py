@@ -105,6 +105,7 @@ class Prepared:
         self.uid_range: userns.UidRange | None = None
         self.ownership = "off"
         self.seccomp: bytes | None = None
+        self.user_ids = (0, 0)  # --user='s IDs inside the container (the credentials are theirs)
 
 
 def _random_hex(n: int) -> str:
@@ -418,7 +419,8 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         # Checked again inside the container; failing here means nothing has been set up yet.
         from hutch.container.payload import resolve_user
 
-        resolve_user(s.user, rootfs.read_file_in_root(tree, "etc/passwd"), None)
+        user = resolve_user(s.user, rootfs.read_file_in_root(tree, "etc/passwd"), None)
+        prep.user_ids = (user.uid, user.gid)
     _check_sources(s, tree)
     _build_plan(prep, paths, read_only)
     return prep
@@ -659,7 +661,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         # A tmpfs upper layer in the container's own mount namespace: gone at every reboot, as upstream.
         ops.append(RootOverlay(image, None, None))
     elif s.volatile == "yes":
-        ops.append(RootVolatileYes(prep.thin_lower or image))
+        ops.append(RootVolatileYes(prep.thin_lower or image, prep.uid_range.base if prep.uid_range else 0))
     elif prep.thin_lower:
         ops.append(RootOverlay(prep.thin_lower, None, None, layers=image))
     else:
@@ -671,7 +673,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     if s.volatile != "yes":
         base_dirs.append("etc")
     ops.append(Mkdirs(base_dirs))
-    if read_only:
+    if read_only and s.volatile != "yes":  # --volatile=yes: a writable tmpfs root, /usr read-only
         ops.append(RemountReadOnly("/"))
     if s.volatile == "state":
         shifted = f",uid={prep.uid_range.base},gid={prep.uid_range.base}" if prep.uid_range else ""
@@ -717,7 +719,15 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         WriteFile("/run/host/inaccessible/reg", b"", 0),
         _Chmod000("/run/host/inaccessible/dir"),
         *([plan.NotifySocket()] if prep.notify else []),
-        *([plan.Credentials(s.credentials, shift or 0)] if s.credentials else []),
+        *(
+            [
+                plan.Credentials(
+                    s.credentials, (shift or 0) + prep.user_ids[0], (shift or 0) + prep.user_ids[1]
+                )
+            ]
+            if s.credentials
+            else []
+        ),
         RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
     if s.binds or s.tmpfs or s.overlays or s.inaccessible:

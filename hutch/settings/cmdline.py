@@ -262,7 +262,17 @@ def parse_uuid(text: str) -> str:
     return h
 
 
+class ListRequested(Exception):
+    """OPTION=help: the values the option takes, which the front end prints instead of running."""
+
+    def __init__(self, values: list[str]) -> None:
+        super().__init__("\n".join(values))
+        self.values = values
+
+
 def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value == "help" and option in ("--resolv-conf", "--timezone"):
+        raise ListRequested(list(choices))
     if value not in choices:
         raise UsageError(f"Invalid {option}= argument: {value!r}", "one of: " + ", ".join(choices))
     return value
@@ -421,7 +431,9 @@ def _port(s: Settings, v: str) -> None:
         spec = rest
     else:
         proto, spec = "tcp", v
-    host, _, inner = spec.partition(":")
+    host, colon, inner = spec.partition(":")
+    if colon and not inner:
+        raise UsageError(f"Invalid --port={v}", "a ':' must be followed by the container's port")
     inner = inner or host
     if not (host.isdigit() and inner.isdigit() and 0 < int(host) < 65536 and 0 < int(inner) < 65536):
         raise UsageError(f"Invalid --port={v}", "use [tcp:|udp:]HOSTPORT[:CONTAINERPORT], ports 1-65535")
@@ -491,6 +503,8 @@ def _caps(attr: str, option: str) -> _Handler:
     def h(s: Settings, v: str) -> None:
         from hutch.linux import caps
 
+        if v == "help":
+            raise ListRequested(["cap_" + n.lower() for n in caps.NAMES])
         try:
             getattr(s, attr).update(caps.parse(v))
         except ValueError as e:
