@@ -65,6 +65,18 @@ class Context:
     def target(self, path: str, kind: str = "dir") -> int:
         return rootfs.make_path(self.root_fd, path, kind)
 
+    def attach(self, tree_fd: int, path: str) -> None:
+        """Attach the detached mount TREE_FD at PATH inside the root (made where missing), then close
+        TREE_FD."""
+        try:
+            target = self.target(path)
+            try:
+                libc.move_mount(tree_fd, "", to_dirfd=target)
+            finally:
+                os.close(target)
+        finally:
+            os.close(tree_fd)
+
     def open_parent(self, path: str, create: bool = True) -> tuple[int, str]:
         """A directory fd of PATH's parent inside the root (created unless create=False) and PATH's
         last component, for *at() calls that must not follow a symlink in that last component."""
@@ -232,15 +244,7 @@ class AttachPartitions(Op):
 
     def execute(self, ctx: Context) -> None:
         for where, mfd in self.mounts:
-            fd = ctx.clone_tree(rootfs.fd_path(mfd))
-            try:
-                target = ctx.target(where)
-                try:
-                    libc.move_mount(fd, "", to_dirfd=target)
-                finally:
-                    os.close(target)
-            finally:
-                os.close(fd)
+            ctx.attach(ctx.clone_tree(rootfs.fd_path(mfd)), where)
 
 
 class RootOverlay(Op):
@@ -448,14 +452,7 @@ class ProcMount(Op):
             return
         # MOUNT_ATTR_NOSUID | NODEV | NOEXEC
         fd = libc.fsmount_detached("proc", fd_options={"pidns": ctx.pidns_fd}, mount_flags=0x2 | 0x4 | 0x8)
-        try:
-            target = ctx.target("/proc")
-            try:
-                libc.move_mount(fd, "", to_dirfd=target)
-            finally:
-                os.close(target)
-        finally:
-            os.close(fd)
+        ctx.attach(fd, "/proc")
 
 
 # name, major, minor: the pseudo devices a container gets (nspawn's copy_devnodes()).
