@@ -172,16 +172,16 @@ def pull_raw(
 ) -> Image:
     import hashlib
 
-    from hutch.images import transfer
+    from hutch.images import download
     from hutch.images.progress import Progress
 
-    filename = transfer.check_url(url, verify, "pull-raw")
+    filename = download.check_url(url, verify, "pull-raw")
     name = name or names.raw_name_from_path(filename)
     names.check_image_name(name)
-    expected = transfer.fetch_checksum(url, filename) if verify == "checksum" else None
+    expected = download.fetch_checksum(url, filename) if verify == "checksum" else None
     with NewImage(name, paths, force=force, what="pull", transfer=("pull-raw", url)) as new:
         new.target += ".raw"
-        with transfer.download(url) as resp:
+        with download.download(url) as resp:
             length = resp.headers.get("Content-Length")
             size = int(length) if length and length.isdigit() else None
             hasher = hashlib.sha256()
@@ -190,14 +190,14 @@ def pull_raw(
             try:
                 with Progress(f"Downloading {name}", size, progress) as bar:
                     counted.progress = bar
-                    transfer.guarded_download(url, lambda: write_sparse(decompressed(counted, url), fd, url))
+                    download.guarded_download(url, lambda: write_sparse(decompressed(counted, url), fd, url))
             finally:
                 os.close(fd)
             if size is not None and counted.total != size:
                 raise ImageError(
                     f"Download of {url} is truncated: {counted.total} of {size} bytes.", "try again"
                 )
-        transfer.check_digest(filename, hasher.hexdigest(), expected)
+        download.check_digest(filename, hasher.hexdigest(), expected)
         finish(new, url)
         return new.commit(read_only=read_only)
 

@@ -119,7 +119,7 @@ class Client:
                     f"Failed to pull {self.ref}: {_status(e.code, path)}.", _status_hint(e.code)
                 ) from None
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
-                from hutch.images.transfer import why
+                from hutch.images.download import why
 
                 raise ImageError(
                     f"Failed to pull {self.ref}: {why(e)}.", "is the registry reachable?"
