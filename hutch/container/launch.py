@@ -288,6 +288,8 @@ def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None
     if s.private_network:
         payload.loopback_up()
     payload.apply_limits(s.rlimits, s.oom_score_adjust)
+    if s.personality is not None or s.cpu_affinity:
+        payload.apply_process(s.personality, s.cpu_affinity)
     env = dict(prep.env)
     user = payload.user_from_container(s.user) if s.user else None
     # The login shell only matters when there is no command and no init to run.
@@ -563,7 +565,7 @@ class Supervisor:
         if self.claim is not None:
             from hutch.container import record
 
-            pending = self.ready_fd >= 0 or self.prep.notify
+            pending = self.ready_fd >= 0 or self.prep.wait_ready
             self.claim.write(**record.fields(self.prep, self.pid1, self.since, pending))
 
     def _ready(self) -> None:
@@ -586,10 +588,14 @@ class Supervisor:
         pid, pidfd = _spawn(self.prep, status_w, ack_r, (status_r, ack_w))
         self.pid1 = pid
         cgroup_setup.attach(self.prep, pid)  # PID 1 waits for our ack before it execs
-        if self.prep.net_extra is not None:
+        if self.prep.link is not None or self.prep.net_extra is not None:
             from hutch.container import network
 
-            network.setup_extra(self.prep.net_extra, pid)
+            if self.prep.link is not None:
+                network.setup_host(self.prep.link, pid)
+                network.setup_inside_of(self.prep.link, pid)
+            if self.prep.net_extra is not None:
+                network.setup_extra(self.prep.net_extra, pid)
         os.close(status_w)
         os.close(ack_r)
         try:
@@ -684,8 +690,8 @@ class Supervisor:
                     else:
                         poller.unregister(status_r)
                         status_open = False
-                        if notify < 0 and not self.errors:
-                            self._ready()  # PID 1 exec'd, and no READY=1 is coming
+                        if not self.prep.wait_ready and not self.errors:
+                            self._ready()  # PID 1 exec'd, and no READY=1 is awaited
                 elif fd in services:
                     services[fd]()
                 elif fd == notify:

@@ -411,25 +411,42 @@ def unmasquerade(name: str) -> None:
 
 
 class Extra:
-    """--network-interface and --network-veth-extra: what else goes into the machine's namespace. The
-    supervisor holds that namespace (netns_fd) so that, once PID 1 is gone, the interfaces can still be
-    moved back: the kernel would return a physical one by itself but destroy a virtual one."""
+    """--network-interface, --network-veth-extra, --network-macvlan and --network-ipvlan: what else goes
+    into the machine's namespace. The supervisor holds that namespace (netns_fd) so that, once PID 1 is
+    gone, the interfaces can still be moved back: the kernel would return a physical one by itself but
+    destroy a virtual one. A moved interface keeps its host name as an alternative name inside, as
+    upstream's do; a host altname that the new name takes is given back afterwards."""
 
-    __slots__ = ("interfaces", "moved", "netns_fd", "veth_extra")
+    __slots__ = ("freed_altnames", "interfaces", "ipvlan", "macvlan", "moved", "netns_fd", "veth_extra")
 
-    def __init__(self, interfaces: list[tuple[str, str]], veth_extra: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        interfaces: list[tuple[str, str]],
+        veth_extra: list[tuple[str, str]],
+        macvlan: list[tuple[str, str]] | None = None,
+        ipvlan: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.interfaces = interfaces
         self.veth_extra = veth_extra
+        self.macvlan = macvlan or []
+        self.ipvlan = ipvlan or []
         self.moved: list[tuple[str, str]] = []
+        self.freed_altnames: list[tuple[str, str]] = []  # (host name, its altname that went inside)
         self.netns_fd = -1
 
 
-def check_extra(interfaces: list[tuple[str, str]], veth_extra: list[tuple[str, str]]) -> Extra:
+def check_extra(
+    interfaces: list[tuple[str, str]],
+    veth_extra: list[tuple[str, str]],
+    macvlan: list[tuple[str, str]] | None = None,
+    ipvlan: list[tuple[str, str]] | None = None,
+) -> Extra:
     """Refuse before anything is made: an interface that is not there, a name twice, or an extra
     pair's host name already taken."""
     from hutch.linux import rtnl
 
-    inner = [i for _, i in interfaces] + [i for _, i in veth_extra]
+    macvlan, ipvlan = macvlan or [], ipvlan or []
+    inner = [i for _, i in interfaces + veth_extra + macvlan + ipvlan]
     for n in ("host0", *inner):
         if inner.count(n) > 1:
             raise SetupError(f"Network interface name {n} is given twice inside the machine.")
@@ -438,6 +455,7 @@ def check_extra(interfaces: list[tuple[str, str]], veth_extra: list[tuple[str, s
         if outer in seen:
             raise SetupError(f"Network interface {outer} is given twice.")
         seen.append(outer)
+    for outer, _ in interfaces + macvlan + ipvlan:
         if not rtnl.index(outer):
             raise SetupError(f"Network interface {outer} does not exist.", "see 'ip link'")
     for outer, _ in veth_extra:
@@ -445,29 +463,71 @@ def check_extra(interfaces: list[tuple[str, str]], veth_extra: list[tuple[str, s
             raise SetupError(
                 f"Network interface {outer} already exists.", "pick another name for the extra pair"
             )
-    return Extra(interfaces, veth_extra)
+    return Extra(interfaces, veth_extra, macvlan, ipvlan)
 
 
 def setup_extra(extra: Extra, pid1: int) -> None:
-    """In the host's namespace: move the interfaces into PID 1's, renamed; make the extra pairs."""
+    """In the host's namespace: move the interfaces into PID 1's, renamed; make the extra pairs and
+    the macvlan and ipvlan links; then, inside, the host names as alternative names."""
     from hutch.linux import rtnl
 
     extra.netns_fd = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         with rtnl.Netlink() as nl:
             for outer, inner in extra.interfaces:
-                nl.move(rtnl.index(outer), inner, netns_pid=pid1)
+                idx = rtnl.index(outer)
+                if inner != outer and rtnl.index(inner) == idx:
+                    # The new name is one of the interface's altnames: it cannot also be its name.
+                    nl.altname(idx, inner, add=False)
+                    extra.freed_altnames.append((outer, inner))
+                nl.move(idx, inner, netns_pid=pid1)
                 extra.moved.append((outer, inner))
             for outer, inner in extra.veth_extra:
                 nl.add_veth(outer, inner, pid1)
                 nl.set_up(rtnl.index(outer))
+            for kind, links in (("macvlan", extra.macvlan), ("ipvlan", extra.ipvlan)):
+                for outer, inner in links:
+                    nl.add_on(kind, inner, rtnl.index(outer), pid1)
+        renamed = [(o, i) for o, i in extra.moved if o != i]
+
+        def keep_host_names(nl: Any) -> None:
+            for outer, inner in renamed:
+                _try_altname(nl, inner, outer, True)
+
+        if renamed:
+            _in_netns(extra.netns_fd, keep_host_names)
     except OSError as e:
         raise SetupError(f"Failed to set up the machine's network interfaces: {e.strerror or e}.") from None
 
 
+def _try_altname(nl: Any, name: str, alt: str, add: bool) -> None:
+    from hutch.linux import rtnl
+
+    try:
+        nl.altname(rtnl.index(name), alt, add)
+    except OSError as e:
+        print(f"hutch: {name}: {e.strerror}", file=sys.stderr)
+
+
+def _in_netns(netns_fd: int, body: Any) -> Any:
+    """BODY(netlink) with a netlink socket and interface lookups in the namespace NETNS_FD."""
+    from hutch.linux import libc, rtnl
+
+    host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.setns(netns_fd, libc.CLONE_NEWNET)
+        try:
+            with rtnl.Netlink() as nl:
+                return body(nl)
+        finally:
+            libc.setns(host, libc.CLONE_NEWNET)
+    finally:
+        os.close(host)
+
+
 def teardown_extra(extra: Extra) -> None:
     """Once PID 1 is gone: the moved interfaces back to the host under their own names. Extra pairs
-    go with the namespace, which we let go of last."""
+    and links go with the namespace, which we let go of last."""
     if extra.netns_fd < 0:
         return
     from hutch.linux import libc, rtnl
@@ -478,23 +538,43 @@ def teardown_extra(extra: Extra) -> None:
             libc.setns(extra.netns_fd, libc.CLONE_NEWNET)
             try:
                 nl = rtnl.Netlink()  # bound to the machine's namespace for good
-                found = [(rtnl.index(inner), outer) for outer, inner in extra.moved]
+                found = [(rtnl.index(inner), outer, inner) for outer, inner in extra.moved]
             finally:
                 libc.setns(host, libc.CLONE_NEWNET)
             with nl:
-                for idx, outer in found:
+                for idx, outer, inner in found:
                     try:
+                        if idx and outer != inner:
+                            try:
+                                nl.altname(idx, outer, add=False)  # or the old name is taken
+                            except OSError:
+                                pass
                         if idx:
                             nl.move(idx, outer, netns_fd=host)
                     except OSError as e:
                         print(
                             f"hutch: Failed to move {outer} back to the host: {e.strerror}", file=sys.stderr
                         )
+            if extra.freed_altnames:
+                with rtnl.Netlink() as hnl:
+                    for outer, alt in extra.freed_altnames:
+                        _try_altname(hnl, outer, alt, True)
         finally:
             os.close(host)
         extra.moved = []
+        extra.freed_altnames = []
     os.close(extra.netns_fd)
     extra.netns_fd = -1
+
+
+def setup_inside_of(link: Link, pid1: int) -> None:
+    """setup_inside() from the host's side, in PID1's network namespace: for a machine without a user
+    namespace, whose PID 1 builds its own tree."""
+    fd = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _in_netns(fd, lambda nl: setup_inside(link))
+    finally:
+        os.close(fd)
 
 
 def open_netns(path: str) -> int:

@@ -100,6 +100,24 @@ def loopback_up() -> None:
         s.close()
 
 
+_PER_LINUX, _PER_LINUX32 = 0x0000, 0x0008
+_NR_PERSONALITY = 135  # x86_64, the only host --personality is accepted on (prepare checks)
+
+
+def apply_process(personality: str | None, cpus: list[int] | None) -> None:
+    """--personality and --cpu-affinity: inherited by every process the payload starts."""
+    if personality is not None:
+        from hutch.linux import libc
+
+        value = _PER_LINUX32 if personality == "x86" else _PER_LINUX
+        libc.check_syscall(_NR_PERSONALITY, value, what="Failed to set the personality")
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as e:
+            raise SetupError(f"Failed to set the CPU affinity to {cpus}: {e.strerror}.") from None
+
+
 def apply_limits(rlimits: dict[int, tuple[int, int]], oom: int | None) -> None:
     if oom is not None:
         with open("/proc/self/oom_score_adj", "w") as f:

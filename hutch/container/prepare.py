@@ -87,8 +87,9 @@ class Prepared:
         self.dns_upstream: list[str] | None = None
         self.dns_forwarder: Any = None
         self.router6: Any = None  # -n: RAs and DHCPv6 on the host side (hutch.container.dhcp6)
-        # A systemd PID 1 reports READY=1 on $NOTIFY_SOCKET (/run/host/notify): the supervisor binds it.
-        self.notify = False
+        # Every payload gets $NOTIFY_SOCKET (/run/host/notify), bound by the supervisor, as upstream's.
+        # wait_ready: "up" means READY=1 came (a systemd init, or --notify-ready=yes), not the exec.
+        self.wait_ready = False
         self.notify_fd = -1
         self.uuid = ""
         self.console = "read-only"
@@ -411,9 +412,11 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         from hutch.container import limits
 
         prep.limits = limits.parse_all(s.properties)
-    if s.boot and (in_tree("usr/lib/systemd/systemd") or in_tree("lib/systemd/systemd")):
-        prep.notify = True
-        prep.env["NOTIFY_SOCKET"] = "/run/host/notify"
+    prep.env["NOTIFY_SOCKET"] = "/run/host/notify"
+    if s.notify_ready is not None:
+        prep.wait_ready = s.notify_ready
+    else:
+        prep.wait_ready = s.boot and (in_tree("usr/lib/systemd/systemd") or in_tree("lib/systemd/systemd"))
     _security(prep, paths)
     if s.user:
         # Checked again inside the container; failing here means nothing has been set up yet.
@@ -457,7 +460,13 @@ def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
 def _network(prep: Prepared, paths: Paths) -> None:
     s = prep.settings
     if s.network_namespace_path:
-        if s.private_network or s.network_interfaces or s.network_veth_extra:
+        if (
+            s.network_veth
+            or s.network_interfaces
+            or s.network_veth_extra
+            or s.network_macvlan
+            or s.network_ipvlan
+        ):
             raise UsageError(
                 "--network-namespace-path= cannot be combined with other network options.",
                 "the machine joins that namespace as it is",
@@ -469,13 +478,13 @@ def _network(prep: Prepared, paths: Paths) -> None:
         return
     if s.network_bridge and s.network_zone:
         raise UsageError("--network-bridge= and --network-zone= are mutually exclusive.")
-    if s.network_interfaces or s.network_veth_extra:
+    if s.network_interfaces or s.network_veth_extra or s.network_macvlan or s.network_ipvlan:
         from hutch.container import network
 
-        prep.net_extra = network.check_extra(s.network_interfaces, s.network_veth_extra)
+        prep.net_extra = network.check_extra(
+            s.network_interfaces, s.network_veth_extra, s.network_macvlan, s.network_ipvlan
+        )
     if s.network_veth:
-        if prep.uid_range is None:
-            raise UsageError("--network-veth needs a user namespace here.", "drop --private-users=no")
         from hutch.container import network
 
         if s.network_bridge:
@@ -497,8 +506,10 @@ def _security(prep: Prepared, paths: Paths) -> None:
     prep.keep_caps = frozenset(
         c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
     )
-    if (os.getenv("HUTCH_SECCOMP") or "1") != "0":
-        prep.seccomp = security.program(prep.keep_caps, s.syscall_allow, s.syscall_deny, paths.cache_dir)
+    if (os.getenv("HUTCH_SECCOMP") or "1") != "0" or s.suppress_sync:
+        prep.seccomp = security.program(
+            prep.keep_caps, s.syscall_allow, s.syscall_deny, paths.cache_dir, s.suppress_sync
+        )
 
 
 def _check_sources(s: Settings, image: str) -> None:
@@ -718,7 +729,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         Mkdirs(["/run/host/inaccessible/dir"]),
         WriteFile("/run/host/inaccessible/reg", b"", 0),
         _Chmod000("/run/host/inaccessible/dir"),
-        *([plan.NotifySocket()] if prep.notify else []),
+        plan.NotifySocket(),
         *(
             [
                 plan.Credentials(

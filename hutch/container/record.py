@@ -37,8 +37,9 @@ def fields(prep: Prepared, pid1: int, since: int, pending: bool) -> dict[str, ob
         "keep_caps": sum(1 << c for c in prep.keep_caps),
         "syscall_allow": s.syscall_allow,
         "syscall_deny": s.syscall_deny,
+        "suppress_sync": s.suppress_sync,
         "properties": s.properties,
         "limits_kind": prep.limit_backend.kind if prep.limit_backend is not None else "",
-        "notify": prep.notify,
+        "notify": prep.wait_ready,
         "state": "starting" if pending else "running",
     }

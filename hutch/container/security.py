@@ -69,7 +69,14 @@ def allowed_names(keep_caps: frozenset[int], add: list[str], remove: list[str]) 
     return names
 
 
-def program(keep_caps: frozenset[int], add: list[str], remove: list[str], cache_dir: str) -> bytes:
+# --suppress-sync: these return 0 at once, as upstream's seccomp_suppress_sync() makes them. (O_SYNC
+# opens stay as they are: a filter can refuse a flag but not strip it.)
+SYNC_CALLS = ("fdatasync", "fsync", "msync", "sync", "sync_file_range", "syncfs")
+
+
+def program(
+    keep_caps: frozenset[int], add: list[str], remove: list[str], cache_dir: str, suppress_sync: bool = False
+) -> bytes:
     """The BPF program for this policy on x86_64, from the cache when it was compiled before.
 
     The cache key is made of the inputs (kept capabilities, edits), so a start that hits the cache never
@@ -78,19 +85,22 @@ def program(keep_caps: frozenset[int], add: list[str], remove: list[str], cache_
     for c in keep_caps:
         capmask |= 1 << c
     key = f"x86_64-{COMPILER_VERSION}-{capmask:x}-{'+'.join(add)}-{'~'.join(remove)}"
+    if suppress_sync:
+        key += "-nosync"
     if len(key) > 200 or "/" in key:
         import hashlib
 
         key = f"x86_64-{COMPILER_VERSION}-{hashlib.sha256(key.encode()).hexdigest()}"
-    return seccomp.cached(cache_dir, key, lambda: build(keep_caps, add, remove))
+    return seccomp.cached(cache_dir, key, lambda: build(keep_caps, add, remove, suppress_sync))
 
 
-def build(keep_caps: frozenset[int], add: list[str], remove: list[str]) -> bytes:
+def build(keep_caps: frozenset[int], add: list[str], remove: list[str], suppress_sync: bool = False) -> bytes:
     from hutch.linux import syscalls_x86_64 as table
 
     nums = {table.NUMBERS[n] for n in allowed_names(keep_caps, add, remove) if n in table.NUMBERS}
     known = set(table.NUMBERS.values())
-    return seccomp.compile_filter(nums, known, table.AUDIT_ARCH, table.X32_BIT, table.NUMBERS["socket"])
+    nop = frozenset(table.NUMBERS[n] for n in SYNC_CALLS) if suppress_sync else frozenset()
+    return seccomp.compile_filter(nums, known, table.AUDIT_ARCH, table.X32_BIT, table.NUMBERS["socket"], nop)
 
 
 # Bump when the policy tables or the compiler change: cached programs are keyed by it.

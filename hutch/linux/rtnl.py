@@ -15,9 +15,12 @@ from hutch.linux import posixos as os
 AF_NETLINK = 16
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
+RTM_NEWLINKPROP, RTM_DELLINKPROP = 108, 109
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 1, 4, 0x200, 0x400
 NLMSG_ERROR = 2
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_NET_NS_FD = 3, 10, 18, 19, 28
+IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_NET_NS_FD = 3, 5, 10, 18, 19, 28
+IFLA_PROP_LIST, IFLA_ALT_IFNAME, NLA_F_NESTED = 52, 53, 0x8000
+MACVLAN_MODE_BRIDGE, IPVLAN_MODE_L2 = 4, 0
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
@@ -144,3 +147,26 @@ class Netlink:
     def set_master(self, ifindex: int, master: int) -> None:
         body = _ifinfo(ifindex) + _attr(IFLA_MASTER, struct.pack("=I", master))
         self.request(RTM_NEWLINK, 0, body, "Failed to attach an interface to its bridge")
+
+    def add_on(self, kind: str, name: str, parent: int, netns_pid: int) -> None:
+        """A macvlan (bridge mode) or ipvlan (L2) named NAME on the host's interface PARENT, made
+        straight in PID NETNS_PID's network namespace."""
+        if kind == "macvlan":
+            data = _attr(1, struct.pack("=I", MACVLAN_MODE_BRIDGE))  # IFLA_MACVLAN_MODE
+        else:
+            data = _attr(1, struct.pack("=H", IPVLAN_MODE_L2))  # IFLA_IPVLAN_MODE
+        linkinfo = _attr(IFLA_INFO_KIND, kind.encode()) + _attr(IFLA_INFO_DATA, data)
+        body = (
+            _ifinfo()
+            + _attr(IFLA_IFNAME, name.encode() + b"\0")
+            + _attr(IFLA_LINK, struct.pack("=I", parent))
+            + _attr(IFLA_NET_NS_PID, struct.pack("=I", netns_pid))
+            + _attr(IFLA_LINKINFO, linkinfo)
+        )
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"Failed to create {kind} {name}")
+
+    def altname(self, ifindex: int, name: str, add: bool) -> None:
+        """Add or remove NAME as an alternative name of the interface."""
+        props = _attr(IFLA_PROP_LIST | NLA_F_NESTED, _attr(IFLA_ALT_IFNAME, name.encode() + b"\0"))
+        kind, flags = (RTM_NEWLINKPROP, NLM_F_CREATE | NLM_F_EXCL) if add else (RTM_DELLINKPROP, 0)
+        self.request(kind, flags, _ifinfo(ifindex) + props, f"Failed to change the alternative name {name}")

@@ -34,11 +34,14 @@ def _i(code: int, k: int, jt: int = 0, jf: int = 0) -> Insn:
     return (code, jt, jf, k)
 
 
-def _ranges(allowed: set[int], known: set[int], top: int) -> list[tuple[int, int]]:
-    """[(first_nr, verdict)] covering 0..top, merged where neighbours agree; past top is unknown."""
+def _ranges(allowed: set[int], known: set[int], top: int, nop: frozenset[int]) -> list[tuple[int, int]]:
+    """[(first_nr, verdict)] covering 0..top, merged where neighbours agree; past top is unknown.
+    NOP calls return 0 without running (an "errno" of 0)."""
     out: list[tuple[int, int]] = []
     for nr in range(top + 2):
         v = RET_ALLOW if nr in allowed else RET_ERRNO | EPERM if nr in known else RET_ERRNO | ENOSYS
+        if nr in nop and nr in allowed:
+            v = RET_ERRNO
         if nr > top:
             v = RET_ERRNO | ENOSYS
         if not out or out[-1][1] != v:
@@ -59,7 +62,12 @@ def _tree(ranges: list[tuple[int, int]]) -> list[Insn]:
 
 
 def compile_filter(
-    allowed: set[int], known: set[int], audit_arch: int, x32_bit: int, socket_nr: int | None
+    allowed: set[int],
+    known: set[int],
+    audit_arch: int,
+    x32_bit: int,
+    socket_nr: int | None,
+    nop: frozenset[int] = frozenset(),
 ) -> bytes:
     top = max(known | allowed)
     prog: list[Insn] = [
@@ -81,7 +89,7 @@ def compile_filter(
             _i(_JA, 1),
             _i(_RET_K, RET_ERRNO | EAFNOSUPPORT),
         ]
-    prog += _tree(_ranges(allowed, known, top))
+    prog += _tree(_ranges(allowed, known, top, nop))
     return b"".join(
         c.to_bytes(2, "little") + bytes((jt, jf)) + k.to_bytes(4, "little") for c, jt, jf, k in prog
     )

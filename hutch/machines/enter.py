@@ -58,10 +58,11 @@ def _confinement(entry: dict[str, Any], paths: Paths) -> tuple[frozenset[int], b
     mask = int(entry.get("keep_caps") or 0)
     keep = frozenset(c for c in range(64) if mask >> c & 1)
     prog = None
-    if os.environ.get("HUTCH_SECCOMP", "1") != "0":
+    nosync = bool(entry.get("suppress_sync"))
+    if os.environ.get("HUTCH_SECCOMP", "1") != "0" or nosync:
         allow = list(entry.get("syscall_allow") or [])
         deny = list(entry.get("syscall_deny") or [])
-        prog = security.program(keep, allow, deny, paths.cache_dir)
+        prog = security.program(keep, allow, deny, paths.cache_dir, nosync)
     return keep, prog
 
 

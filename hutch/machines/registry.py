@@ -123,6 +123,7 @@ _OPTIONAL = {
     "netif": str, "zone": str, "ports": list, "boot": bool, "kill_signal": int, "private_network": bool,
     "hostname": str, "log": str, "argv": list, "keep_caps": int, "syscall_allow": list,
     "syscall_deny": list, "properties": list, "limits_kind": str, "notify": bool, "ready": int,
+    "suppress_sync": bool,
 }  # fmt: skip
 MAX_ENTRY = 1 << 20
 REAP_WAIT = 2.0  # seconds a dead machine's processes get to leave its cgroup

@@ -153,6 +153,7 @@ def parse_bind(spec: str, read_only: bool) -> Bind:
         raise UsageError(f"Invalid {option}= specification: {spec!r}", "empty destination")
     dst = _check_container_path(dst if is_rel or len(parts) > 1 else src, option)
     recursive = True
+    idmap = ""
     if len(parts) == 3:
         for opt in parts[2].split(","):
             if opt == "rbind":
@@ -160,13 +161,15 @@ def parse_bind(spec: str, read_only: bool) -> Bind:
             elif opt == "norbind":
                 recursive = False
             elif opt in ("noidmap", "idmap", "rootidmap", "owneridmap"):
-                pass  # ID mapping only matters with user namespaces; accepted for compatibility
+                idmap = opt
             else:
                 raise UsageError(
                     f"Invalid {option}= mount option {opt!r} in {spec!r}",
-                    "known options: rbind, norbind, idmap, noidmap, rootidmap",
+                    "known options: rbind, norbind, idmap, noidmap, rootidmap, owneridmap",
                 )
-    return Bind(src, dst, read_only=read_only, recursive=recursive, image_relative=is_rel)
+    if idmap in ("rootidmap", "owneridmap") and is_rel:
+        raise UsageError(f"{option}={spec}: {idmap} maps a host directory's owner, not one in the image")
+    return Bind(src, dst, read_only=read_only, recursive=recursive, image_relative=is_rel, idmap=idmap)
 
 
 def parse_tmpfs(spec: str) -> Tmpfs:
@@ -449,9 +452,11 @@ def valid_ifname(name: str) -> bool:
     )
 
 
-def _ifname_pair(option: str, v: str) -> tuple[str, str]:
+def _ifname_pair(option: str, v: str, prefix: str = "") -> tuple[str, str]:
+    """IF[:NAME]. Without NAME the inner name is IF, or PREFIX+IF cut to fit IFNAMSIZ."""
     outer, _, inner = v.partition(":")
-    inner = inner or outer
+    if not inner:
+        inner = (prefix + outer)[:15] if valid_ifname(outer) else outer
     for n in (outer, inner):
         if not valid_ifname(n):
             raise UsageError(
@@ -573,6 +578,120 @@ def _userns_pick(s: Settings, v: str) -> None:
     s.private_users_ownership = "auto"
 
 
+def parse_cpu_set(text: str, option: str) -> list[int]:
+    """'0,2-5 7': CPU numbers, as systemd's parse_cpu_set() reads them (commas or spaces, ranges)."""
+    cpus: set[int] = set()
+    for word in text.replace(",", " ").split():
+        lo, dash, hi = word.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise UsageError(f"Failed to parse {option} argument: {text!r}", "CPU numbers or ranges: 0,2-5")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if a > b or b >= 8192:
+            raise UsageError(f"Invalid CPU range {word!r} in {option}={text}")
+        cpus.update(range(a, b + 1))
+    return sorted(cpus)
+
+
+def _cpu_affinity(s: Settings, v: str) -> None:
+    s.cpu_affinity = parse_cpu_set(v, "--cpu-affinity=") or None
+
+
+# --personality: what uname -m reports inside. Only the host's own and, on 64-bit x86, 32-bit x86.
+PERSONALITIES = ("x86", "x86-64")
+
+
+def _personality(s: Settings, v: str) -> None:
+    s.personality = _choice(v, PERSONALITIES, "--personality")
+
+
+LINK_JOURNAL_MODES = ("no", "host", "try-host", "guest", "try-guest", "auto")
+
+
+def _link_journal(s: Settings, v: str) -> None:
+    s.link_journal = _choice(v, LINK_JOURNAL_MODES, "--link-journal")
+
+
+def valid_user_name(name: str) -> bool:
+    """systemd's strict rule (valid_user_group_name): [a-zA-Z_][a-zA-Z0-9_-]*, at most 31 bytes."""
+    return (
+        0 < len(name) <= 31
+        and (name[0].isascii() and (name[0].isalpha() or name[0] == "_"))
+        and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
+    )
+
+
+def _bind_user(s: Settings, v: str) -> None:
+    if not v:
+        s.bind_users = []  # an empty assignment resets the list, as in the settings file
+        return
+    if not valid_user_name(v):
+        raise UsageError(f"Invalid user name to bind: {v!r}", "a user name of the host, like alice")
+    if v not in s.bind_users:
+        s.bind_users.append(v)
+
+
+def _bind_user_shell(s: Settings, v: str) -> None:
+    if v.startswith("/"):
+        s.bind_user_shell = _check_container_path(v, "--bind-user-shell")
+        return
+    try:
+        s.bind_user_shell = parse_boolean(v, "--bind-user-shell")
+    except UsageError:
+        raise UsageError(
+            f"Invalid --bind-user-shell= argument: {v!r}", "a boolean, or the absolute path of a shell"
+        ) from None
+
+
+def _network_macvlan(s: Settings, v: str) -> None:
+    s.network_macvlan.append(_ifname_pair("--network-macvlan", v, "mv-"))
+    s.private_network = True
+
+
+def _network_ipvlan(s: Settings, v: str) -> None:
+    s.network_ipvlan.append(_ifname_pair("--network-ipvlan", v, "iv-"))
+    s.private_network = True
+
+
+def _pivot_root(s: Settings, v: str) -> None:
+    parts = split_escaped(v)
+    if len(parts) > 2 or not parts[0]:
+        raise UsageError(f"Invalid --pivot-root= argument: {v!r}", "expected PATH[:PATH]")
+    new = _check_container_path(parts[0], "--pivot-root")
+    old = _check_container_path(parts[1], "--pivot-root") if len(parts) == 2 else ""
+    s.pivot_root = (new, old)
+
+
+def _slice(s: Settings, v: str) -> None:
+    ok = v.endswith(".slice") and len(v) > 6 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in v)
+    if not ok:
+        raise UsageError(f"Invalid slice name: {v!r}", "a unit name ending in .slice")
+    if v != "machine.slice":
+        raise UsageError(
+            f"--slice={v}: hutch places every machine in machine.slice.",
+            "leave -S out; the systemd-hosts work (issue 18) brings other slices",
+        )
+    s.slice = v
+
+
+def _selinux(attr: str, option: str) -> _Handler:
+    def h(s: Settings, v: str) -> None:
+        if not v or v.count(":") < 2 or any(c.isspace() for c in v):
+            raise UsageError(f"Invalid {option}= label: {v!r}", "an SELinux context, like u:r:t:s0")
+        setattr(s, attr, v)
+
+    return h
+
+
+def _unsupported(option: str, hint: str) -> _Handler:
+    def h(s: Settings, v: str) -> None:
+        raise UsageError(f"{option} is not supported by hutch.", hint)
+
+    return h
+
+
+_VERITY = "hutch checks no dm-verity signatures: run an image without them, or use systemd-nspawn"
+
+
 def _ignore(s: Settings, v: str) -> None:
     """Options that only concern systemd's service manager; accepted so command lines carry over."""
 
@@ -640,6 +759,27 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "register": (True, False, _bool("register", "--register")),
     "property": (True, False, _property),
     "keep-unit": (False, False, _ignore),
+    "cpu-affinity": (True, False, _cpu_affinity),
+    "personality": (True, False, _personality),
+    "link-journal": (True, False, _link_journal),
+    "notify-ready": (True, False, _bool("notify_ready", "--notify-ready")),
+    "suppress-sync": (True, False, _bool("suppress_sync", "--suppress-sync")),
+    "bind-user": (True, False, _bind_user),
+    "bind-user-shell": (True, False, _bind_user_shell),
+    "network-macvlan": (True, False, _network_macvlan),
+    "network-ipvlan": (True, False, _network_ipvlan),
+    "pivot-root": (True, False, _pivot_root),
+    "slice": (True, False, _slice),
+    "selinux-context": (True, False, _selinux("selinux_context", "--selinux-context")),
+    "selinux-apifs-context": (True, False, _selinux("selinux_apifs_context", "--selinux-apifs-context")),
+    "root-hash": (True, False, _unsupported("--root-hash=", _VERITY)),
+    "root-hash-sig": (True, False, _unsupported("--root-hash-sig=", _VERITY)),
+    "verity-data": (True, False, _unsupported("--verity-data=", _VERITY)),
+    "oci-bundle": (
+        True,
+        False,
+        _unsupported("--oci-bundle=", "import the image with 'hutch import-tar' or 'hutch pull-oci'"),
+    ),
     "no-pager": (False, False, _ignore),
     "no-ask-password": (False, False, _ignore),
 }
@@ -658,7 +798,27 @@ SHORT: dict[str, str] = {
     "P": "pipe",
     "n": "network-veth",
     "p": "port",
+    "j": "link-journal",
+    "L": "selinux-apifs-context",
+    "S": "slice",
+    "Z": "selinux-context",
 }
+# -j takes no argument: it means --link-journal=try-guest.
+SHORT_VALUE = {"j": "try-guest"}
+
+
+def _long_name(name: str) -> str:
+    """NAME, or the one long option it abbreviates, as getopt_long allows ('--direc' is --directory)."""
+    if name in LONG:
+        return name
+    matches = [o for o in LONG if o.startswith(name)] if name else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(
+            f"option '--{name}' is ambiguous; possibilities: " + " ".join("--" + m for m in sorted(matches))
+        )
+    raise UsageError(f"unrecognized option '--{name}'", "see 'hutch spawn --help'")
 
 
 def parse(argv: list[str]) -> Settings:
@@ -674,9 +834,8 @@ def parse(argv: list[str]) -> Settings:
             break
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            spec = LONG.get(name)
-            if spec is None:
-                raise UsageError(f"unrecognized option '--{name}'", "see 'hutch spawn --help'")
+            name = _long_name(name)
+            spec = LONG[name]
             takes, optional, handler = spec
             if takes:
                 if not eq:
@@ -700,6 +859,10 @@ def parse(argv: list[str]) -> Settings:
                 if long is None:
                     raise UsageError(f"invalid option -- '{c}'", "see 'hutch spawn --help'")
                 takes, _, handler = LONG[long]
+                if c in SHORT_VALUE:
+                    handler(s, SHORT_VALUE[c])
+                    j += 1
+                    continue
                 if takes:
                     if j + 1 < len(arg):
                         value = arg[j + 1 :]
@@ -718,6 +881,11 @@ def parse(argv: list[str]) -> Settings:
     s.command = argv[i:]
     verify(s)
     return s
+
+
+def _own_links(s: Settings) -> bool:
+    links = s.network_interfaces + s.network_veth_extra + s.network_macvlan + s.network_ipvlan
+    return bool(s.network_veth or links)
 
 
 def verify(s: Settings) -> None:
@@ -740,5 +908,12 @@ def verify(s: Settings) -> None:
         raise UsageError("--template= is not supported with --image=.")
     if s.image and s.volatile != "no":
         raise UsageError("Combining --volatile= with --image= is not supported.")
+    if s.network_namespace_path and s.private_network and not _own_links(s):
+        # Allowed with --private-network, as upstream: the namespace given is the private one.
+        s.private_network = False
+    if s.bind_users and s.private_users in ("no", "false", "0", "off", "n", "identity"):
+        raise UsageError(
+            "--bind-user= requires a user namespace with its own UID range.", "drop --private-users"
+        )
     if s.command and not s.command[0]:
         raise UsageError("The command to run is empty ('').", "name a program, like /bin/sh")

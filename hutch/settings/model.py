@@ -32,7 +32,7 @@ TIMEZONE_MODES = ("off", "copy", "bind", "symlink", "delete", "auto")
 class Bind:
     """--bind/--bind-ro: SRC on the host (or inside the image with '+', or a temp dir when empty)."""
 
-    __slots__ = ("destination", "image_relative", "read_only", "recursive", "source")
+    __slots__ = ("destination", "idmap", "image_relative", "read_only", "recursive", "source")
 
     def __init__(
         self,
@@ -41,8 +41,12 @@ class Bind:
         read_only: bool = False,
         recursive: bool = True,
         image_relative: bool = False,
+        idmap: str = "",
     ) -> None:
-        self.source = source  # "" = a temporary directory, removed when the container ends
+        self.source = source
+        # "" and "idmap": host IDs show as themselves; "noidmap": unmapped (nobody) under a user
+        # namespace; "rootidmap"/"owneridmap": the source's owner shows as root / as --user.
+        self.idmap = idmap  # "" = a temporary directory, removed when the container ends
         self.destination = destination
         self.read_only = read_only
         self.recursive = recursive
@@ -79,12 +83,15 @@ class Settings:
         "ambient_capabilities",
         "argv",
         "as_pid2",
+        "bind_user_shell",
+        "bind_users",
         "binds",
         "boot",
         "capabilities",
         "chdir",
         "command",
         "console",
+        "cpu_affinity",
         "credentials",
         "debug",
         "directory",
@@ -94,17 +101,23 @@ class Settings:
         "image",
         "inaccessible",
         "kill_signal",
+        "link_journal",
         "machine",
         "network_bridge",
         "network_interfaces",
+        "network_ipvlan",
+        "network_macvlan",
         "network_masquerade",
         "network_namespace_path",
         "network_veth",
         "network_veth_extra",
         "network_zone",
         "no_new_privileges",
+        "notify_ready",
         "oom_score_adjust",
         "overlays",
+        "personality",
+        "pivot_root",
         "ports",
         "private_network",
         "private_users",
@@ -115,8 +128,12 @@ class Settings:
         "register",
         "resolv_conf",
         "rlimits",
+        "selinux_apifs_context",
+        "selinux_context",
         "setenv",
         "settings_mode",
+        "slice",
+        "suppress_sync",
         "syscall_allow",
         "syscall_deny",
         "template",
@@ -178,3 +195,16 @@ class Settings:
         # User namespaces are on by default, unlike systemd-nspawn's command line (its service unit has -U).
         self.private_users = "pick"
         self.private_users_ownership = "auto"
+        self.cpu_affinity: list[int] | None = None  # --cpu-affinity: CPUs for every process inside
+        self.personality: str | None = None  # --personality: x86 or x86-64 (what uname -m reports)
+        self.suppress_sync = False  # --suppress-sync: sync(2) and friends do nothing
+        self.notify_ready: bool | None = None  # None: wait for READY=1 only from a systemd init
+        self.link_journal = "auto"  # --link-journal: no, host, try-host, guest, try-guest, auto
+        self.bind_users: list[str] = []  # --bind-user: host users, their homes under /run/host/home
+        self.bind_user_shell: bool | str | None = None  # --bind-user-shell: copy theirs, or this path
+        self.network_macvlan: list[tuple[str, str]] = []  # --network-macvlan=IF[:NAME]
+        self.network_ipvlan: list[tuple[str, str]] = []  # --network-ipvlan=IF[:NAME]
+        self.pivot_root: tuple[str, str] | None = None  # --pivot-root=NEW[:OLD] ("" = unmount the old)
+        self.slice = "machine.slice"  # -S: the only slice hutch places machines in, for now
+        self.selinux_context = ""  # -Z/-L: accepted where SELinux is off, as upstream's are no-ops
+        self.selinux_apifs_context = ""

@@ -44,6 +44,12 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "Hostname": ("Exec", "hostname", "value"),
     "ResolvConf": ("Exec", "resolv-conf", "value"),
     "Timezone": ("Exec", "timezone", "value"),
+    "PivotRoot": ("Exec", "pivot-root", "value"),
+    "Personality": ("Exec", "personality", "value"),
+    "NotifyReady": ("Exec", "notify-ready", "bool"),
+    "CPUAffinity": ("Exec", "cpu-affinity", "value"),
+    "LinkJournal": ("Exec", "link-journal", "value"),
+    "SuppressSync": ("Exec", "suppress-sync", "bool"),
     "ReadOnly": ("Files", "read-only", "flag"),
     "Volatile": ("Files", "volatile", "value"),
     "Bind": ("Files", "bind", "value"),
@@ -54,6 +60,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "OverlayReadOnly": ("Files", "overlay-ro", "value"),
     "PrivateUsersOwnership": ("Files", "private-users-ownership", "value"),
     "PrivateUsersChown": ("Files", "private-users-chown", "flag"),
+    "BindUser": ("Files", "bind-user", "list"),
+    "BindUserShell": ("Files", "bind-user-shell", "value"),
     "Private": ("Network", "private-network", "flag"),
     "VirtualEthernet": ("Network", "network-veth", "flag"),
     "VirtualEthernetExtra": ("Network", "network-veth-extra", "list"),
@@ -61,6 +69,8 @@ KEYS: dict[str, tuple[str, str, str]] = {
     "Bridge": ("Network", "network-bridge", "value"),
     "Zone": ("Network", "network-zone", "value"),
     "Port": ("Network", "port", "value"),
+    "MACVLAN": ("Network", "network-macvlan", "list"),
+    "IPVLAN": ("Network", "network-ipvlan", "list"),
 }
 LIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC", "MEMLOCK", "LOCKS",
           "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME")  # fmt: skip
@@ -68,7 +78,7 @@ LIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC
 PRIVILEGED = {
     "Capability", "AmbientCapability", "Bind", "BindReadOnly", "TemporaryFileSystem", "Overlay",
     "OverlayReadOnly", "PrivateUsersOwnership", "PrivateUsersChown", "SystemCallFilter", "OOMScoreAdjust",
-    "VirtualEthernetExtra", "Interface", "Bridge", "Port", "LoadCredential",
+    "VirtualEthernetExtra", "Interface", "Bridge", "Port", "LoadCredential", "BindUser", "MACVLAN", "IPVLAN",
     *(f"Limit{x}" for x in LIMITS),
 }  # fmt: skip
 # Without a user namespace the container is no security boundary: an untrusted file cannot ask for that.
@@ -189,7 +199,10 @@ def to_argv(assignments: list[tuple[str, str, str]]) -> tuple[list[str], list[st
             elif kind == "bool":
                 opts = [f"--{option}={'yes' if _parse_bool(value, where) else 'no'}"]
             elif kind == "list":
-                opts = [f"--{option}={item}" for item in value.split()]
+                # An empty assignment resets what came before (BindUser=), as systemd's list keys do.
+                opts = [f"--{option}={item}" for item in value.split()] or (
+                    [f"--{option}="] if key == "BindUser" else []
+                )
             elif kind == "parameters":
                 import shlex
 
