@@ -15,7 +15,15 @@ DEFAULT_SETTINGS_PATH = "/etc/systemd/nspawn:/run/systemd/nspawn"
 
 
 class Paths:
-    __slots__ = ("cache_dir", "config_dir", "image_path", "log_dir", "settings_path", "state_dir")
+    __slots__ = (
+        "cache_dir",
+        "config_dir",
+        "image_path",
+        "journal_dir",
+        "log_dir",
+        "settings_path",
+        "state_dir",
+    )
 
     def __init__(
         self,
@@ -25,6 +33,7 @@ class Paths:
         log_dir: str,
         cache_dir: str,
         config_dir: str = "/etc/hutch",
+        journal_dir: str = "/var/log/journal",
     ) -> None:
         self.image_path = image_path
         self.settings_path = settings_path
@@ -32,6 +41,7 @@ class Paths:
         self.log_dir = log_dir
         self.cache_dir = cache_dir
         self.config_dir = config_dir
+        self.journal_dir = journal_dir  # the host's journals, where --link-journal links a machine's
 
     @property
     def image_dir(self) -> str:
@@ -66,4 +76,5 @@ class Paths:
             log_dir=get("HUTCH_LOG_DIR") or "/var/log/hutch",
             cache_dir=get("HUTCH_CACHE_DIR") or "/var/cache/hutch",
             config_dir=get("HUTCH_CONFIG_DIR") or "/etc/hutch",
+            journal_dir=get("HUTCH_JOURNAL_DIR") or "/var/log/journal",
         )

@@ -24,9 +24,12 @@ def custom_mount_ops(prep: Prepared) -> list[Op]:
         if b.image_relative:
             kind = "auto"
         flags = MS_BIND | (MS_REC if b.recursive else 0)
-        items.append(
-            (b.destination, i, _BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative))
-        )
+        op = BindOp(src, b.destination, flags, kind, b.read_only, b.image_relative)
+        if b.idmap in ("rootidmap", "owneridmap"):
+            op.owner_to = _owner_target(prep, b.idmap)
+        elif b.idmap == "noidmap":
+            op.owner_to = -2  # an ordinary bind: host IDs unmapped under a user namespace
+        items.append((b.destination, i, op))
     shift = prep.uid_range.base if prep.uid_range else 0
     owner_opts = (
         f",uid={shift},gid={shift}" if shift and "uid=" not in "".join(t.options for t in s.tmpfs) else ""
@@ -63,13 +66,26 @@ def custom_mount_ops(prep: Prepared) -> list[Op]:
     return [op for _, _, op in items]
 
 
-class _BindOp(Mount):
+def _owner_target(prep: Prepared, mode: str) -> int:
+    """The host-side ID the bind source's owner is to show as: the container's root, or --user."""
+    base = prep.uid_range.base if prep.uid_range else 0
+    return base + (prep.user_ids[0] if mode == "owneridmap" else 0)
+
+
+class BindOp(Mount):
     def __init__(
         self, source: str, dest: str, flags: int, kind: str, read_only: bool, in_root: bool
     ) -> None:
         super().__init__(
             source, dest, None, flags, kind=kind, read_only_after=read_only, source_in_root=in_root
         )
+        # -1: host IDs as themselves (idmapped through the container's namespace); -2: not idmapped;
+        # else rootidmap/owneridmap: the source's owner shows as this host ID, everyone else as nobody.
+        self.owner_to = -1
+
+    def describe(self) -> str:
+        extra = f" (its owner as {self.owner_to})" if self.owner_to >= 0 else ""
+        return super().describe() + extra
 
     def execute(self, ctx: plan.Context) -> None:
         if self.kind == "auto" and self.source is not None:
@@ -78,7 +94,10 @@ class _BindOp(Mount):
                 self.kind = "dir" if os.path.isdir(rootfs.fd_path(fd)) else "file"
             finally:
                 os.close(fd)
-        if ctx.idmap and self.source and not self.source_in_root:
+        if self.owner_to >= 0 and self.source:
+            self._attach(ctx, self._owner_mapped())
+            return
+        if ctx.idmap and self.source and not self.source_in_root and self.owner_to == -1:
             # Host files keep their owners inside (upstream shows them as nobody: its issue #5900).
             try:
                 tree = ctx.clone_tree(self.source, recursive=bool(self.flags & MS_REC))
@@ -88,6 +107,26 @@ class _BindOp(Mount):
                 self._attach(ctx, tree)
                 return
         super().execute(ctx)
+
+    def _owner_mapped(self) -> int:
+        """A copy of the source's mount tree on which its owner's files show as self.owner_to."""
+        from hutch.container.userns import mapping_userns
+        from hutch.linux import libc
+
+        assert self.source is not None
+        st = os.stat(self.source)
+        rec = libc.AT_RECURSIVE if self.flags & MS_REC else 0
+        tree = libc.open_tree(-100, self.source, libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | rec)
+        try:
+            userns = mapping_userns(f"{st.st_uid} {self.owner_to} 1\n", f"{st.st_gid} {self.owner_to} 1\n")
+            try:
+                libc.mount_setattr_idmap(tree, userns, bool(self.flags & MS_REC))
+            finally:
+                os.close(userns)
+        except OSError as e:
+            os.close(tree)
+            raise OSError(e.errno, f"Failed to map ids for bind mount {self.source}: {e.strerror}") from e
+        return tree
 
     def _attach(self, ctx: plan.Context, tree: int) -> None:
         from hutch.linux import libc

@@ -162,10 +162,9 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
                 network.setup_host(prep.link, pid1)
             if prep.net_extra is not None:
                 network.setup_extra(prep.net_extra, pid1)
-        line = prep.uid_range.map_line()
         for f in ("uid_map", "gid_map"):
             with open(f"/proc/{pid1}/{f}", "w") as m:
-                m.write(line)
+                m.write(prep.uid_range.map_line(gids=f == "gid_map"))
         os.write(go_w, b"m")
         ctx = plan.Context(prep.root)
         ctx.userns_fd = os.open(f"/proc/{pid1}/ns/user", os.O_RDONLY | os.O_CLOEXEC)

@@ -678,6 +678,38 @@ def execute(ops: list[Op], ctx: Context) -> None:
         op.execute(ctx)
 
 
+class PivotInside(Op):
+    """--pivot-root=NEW[:OLD]: the image's directory NEW becomes the container's root; the image's own
+    root is then at OLD inside it, or nowhere. Stacked on the root bind, before anything is mounted
+    into the root, as upstream's setup_pivot_root() runs."""
+
+    def __init__(self, new: str, old: str) -> None:
+        self.new = new
+        self.old = old
+
+    def describe(self) -> str:
+        return f"pivot {self.new} to / (old root: {self.old or 'unmounted'})"
+
+    def execute(self, ctx: Context) -> None:
+        flags = libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | libc.AT_RECURSIVE
+        old_tree = libc.open_tree(ctx.root_fd, "", flags | libc.AT_EMPTY_PATH) if self.old else -1
+        try:
+            src = rootfs.open_in_root(ctx.root_fd, self.new, os.O_PATH | os.O_DIRECTORY)
+            try:
+                new_tree = libc.open_tree(src, "", flags | libc.AT_EMPTY_PATH)
+            finally:
+                os.close(src)
+            libc.move_mount(new_tree, ctx.root)
+            os.close(new_tree)
+            ctx.open_root()
+            if old_tree >= 0:
+                ctx.attach(old_tree, self.old)
+                old_tree = -1
+        finally:
+            if old_tree >= 0:
+                os.close(old_tree)
+
+
 class NotifySocket(Op):
     """/run/host/notify, where a systemd PID 1 reports READY=1 ($NOTIFY_SOCKET): bound by the supervisor
     in the container's /run/host while it is still writable, owned by the container's root so it may

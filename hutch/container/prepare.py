@@ -106,6 +106,7 @@ class Prepared:
         self.uid_range: userns.UidRange | None = None
         self.ownership = "off"
         self.seccomp: bytes | None = None
+        self.bound_users: list[Any] = []  # --bind-user: binduser.BoundUser each
         self.user_ids = (0, 0)  # --user='s IDs inside the container (the credentials are theirs)
 
 
@@ -349,6 +350,11 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         usr_tree = next((f"/proc/self/fd/{fd}" for where, fd in prep.raw.extra if where == "usr"), "")
         prep.root = make_temp_dir(prep, os.path.join(paths.state_dir, "roots"), "root-")
     prep.tree = tree
+    if s.pivot_root:
+        # What the container runs is the directory pivoted to: the checks below look there.
+        tree = os.path.join(tree, s.pivot_root[0].lstrip("/"))
+        if not os.path.isdir(tree):
+            raise ImageError(f"--pivot-root={s.pivot_root[0]}: no such directory in {image}.")
 
     def in_tree(path: str) -> bool:
         if usr_tree and path.startswith("usr/"):
@@ -356,7 +362,7 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         return rootfs.exists_in_root(tree, path)
 
     has_os_release = in_tree("etc/os-release") or in_tree("usr/lib/os-release")
-    if s.boot and not has_os_release:
+    if s.boot and not has_os_release and _check_os_release():
         raise ImageError(
             f"Directory {image} doesn't look like an OS root directory (os-release file is "
             "missing). Refusing.",
@@ -424,6 +430,13 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
 
         user = resolve_user(s.user, rootfs.read_file_in_root(tree, "etc/passwd"), None)
         prep.user_ids = (user.uid, user.gid)
+    if s.bind_users:
+        from hutch.container import binduser
+
+        assert prep.uid_range is not None  # cmdline.verify() refuses --bind-user without one
+        prep.bound_users = binduser.resolve(s, tree)
+        prep.uid_range.extra_uids = [(u.inner, u.host_uid) for u in prep.bound_users]
+        prep.uid_range.extra_gids = [(u.inner, u.host_gid) for u in prep.bound_users]
     _check_sources(s, tree)
     _build_plan(prep, paths, read_only)
     return prep
@@ -653,6 +666,13 @@ def _timezone_ops(prep: Prepared, read_only: bool) -> list[Op]:
     return _file_op("/etc/localtime", "/etc/localtime", mode, "localtime")
 
 
+def _check_os_release() -> bool:
+    """$SYSTEMD_NSPAWN_CHECK_OS_RELEASE=0 boots a tree without os-release (upstream's knob); a value
+    that is no boolean keeps the check, as upstream's does."""
+    v = (os.getenv("SYSTEMD_NSPAWN_CHECK_OS_RELEASE") or "").lower()
+    return v not in ("0", "no", "n", "false", "f", "off")
+
+
 def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     s = prep.settings
     image = prep.raw.root if prep.raw else prep.image
@@ -679,6 +699,8 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
         ops.append(RootBind(image))
     if prep.raw and prep.raw.extra:
         ops.append(plan.AttachPartitions(prep.raw.extra))
+    if s.pivot_root:
+        ops.append(plan.PivotInside(*s.pivot_root))
 
     base_dirs = ["dev", "proc", "sys", "run", "tmp"]
     if s.volatile != "yes":
@@ -739,13 +761,23 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
             if s.credentials
             else []
         ),
-        RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC),
     ]
+    user_binds: list[Op] = []
+    if prep.bound_users:
+        from hutch.container import binduser
+
+        user_files, user_binds = binduser.ops(prep.bound_users, s.bind_user_shell)
+        ops += user_files
+    ops += [RemountReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC), *user_binds]
     if s.binds or s.tmpfs or s.overlays or s.inaccessible:
         # Loaded only when used: the default start-up path does not pay for these options' code.
         from hutch.container.custom_mounts import custom_mount_ops
 
         ops += custom_mount_ops(prep)
+    if s.link_journal not in ("no", "auto"):
+        from hutch.container import journal
+
+        ops += journal.ops(s, prep.tree, paths)
     ops += [plan.BestEffort(op) for op in _resolv_conf_ops(prep, read_only) + _timezone_ops(prep, read_only)]
     prep.outer_ops = ops
 

@@ -94,7 +94,9 @@ def program(
     return seccomp.cached(cache_dir, key, lambda: build(keep_caps, add, remove, suppress_sync))
 
 
-def build(keep_caps: frozenset[int], add: list[str], remove: list[str], suppress_sync: bool = False) -> bytes:
+def build(
+    keep_caps: frozenset[int], add: list[str], remove: list[str], suppress_sync: bool = False
+) -> bytes:
     from hutch.linux import syscalls_x86_64 as table
 
     nums = {table.NUMBERS[n] for n in allowed_names(keep_caps, add, remove) if n in table.NUMBERS}

@@ -20,16 +20,24 @@ NO_USERNS = "no"
 
 
 class UidRange:
-    __slots__ = ("base", "count", "lock_fds", "lock_paths")
+    __slots__ = ("base", "count", "extra_gids", "extra_uids", "lock_fds", "lock_paths")
 
     def __init__(self, base: int, count: int) -> None:
         self.base = base
         self.count = count
         self.lock_fds: list[int] = []
         self.lock_paths: list[str] = []
+        # (inside, host) IDs mapped on lines of their own: --bind-user's users and their groups.
+        self.extra_uids: list[tuple[int, int]] = []
+        self.extra_gids: list[tuple[int, int]] = []
 
-    def map_line(self) -> str:
-        return f"0 {self.base} {self.count}\n"
+    def map_line(self, gids: bool = False) -> str:
+        extra = self.extra_gids if gids else self.extra_uids
+        if not extra:
+            return f"0 {self.base} {self.count}\n"
+        from hutch.container.binduser import map_lines
+
+        return map_lines(self.base, self.count, extra)
 
     def release(self) -> None:
         for path, fd in zip(self.lock_paths, self.lock_fds, strict=True):
@@ -155,3 +163,33 @@ def chown_tree(root: str, shift: int, old_base: int) -> None:
         for fd in stack:
             os.close(fd)
         raise
+
+
+def mapping_userns(uid_map: str, gid_map: str) -> int:
+    """An fd of a new user namespace with these maps ("INSIDE OUTSIDE COUNT" lines), to idmap a mount
+    through: a file whose owner on disk is INSIDE shows as OUTSIDE. The process that made it is gone
+    by the time this returns; the fd keeps the namespace."""
+    from hutch.linux import libc
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = -1
+    try:
+        pid, pidfd = libc.clone3_fork(libc.CLONE_NEWUSER)
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)  # until the parent has what it needs
+            os._exit(0)
+        # PID 1 without a user namespace calls this from its own PID namespace while /proc is still
+        # the host's: the child's number there is the one the pidfd's fdinfo gives.
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            host_pid = next(int(ln.split()[1]) for ln in f if ln.startswith("Pid:"))
+        os.close(pidfd)
+        for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
+            with open(f"/proc/{host_pid}/{name}", "w") as f:
+                f.write(text)
+        return os.open(f"/proc/{host_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r)
+        os.close(w)
+        if pid > 0:
+            os.waitpid(pid, 0)
