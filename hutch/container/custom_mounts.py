@@ -48,7 +48,8 @@ def custom_mount_ops(prep: Prepared) -> list[Op]:
                 upper = make_temp_dir(prep, "/var/tmp", "hutch-overlay-")
                 os.mkdir(upper + "/upper")
                 os.mkdir(upper + "/work")
-                if prep.uid_range is not None:
+                if prep.uid_range is not None and prep.ownership != "map":
+                    # (Idmapped layers show the host's root as the container's: no chown then.)
                     os.chown(upper + "/upper", prep.uid_range.base, prep.uid_range.base)
                 work = upper + "/work"
                 upper = upper + "/upper"
@@ -166,27 +167,60 @@ class _OverlayOp(Op):
                 fd = rootfs.open_in_root(ctx.root_fd, p[1:])
                 fds.append(fd)
                 return rootfs.fd_path(fd)
+            if ctx.idmap and ctx.userns_fd >= 0:
+                # Host layers idmapped as the image is: the container's root may write the upper one
+                # (and sees host root's files as its own), where a plain layer gave it EACCES.
+                fd = ctx.clone_tree(p, recursive=False)
+                fds.append(fd)
+                return f"/proc/self/fd/{fd}"
             return p
 
         try:
             # overlayfs lists lower layers top first; the option lists them bottom first.
             opts = "lowerdir=" + ":".join(host(p) for p in reversed(self.lowers))
             if not self.read_only:
-                upper = host(self.upper)
                 work = self.work
-                if work is None:
-                    work = _sibling_work_dir(upper)
+                if self.upper.startswith("+"):
+                    upper = host(self.upper)
+                    work = work or _sibling_work_dir(upper)
+                elif work is None:
+                    raise OSError(22, f"--overlay: no work directory for {self.upper}")
+                elif ctx.idmap and ctx.userns_fd >= 0:
+                    # overlayfs wants upper and work on one mount: clone their common parent once.
+                    parent, upper_name = os.path.split(self.upper)
+                    wparent, work_name = os.path.split(work)
+                    if wparent != parent:
+                        raise OSError(22, f"--overlay: {work} is not beside {self.upper}")
+                    base = host(parent)
+                    upper, work = f"{base}/{upper_name}", f"{base}/{work_name}"
+                else:
+                    upper = host(self.upper)
                 opts += f",upperdir={upper},workdir={work}"
             target = ctx.target(self.dest)
             fds.append(target)
-            libc.mount(
-                "overlay",
-                rootfs.fd_path(target),
-                "overlay",
-                MS_RDONLY if self.read_only else 0,
-                opts,
-                what=self.dest,
-            )
+            if ctx.idmap and ctx.userns_fd >= 0 and rootfs.OWNER is not None:
+                # overlayfs works its layers with its creator's credentials: through idmapped layers
+                # the host's root has no ID (EOVERFLOW, and a read-only mount), the container's root has.
+                options = dict(o.split("=", 1) for o in opts.split(","))
+                tree = libc.fsmount_detached(
+                    "overlay",
+                    options,
+                    mount_flags=libc.MOUNT_ATTR_RDONLY if self.read_only else 0,
+                    creator=rootfs.OWNER,
+                )
+                try:
+                    libc.move_mount(tree, "", to_dirfd=target)
+                finally:
+                    os.close(tree)
+            else:
+                libc.mount(
+                    "overlay",
+                    rootfs.fd_path(target),
+                    "overlay",
+                    MS_RDONLY if self.read_only else 0,
+                    opts,
+                    what=self.dest,
+                )
         finally:
             for fd in fds:
                 os.close(fd)

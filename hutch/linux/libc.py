@@ -321,9 +321,12 @@ def fsmount_detached(
     fd_options: dict[str, int] | None = None,
     mount_flags: int = 0,
     flags: tuple[str, ...] = (),
+    creator: int | None = None,
 ) -> int:
     """A new file system mounted nowhere: an fd to its root, usable as a directory fd and through
-    /proc/self/fd. It is freed when the last fd is closed, so a crash leaves nothing on the host."""
+    /proc/self/fd. It is freed when the last fd is closed, so a crash leaves nothing on the host.
+    CREATOR: the file-system UID and GID the superblock is created with (overlayfs works its layers
+    with its creator's credentials); the options, paths among them, are looked up as ourselves."""
     fs = _check(_syscall(_NR_FSOPEN, _b(fstype), 1), "Failed to open file system", fstype)  # FSOPEN_CLOEXEC
     try:
         for key, fd in (fd_options or {}).items():
@@ -344,12 +347,30 @@ def fsmount_detached(
                 f"Failed to set {key}={value} on",
                 fstype,
             )
-        _check(_syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "Failed to create", fstype)
+        if creator is not None:
+            _become_creator(creator)
+        try:
+            _check(
+                _syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "Failed to create", fstype
+            )
+        finally:
+            if creator is not None:
+                setfsid(0, 0)  # gives back the file capabilities too
         return _check(
             _syscall(_NR_FSMOUNT, fs, 1, mount_flags), "Failed to mount", fstype
         )  # FSMOUNT_CLOEXEC
     finally:
         os.close(fs)
+
+
+def _become_creator(fsid: int) -> None:
+    """setfsid(FSID) with every permitted capability still effective: changing the file-system UID
+    from 0 drops CAP_DAC_OVERRIDE and its kin, which a superblock's creator may need."""
+    from hutch.linux import caps
+
+    setfsid(fsid, fsid)
+    permitted = caps.current("CapPrm")
+    caps.set_caps(frozenset(c for c in range(64) if permitted >> c & 1))
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:
