@@ -478,23 +478,48 @@ class PopulateDev(Op):
     """Device nodes and the standard symlinks in the fresh /dev tmpfs."""
 
     def describe(self) -> str:
-        return "populate /dev: " + " ".join(d[0] for d in DEVICES) + ", /dev/char links, fd symlinks"
+        names = [d[0] for d in DEVICES + _host_optional_devices()]
+        return "populate /dev: " + " ".join(names) + ", /dev/char links, fd symlinks"
 
     def execute(self, ctx: Context) -> None:
         dev = rootfs.open_in_root(ctx.root_fd, "dev", os.O_RDONLY | os.O_DIRECTORY)
+        made = ["char"]
         try:
             os.mkdir("char", 0o755, dir_fd=dev)
             old = os.umask(0)
             try:
-                for name, major, minor in DEVICES:
+                for name, major, minor in DEVICES + _host_optional_devices():
+                    if "/" in name:
+                        os.mkdir(name.split("/")[0], 0o755, dir_fd=dev)
+                        made.append(name.split("/")[0])
                     os.mknod(name, 0o666 | 0o020000, os.makedev(major, minor), dir_fd=dev)
                     os.symlink(f"../{name}", f"char/{major}:{minor}", dir_fd=dev)
+                    made += [name, f"char/{major}:{minor}"]
             finally:
                 os.umask(old)
             for name, target in DEV_LINKS:
                 os.symlink(target, name, dir_fd=dev)
+                made.append(name)
+            if rootfs.OWNER is not None:
+                # The container's root owns its /dev, as under upstream's user namespace.
+                for name in made:
+                    os.chown(name, rootfs.OWNER, rootfs.OWNER, dir_fd=dev, follow_symlinks=False)
         finally:
             os.close(dev)
+
+
+def _host_optional_devices() -> tuple[tuple[str, int, int], ...]:
+    """/dev/net/tun and /dev/fuse, where the host has them (upstream's container gets both; the
+    kernel lets a user namespace's root use them only within what it owns)."""
+    out = []
+    for name, major, minor in (("net/tun", 10, 200), ("fuse", 10, 229)):
+        try:
+            st = os.stat("/dev/" + name)
+        except OSError:
+            continue
+        if st.st_mode & 0o170000 == 0o020000 and st.st_rdev == os.makedev(major, minor):
+            out.append((name, major, minor))
+    return tuple(out)
 
 
 class Symlink(Op):

@@ -516,9 +516,13 @@ def _security(prep: Prepared, paths: Paths) -> None:
     s = prep.settings
     # Only what we hold can be kept (this host's bounding set lacks CAP_SYS_RESOURCE, for one).
     held = caps.current("CapPrm")
-    prep.keep_caps = frozenset(
-        c for c in caps.retained(s.capabilities, s.drop_capabilities, s.private_network) if held >> c & 1
-    )
+    keep = caps.retained(s.capabilities, s.drop_capabilities, s.private_network)
+    nbs = caps.NUMBERS["NET_BIND_SERVICE"]
+    if prep.uid_range is not None and not s.private_network and nbs not in s.capabilities:
+        # On the host's network a user namespace's root cannot bind low ports anyway: say so, as
+        # upstream does, rather than hold a capability that only looks like it works.
+        keep = keep - {nbs}
+    prep.keep_caps = frozenset(c for c in keep if held >> c & 1)
     if (os.getenv("HUTCH_SECCOMP") or "1") != "0" or s.suppress_sync:
         prep.seccomp = security.program(
             prep.keep_caps, s.syscall_allow, s.syscall_deny, paths.cache_dir, s.suppress_sync
@@ -666,6 +670,15 @@ def _timezone_ops(prep: Prepared, read_only: bool) -> list[Op]:
     return _file_op("/etc/localtime", "/etc/localtime", mode, "localtime")
 
 
+def _api_vfs_writable() -> str:
+    """$SYSTEMD_NSPAWN_API_VFS_WRITABLE, upstream's debugging knob: 'yes' leaves /proc/sys and /sys
+    writable, 'network' /proc/sys/net; anything else (the default) keeps them read-only."""
+    v = (os.getenv("SYSTEMD_NSPAWN_API_VFS_WRITABLE") or "").lower()
+    if v == "network":
+        return v
+    return "yes" if v in ("1", "yes", "y", "true", "t", "on") else "no"
+
+
 def _check_os_release() -> bool:
     """$SYSTEMD_NSPAWN_CHECK_OS_RELEASE=0 boots a tree without os-release (upstream's knob); a value
     that is no boolean keeps the check, as upstream's does."""
@@ -719,7 +732,8 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     # With a user namespace the file systems we create belong to the container's root, as nspawn's do.
     own = f",uid={shift},gid={shift}" if shift else ""
     tty_gid = 5 + (shift or 0)
-    sysfs = Mount("sysfs", "/sys", "sysfs", MS_RDONLY | nsd | MS_NOEXEC)
+    sys_ro = 0 if _api_vfs_writable() == "yes" else MS_RDONLY
+    sysfs = Mount("sysfs", "/sys", "sysfs", sys_ro | nsd | MS_NOEXEC)
     mqueue = Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC)
     # sysfs and mqueue show the mounter's network and IPC namespaces: in a user namespace they are
     # mounted by the helper that joined the container's (see launch._outer_userns).
@@ -782,11 +796,12 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     prep.outer_ops = ops
 
     pns = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    writable = _api_vfs_writable()
     inner: list[Op] = [
         plan.ProcMount(pns),
-        Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=True),
+        Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=bool(sys_ro)),
     ]
-    if s.private_network:
+    if s.private_network or writable == "network":
         # The network namespace is ours: its sysctls may stay writable.
         inner.append(_RemountWritable("/proc/sys/net"))
     inner.append(plan.BootId())
