@@ -58,7 +58,8 @@ case "${1:-install}" in
         # The foreign-architecture guest (tests/root/test_guests.py) runs through qemu-user's handler;
         # the faithful copies of disk images and OCI archives (tests/formats.py) are made with the tools
         # that make the originals, and pulled from Debian's registry server.
-        TEST_PACKAGES="qemu-user-static binfmt-support fdisk e2fsprogs dosfstools squashfs-tools skopeo docker-registry qemu-utils xz-utils zstd file"
+        # The ports of systemd's TEST-13-NSPAWN put ACLs on a tree (acl), as upstream's do.
+        TEST_PACKAGES="qemu-user-static binfmt-support fdisk e2fsprogs dosfstools squashfs-tools skopeo docker-registry qemu-utils xz-utils zstd file acl"
         missing=""
         for p in $TEST_PACKAGES; do
             dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -58,5 +58,5 @@ def run_fails(nspawn: Path | list[str], *args: str, env: dict[str, str] | None =
 def with_host_users(passwd: Path, group: Path) -> list[str]:
     """A prefix that runs a command with PASSWD and GROUP as the host's /etc/passwd and /etc/group, in
     a mount namespace of its own: upstream's tests useradd on the host; these never touch its /etc."""
-    script = 'mount --bind "$0" /etc/passwd && mount --bind "$1" /etc/group && shift 2 && exec "$@"'
+    script = 'mount --bind "$0" /etc/passwd && mount --bind "$1" /etc/group && shift && exec "$@"'
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(passwd), str(group)]

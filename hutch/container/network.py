@@ -497,7 +497,9 @@ def setup_extra(extra: Extra, pid1: int) -> None:
         if renamed:
             _in_netns(extra.netns_fd, keep_host_names)
     except OSError as e:
-        raise SetupError(f"Failed to set up the machine's network interfaces: {e.strerror or e}.") from None
+        hint = "this kernel lacks that link type's driver" if e.errno == 95 else None  # EOPNOTSUPP
+        what = e.strerror or e
+        raise SetupError(f"Failed to set up the machine's network interfaces: {what}.", hint) from None
 
 
 def _try_altname(nl: Any, name: str, alt: str, add: bool) -> None:

@@ -11,6 +11,10 @@ from hutch.container.console import TIOCSCTTY
 from hutch.errors import SetupError
 from hutch.linux import posixos as os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 INIT_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
@@ -126,7 +130,19 @@ def apply_limits(rlimits: dict[int, tuple[int, int]], oom: int | None) -> None:
         import resource
 
         for res, lim in rlimits.items():
-            resource.setrlimit(res, lim)
+            try:
+                resource.setrlimit(res, lim)
+            except (ValueError, OSError) as e:
+                raise _limit_error(resource, res, lim, e) from None
+
+
+def _limit_error(resource: ModuleType, res: int, lim: tuple[int, int], e: Exception) -> SetupError:
+    name = next((n for n in dir(resource) if n.startswith("RLIMIT_") and getattr(resource, n) == res), res)
+    hard = resource.getrlimit(res)[1]
+    hint = None
+    if hard != resource.RLIM_INFINITY and (lim[1] > hard or lim[1] == resource.RLIM_INFINITY):
+        hint = f"the hard limit is {hard}; raising it needs CAP_SYS_RESOURCE, which hutch does not hold here"
+    return SetupError(f"Failed to set {name} to {lim[0]}:{lim[1]}: {e}.", hint)
 
 
 def switch_user(user: User, env: dict[str, str]) -> None:

@@ -799,7 +799,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     writable = _api_vfs_writable()
     inner: list[Op] = [
         plan.ProcMount(pns),
-        Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=bool(sys_ro)),
+        Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=sys_ro > 0),
     ]
     if s.private_network or writable == "network":
         # The network namespace is ours: its sysctls may stay writable.

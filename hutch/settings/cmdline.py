@@ -908,6 +908,10 @@ def verify(s: Settings) -> None:
         raise UsageError("--template= is not supported with --image=.")
     if s.image and s.volatile != "no":
         raise UsageError("Combining --volatile= with --image= is not supported.")
+    if not s.quiet and (os.getenv("SYSTEMD_LOG_TARGET") or "") in ("journal", "kmsg", "syslog", "null"):
+        # systemd's tools send their status lines to that target, not the console; hutch keeps only
+        # its errors on stderr (there may be no journal to read them from).
+        s.quiet = True
     if s.network_namespace_path and s.private_network and not _own_links(s):
         # Allowed with --private-network, as upstream: the namespace given is the private one.
         s.private_network = False

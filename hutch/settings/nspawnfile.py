@@ -21,13 +21,14 @@ from hutch.errors import HutchError, SettingsError
 from hutch.settings.model import Settings
 
 # Key -> (section, option, kind). kind: "flag" (a boolean becomes the bare option when true), "value"
-# (--option=VALUE), "bool" (--option=BOOL), "list" (whitespace-separated, one option per item).
+# (--option=VALUE), "bool" (--option=BOOL), "list" (whitespace-separated, one option per item), "words"
+# (a list whose items may be quoted, as Environment="A=1 2" B=3 in a unit file).
 KEYS: dict[str, tuple[str, str, str]] = {
     "Boot": ("Exec", "boot", "flag"),
     "Ephemeral": ("Exec", "ephemeral", "flag"),
     "ProcessTwo": ("Exec", "as-pid2", "flag"),
     "Parameters": ("Exec", "", "parameters"),
-    "Environment": ("Exec", "setenv", "value"),
+    "Environment": ("Exec", "setenv", "words"),
     "SetCredential": ("Exec", "set-credential", "value"),
     "LoadCredential": ("Exec", "load-credential", "value"),
     "User": ("Exec", "user", "value"),
@@ -198,6 +199,13 @@ def to_argv(assignments: list[tuple[str, str, str]]) -> tuple[list[str], list[st
                 opts = [f"--{option}"] if _parse_bool(value, where) else []
             elif kind == "bool":
                 opts = [f"--{option}={'yes' if _parse_bool(value, where) else 'no'}"]
+            elif kind == "words":
+                import shlex
+
+                try:
+                    opts = [f"--{option}={item}" for item in shlex.split(value)]
+                except ValueError as e:
+                    raise SettingsError(f"{where}: Invalid {key}=: {e}.") from None
             elif kind == "list":
                 # An empty assignment resets what came before (BindUser=), as systemd's list keys do.
                 opts = [f"--{option}={item}" for item in value.split()] or (
