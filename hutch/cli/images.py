@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from itertools import pairwise
 from typing import Any
 
 from hutch.cli import output
@@ -23,6 +24,28 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message, f"see '{self.prog} --help'")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # machinectl's -o help lists the output modes, whichever verb it comes with.
+        if args is not None and (
+            "--output=help" in args
+            or any(a in ("-o", "--output") and b == "help" for a, b in pairwise(args))
+        ):
+            sys.stdout.write("".join(m + "\n" for m in output.JOURNAL_MODES))
+            raise SystemExit(0)
+        return super().parse_args(args, namespace)
+
+
+def local_machine(text: str) -> str:
+    """-M/--machine: hutch manages this host's machines, so the host it names must be this one: .host,
+    USER@, USER@.host (machinectl's forms)."""
+    user, at, host = text.rpartition("@")
+    local = (at and host in ("", ".host")) or text == ".host"
+    if local and all(c.isalnum() or c in "-_." for c in user):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"'{text}' is not this host: hutch's verbs act on the local host's machines (-M .host, USER@)"
+    )
 
 
 def seconds(text: str) -> float:
@@ -46,6 +69,7 @@ def _parser(verb: str, usage: str, description: str) -> _Parser:
         p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-l", "--full", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="print no progress or status messages")
+    p.add_argument("-M", "--machine", type=local_machine, help=argparse.SUPPRESS)
     return p
 
 
@@ -323,8 +347,9 @@ def edit(args: list[str]) -> int:
         target = os.path.abspath(ns.name)
         current = [target] if os.path.lexists(target) else []
     else:
-        store.get(ns.name, paths)
         current = settings_files.existing(ns.name, paths)
+        if not current:
+            store.get(ns.name, paths)  # a new file is for an image that exists: a typo makes none
         # Edits go to the first (trusted, administrator's) settings directory, as machinectl edit does.
         target = os.path.join(paths.settings_path[0], f"{ns.name}.nspawn")
     before = nspawnfile.read_text(current[0]) if current else "[Exec]\n"
@@ -347,7 +372,8 @@ def edit(args: list[str]) -> int:
                 f"Editor '{editor}' failed with exit status {r.returncode}; {target} is unchanged."
             )
         after = nspawnfile.read_text(tmp, target)
-        if after == before:
+        # A file found elsewhere (beside the image) is copied to the trusted directory even unchanged.
+        if after == before and (not current or current[0] == target):
             _say(
                 ns,
                 f"No changes; {target} is unchanged."

@@ -36,11 +36,6 @@ def _os_release(entry: dict[str, Any]) -> dict[str, str]:
 
 
 # journalctl's output modes, which machinectl status takes for the journal lines it shows.
-JOURNAL_MODES = (
-    "short", "short-full", "short-iso", "short-iso-precise", "short-precise", "short-monotonic",
-    "short-delta", "short-unix", "verbose", "export", "json", "json-pretty", "json-sse", "json-seq",
-    "cat", "with-unit",
-)  # fmt: skip
 
 
 def _host_entry() -> dict[str, Any]:
@@ -196,10 +191,11 @@ def status(args: list[str]) -> int:
     p = _parser("status", "NAME...", "Show a running machine, for people.")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("-n", "--lines", type=_lines, default=10, help="console lines to show (10)")
+    p.add_argument("--max-addresses", type=_max_addresses, default=1 << 30, help="addresses to show (all)")
     p.add_argument(
         "-o",
         "--output",
-        choices=JOURNAL_MODES,
+        choices=output.JOURNAL_MODES,
         default="short",
         help="as journalctl's -o, for the console lines (hutch's are the console's text: all show it so)",
     )
@@ -227,8 +223,10 @@ def status(args: list[str]) -> int:
         print(f"\t    Root: {e['root']}")
         if e.get("netif"):
             print(f"\t   Iface: {e['netif']}")
-        if e.get("addresses"):
-            print("\t Address: " + "\n\t          ".join(e["addresses"]))
+        addresses = (e.get("addresses") or [])[: ns.max_addresses]
+        if addresses:
+            more = len(e["addresses"]) - len(addresses)
+            print("\t Address: " + "\n\t          ".join(addresses + ([f"and {more} more"] if more else [])))
         if rel.get("PRETTY_NAME"):
             print(f"\t      OS: {rel['PRETTY_NAME']}")
         if e.get("uid_shift"):
@@ -342,6 +340,10 @@ def start(args: list[str]) -> int:
     for name in ns.names:
         try:
             e = control.start(name, paths, ns.timeout, [f"--property={x}" for x in ns.property])
+        except control.ExitedAtOnce as err:
+            if not ns.quiet:
+                print(err.message, file=sys.stderr)
+            continue
         except MachineError as err:
             from hutch.cli import fail
 
@@ -381,7 +383,9 @@ poweroff = _stopper(
     "poweroff", "Power machines off, with the signal their init understands.", control.poweroff
 )
 reboot = _stopper("reboot", "Reboot machines (SIGINT to their init).", control.reboot)
-terminate = _stopper("terminate", "Kill machines at once.", control.terminate)
+terminate = _stopper(
+    "terminate", "Stop machines now: their kill signal, then SIGKILL after 5 s.", control.terminate
+)
 
 
 def kill(args: list[str]) -> int:

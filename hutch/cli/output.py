@@ -98,3 +98,11 @@ def properties(
         if not value and not show_all and not keys:
             continue
         print(value if value_only else f"{key}={value}")
+
+
+# journalctl's -o modes: machinectl takes them for status's console lines; -o help lists them.
+JOURNAL_MODES = (
+    "short", "short-full", "short-iso", "short-iso-precise", "short-precise", "short-monotonic",
+    "short-delta", "short-unix", "verbose", "export", "json", "json-pretty", "json-sse", "json-seq",
+    "cat", "with-unit",
+)  # fmt: skip

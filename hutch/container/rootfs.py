@@ -30,13 +30,14 @@ OWNER: int | None = None
 
 def as_owner(create: Callable[[], T]) -> T:
     """Run CREATE; if the file system cannot represent our IDs (an idmapped image), run it again as the
-    container's root. Only the file-system IDs change: capabilities stay."""
+    container's root. Only the file-system IDs change: capabilities stay (CAP_DAC_OVERRIDE too, so a
+    read-only directory, like an image root of mode 0555, still takes a mount point)."""
     try:
         return create()
     except OSError as e:
         if e.errno != errno.EOVERFLOW or OWNER is None:
             raise
-    libc.setfsid(OWNER, OWNER)
+    libc.setfsid_keeping_caps(OWNER)
     try:
         return create()
     finally:

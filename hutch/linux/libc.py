@@ -348,7 +348,7 @@ def fsmount_detached(
                 fstype,
             )
         if creator is not None:
-            _become_creator(creator)
+            setfsid_keeping_caps(creator)
         try:
             _check(
                 _syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "Failed to create", fstype
@@ -363,9 +363,10 @@ def fsmount_detached(
         os.close(fs)
 
 
-def _become_creator(fsid: int) -> None:
+def setfsid_keeping_caps(fsid: int) -> None:
     """setfsid(FSID) with every permitted capability still effective: changing the file-system UID
-    from 0 drops CAP_DAC_OVERRIDE and its kin, which a superblock's creator may need."""
+    from 0 drops CAP_DAC_OVERRIDE and its kin (a 0555 directory would refuse us). setfsid(0, 0) later
+    gives them back by itself."""
     from hutch.linux import caps
 
     setfsid(fsid, fsid)

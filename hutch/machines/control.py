@@ -158,8 +158,29 @@ def start(
         registry.wait_stopped(paths.state_dir, name, SETTLE)
         entry = registry.load(paths.state_dir, name)
     if entry is None:
+        if _exit_status(pid) == 0:
+            # An init that did its work and exited 0 (upstream's dummy init does): started, as
+            # machinectl reports it, and gone already.
+            raise ExitedAtOnce(f"Machine '{name}' started and exited successfully right away.")
         raise _failed(name, paths, "it stopped right after starting", since)
     return entry
+
+
+def _exit_status(pid: int) -> int | None:
+    """The supervisor's exit status (the payload's, as spawn's), if it has exited; it is our child."""
+    for _ in range(50):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    return None
+
+
+class ExitedAtOnce(MachineError):
+    """start: the machine ran, and its init exited with status 0 before start returned."""
 
 
 def _failed(name: str, paths: Paths, why: str, since: int, running: bool = False) -> MachineError:
@@ -239,8 +260,9 @@ def kill(name: str, signo: int, whom: str, paths: Paths) -> None:
 
 
 def poweroff_signal(entry: dict[str, Any]) -> int:
-    """What the machine's init takes as "power off": systemd SIGRTMIN+4, busybox init SIGUSR2;
-    anything else gets the machine's kill signal (upstream sends SIGRTMIN+4 to every init: #21918)."""
+    """What the machine's init takes as "power off": busybox init SIGUSR2, sysvinit SIGPWR (its
+    powerfail action, LXC's halt signal too), anything else SIGRTMIN+4: systemd's, and the container
+    interface's (systemd.io/CONTAINER_INTERFACE), which upstream sends every init."""
     pid = int(entry["leader"])
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -257,7 +279,20 @@ def poweroff_signal(entry: dict[str, Any]) -> int:
         return SIGRTMIN + 4
     if exe == "busybox" and comm == "init":
         return 12  # SIGUSR2: busybox init's poweroff
-    return int(entry.get("kill_signal") or 15)
+    if exe == "init" and comm == "init" and _is_sysvinit(pid):
+        return 30  # SIGPWR
+    return SIGRTMIN + 4
+
+
+def _is_sysvinit(pid: int) -> bool:
+    """sysvinit's init keeps /run/initctl, its control FIFO, open: nothing else called init does."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/initctl"):
+                return True
+    except OSError:
+        pass
+    return False
 
 
 def poweroff(name: str, paths: Paths) -> None:
@@ -269,10 +304,23 @@ def reboot(name: str, paths: Paths) -> None:
     signal_leader(name, 2, paths)  # SIGINT: every init's ctrl-alt-del, as upstream sends
 
 
+TERMINATE_GRACE = 5.0  # seconds init gets to act on its kill signal before terminate kills it
+
+
 def terminate(name: str, paths: Paths) -> None:
-    """Kill the machine at once: SIGKILL to its leader, which takes the whole PID namespace with it;
-    the supervisor then cleans up and leaves. One call is enough (upstream #40282)."""
-    signal_leader(name, 9, paths)
+    """Stop the machine now: its init gets its kill signal (--kill-signal; SIGRTMIN+3 for a booted
+    one), as machined's stop of the unit gives it through nspawn, and TERMINATE_GRACE seconds to act;
+    then SIGKILL to the leader takes the whole PID namespace with it. One call is enough (upstream
+    #40282)."""
+    entry = get(name, paths)
+    first = int(entry.get("kill_signal") or 9)
+    signal_leader(name, first, paths)
+    if first == 9 or registry.wait_stopped(paths.state_dir, name, TERMINATE_GRACE):
+        return
+    try:
+        signal_leader(name, 9, paths)
+    except MachineError:
+        pass  # it stopped in between
 
 
 def wait_stopped(
