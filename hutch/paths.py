@@ -12,12 +12,20 @@ DEFAULT_IMAGE_PATH = (
     "/var/lib/machines:/etc/machines:/run/machines:/usr/local/lib/machines:/usr/lib/machines"
 )
 DEFAULT_SETTINGS_PATH = "/etc/systemd/nspawn:/run/systemd/nspawn"
+# importctl's image classes other than machine: (environment override, systemd's directory).
+CLASS_DIRS = {
+    "confext": ("HUTCH_CONFEXT_PATH", "/var/lib/confexts"),
+    "sysext": ("HUTCH_SYSEXT_PATH", "/var/lib/extensions"),
+    "portable": ("HUTCH_PORTABLE_PATH", "/var/lib/portables"),
+}
+IMAGE_CLASSES = ("machine", *CLASS_DIRS)
 
 
 class Paths:
     __slots__ = (
         "cache_dir",
         "config_dir",
+        "image_class",
         "image_path",
         "journal_dir",
         "log_dir",
@@ -42,6 +50,7 @@ class Paths:
         self.cache_dir = cache_dir
         self.config_dir = config_dir
         self.journal_dir = journal_dir  # the host's journals, where --link-journal links a machine's
+        self.image_class = "machine"  # importctl's --class: what the images along image_path are
 
     @property
     def image_dir(self) -> str:
@@ -61,6 +70,25 @@ class Paths:
         out = [(os.path.join(d, f"{name}.nspawn"), True) for d in self.settings_path]
         dirs = self.image_path if image_dirs is None else image_dirs
         return out + [(os.path.join(d, f"{name}.nspawn"), False) for d in dirs]
+
+    def for_class(self, image_class: str) -> Paths:
+        """These paths for importctl's --class: machine images stay where they are; confexts, sysexts
+        and portable services get their own directory ($HUTCH_CONFEXT_PATH, $HUTCH_SYSEXT_PATH,
+        $HUTCH_PORTABLE_PATH; by default where systemd keeps them)."""
+        if image_class == "machine":
+            return self
+        env, default = CLASS_DIRS[image_class]
+        other = Paths(
+            (os.getenv(env) or default,),
+            self.settings_path,
+            self.state_dir,
+            self.log_dir,
+            self.cache_dir,
+            self.config_dir,
+            self.journal_dir,
+        )
+        other.image_class = image_class
+        return other
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Paths:

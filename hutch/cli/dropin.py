@@ -23,8 +23,6 @@ _MACHINECTL_VALUED = {
     "-n", "--lines", "-o", "--output", "-E", "--setenv", "--uid", "--max-addresses", "--format",
     "--verify", "--runner",
 }  # fmt: skip
-# importctl's options hutch has nothing to do for: one machine class, no download cache.
-_IMPORTCTL_CLASS = ("-m", "--class")
 IMPORTCTL_VERBS = (
     "pull-tar", "pull-raw", "pull-oci", "import-tar", "import-raw", "import-fs", "export-tar",
     "export-raw", "list-transfers", "cancel-transfer", "list-images",
@@ -79,14 +77,10 @@ def importctl_args(args: list[str]) -> list[str]:
         name, eq, value = o.partition("=")
         if name == "--class" and not eq and i + 1 < len(options):
             value, i = options[i + 1], i + 1
-        if name in _IMPORTCTL_CLASS:
-            if name == "--class" and value != "machine":
-                from hutch.errors import UsageError
-
-                raise UsageError(
-                    f"--class={value} is not supported: hutch keeps machine images only.",
-                    "use --class=machine",
-                )
+        if name == "-m":
+            pass  # --class=machine, the default
+        elif name == "--class":
+            kept.append(f"--class={value}")  # the verb checks the class
         elif name in ("-N", "--keep-download") or (name == "--keep-download" and eq):
             pass  # hutch keeps no pristine copy of a download to reuse
         else:

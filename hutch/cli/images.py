@@ -90,9 +90,10 @@ def list_images(args: list[str]) -> int:
     p = _parser("list-images", "[OPTIONS]", "List the images along the image path.")
     p.add_argument("-a", "--all", action="store_true", help="also hidden images (.NAME) and .host")
     p.add_argument("--no-legend", action="store_true", help="no header and footer")
-    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    _output_options(p)
+    _class_option(p)
     ns = p.parse_args(args)
-    images = store.discover(Paths.from_env(), hidden=ns.all)
+    images = store.discover(_paths(ns), hidden=ns.all)
     if ns.output.startswith("json"):
         output.print_json([i.as_dict() for i in images], pretty=ns.output == "json-pretty")
         return 0
@@ -395,6 +396,38 @@ def edit(args: list[str]) -> int:
 def _import_options(p: _Parser) -> None:
     p.add_argument("--read-only", action="store_true", help="mark the new image read-only")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
+    _class_option(p)
+
+
+def _output_options(p: _Parser) -> None:
+    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    # importctl's: -j is --json=pretty on a terminal and short elsewhere.
+    j = "json-pretty" if sys.stdout.isatty() else "json"
+    p.add_argument("-j", dest="output", action="store_const", const=j, help="same as --json=auto")
+    p.add_argument(
+        "--json",
+        dest="output",
+        type=lambda v: {"pretty": "json-pretty", "short": "json", "off": "table", "auto": j}.get(v, v),
+        choices=("json-pretty", "json", "table"),
+        metavar="pretty|short|off",
+    )
+
+
+def _class_option(p: _Parser) -> None:
+    from hutch.paths import IMAGE_CLASSES
+
+    p.add_argument(
+        "--class",
+        dest="image_class",
+        choices=IMAGE_CLASSES,
+        default="machine",
+        help="importctl's image class: machine (default), or confext, sysext, portable, each kept in "
+        "its own directory (systemd's: /var/lib/confexts, ...)",
+    )
+
+
+def _paths(ns: argparse.Namespace) -> Paths:
+    return Paths.from_env().for_class(getattr(ns, "image_class", "machine"))
 
 
 def _report(ns: argparse.Namespace, img: Image, stats: dict[str, int]) -> None:
@@ -426,7 +459,7 @@ def import_tar(args: list[str]) -> int:
     _import_options(p)
     ns = p.parse_args(args)
     img, stats = transfer.import_tar(
-        ns.file, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+        ns.file, ns.name, _paths(ns), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
     )
     _report(ns, img, stats)
     return 0
@@ -441,7 +474,7 @@ def import_fs(args: list[str]) -> int:
     _import_options(p)
     ns = p.parse_args(args)
     img = transfer.import_fs(
-        ns.dir, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+        ns.dir, ns.name, _paths(ns), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
     )
     _say(ns, f"Imported image '{img.name}' at {img.path}.")
     return 0
@@ -458,10 +491,11 @@ def export_tar(args: list[str]) -> int:
     p.add_argument("name", metavar="NAME")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-")
     p.add_argument("--format", choices=compress.FORMATS, help="compression (default: from the suffix)")
+    _class_option(p)
     ns = p.parse_args(args)
     if ns.file == "-" and sys.stdout.isatty():
         raise UsageError("Refusing to write a tarball to a terminal.", "name a FILE or redirect the output")
-    stats = transfer.export_tar(ns.name, ns.file, Paths.from_env(), fmt=ns.format, progress=_progress(ns))
+    stats = transfer.export_tar(ns.name, ns.file, _paths(ns), fmt=ns.format, progress=_progress(ns))
     if ns.file != "-":
         _say(ns, f"Exported image '{ns.name}' to {ns.file} ({stats['members']} files).")
     return 0
@@ -489,7 +523,7 @@ def pull_tar(args: list[str]) -> int:
     img, stats = transfer.pull_tar(
         ns.url,
         ns.name,
-        Paths.from_env(),
+        _paths(ns),
         verify=ns.verify,
         read_only=ns.read_only,
         force=ns.force,
@@ -513,7 +547,7 @@ def import_raw(args: list[str]) -> int:
     _import_options(p)
     ns = p.parse_args(args)
     img = rawtransfer.import_raw(
-        ns.file, ns.name, Paths.from_env(), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
+        ns.file, ns.name, _paths(ns), read_only=ns.read_only, force=ns.force, progress=_progress(ns)
     )
     _say(ns, f"Imported image '{img.name}' at {img.path}.")
     return 0
@@ -531,12 +565,13 @@ def export_raw(args: list[str]) -> int:
     p.add_argument("name", metavar="NAME")
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-")
     p.add_argument("--format", choices=compress.FORMATS, help="compression (default: from the suffix)")
+    _class_option(p)
     ns = p.parse_args(args)
     if ns.file == "-" and sys.stdout.isatty():
         raise UsageError(
             "Refusing to write a disk image to a terminal.", "name a FILE or redirect the output"
         )
-    size = rawtransfer.export_raw(ns.name, ns.file, Paths.from_env(), fmt=ns.format, progress=_progress(ns))
+    size = rawtransfer.export_raw(ns.name, ns.file, _paths(ns), fmt=ns.format, progress=_progress(ns))
     if ns.file != "-":
         _say(ns, f"Exported image '{ns.name}' to {ns.file} ({size} bytes).")
     return 0
@@ -552,7 +587,7 @@ def pull_raw(args: list[str]) -> int:
     img = rawtransfer.pull_raw(
         ns.url,
         ns.name,
-        Paths.from_env(),
+        _paths(ns),
         verify=ns.verify,
         read_only=ns.read_only,
         force=ns.force,
@@ -586,7 +621,7 @@ def list_transfers(args: list[str]) -> int:
     from hutch.images import transfers
 
     p = _parser("list-transfers", "", "List the imports and pulls that are running.")
-    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    _output_options(p)
     ns = p.parse_args(args)
     rows = transfers.running(Paths.from_env())
     if ns.output.startswith("json"):

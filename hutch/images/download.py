@@ -24,8 +24,11 @@ def check_url(url: str, verify: str, verb: str) -> str:
         parsed.port  # noqa: B018 (parses the port: 'http://h:x/' fails here, not in the download)
     except ValueError as e:
         raise ImageError(f"Invalid URL '{url}': {e}.", f"{verb} takes an http:// or https:// URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ImageError(f"Invalid URL '{url}'.", f"{verb} takes an http:// or https:// URL to a file")
+    local = parsed.scheme == "file" and parsed.netloc in ("", "localhost")  # importd takes those too
+    if not local and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+        raise ImageError(
+            f"Invalid URL '{url}'.", f"{verb} takes an http://, https:// or file:// URL to a file"
+        )
     filename = os.path.basename(urllib.parse.unquote(parsed.path))
     if not filename:
         raise ImageError(f"URL '{url}' names no file.")

@@ -82,6 +82,11 @@ def finish(new: NewImage, what: str, shown: str = "") -> None:
     if head[:4] == QCOW2_MAGIC:
         _convert_qcow2(new, head, what)
     shown = shown or "the file"
+    if new.paths.image_class != "machine":
+        # A confext, sysext or portable image is systemd's to check (a DDI, often verity-signed);
+        # hutch only keeps it.
+        os.chmod(new.temp, 0o644)
+        return
     try:
         rawimage.check(new.temp, shown)
     except ImageError as e:

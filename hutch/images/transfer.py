@@ -338,7 +338,8 @@ class NewImage:
         inode, so whichever of the two a crash leaves, the other never makes a wrong image."""
         if unwrap:
             self.temp = _unwrap(self.temp, self.name)
-            _check_os_tree(self.temp, self.name)
+            if self.paths.image_class == "machine":  # an extension image is no OS tree
+                _check_os_tree(self.temp, self.name)
         store.set_crtime(self.temp, time.time_ns() // 1000)
         if thin_lower is not None:
             thin.write(self.target, os.stat(self.temp).st_ino, thin_lower)
@@ -798,5 +799,6 @@ def commit_oci(
     finally:
         if unpacked:
             rm_rf(unpacked)
-    _check_os_tree(rootfs, new.name)
+    if new.paths.image_class == "machine":
+        _check_os_tree(rootfs, new.name)
     return new.commit(read_only=read_only, oci_config=oci.process_record(image.config)), stats

@@ -122,8 +122,13 @@ def test_systemd_nspawn_and_importctl_command_lines(tools: Path, busybox: Path, 
     run("export-tar", "bb", str(archive), check=True)
     r = tool(tools, "importctl", "-m", "import-tar", str(archive), "bb2")
     assert r.returncode == 0, r.stderr
-    r = tool(tools, "importctl", "--class=portable", "import-tar", str(archive), "bb3")
-    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--class=machine" in r.stderr
+    # Another class is kept in its own directory (systemd's /var/lib/portables), never as a machine.
+    portables = tmp_path / "portables"
+    env = dict(os.environ, HUTCH_PORTABLE_PATH=str(portables))
+    r = tool(tools, "importctl", "--class=portable", "import-tar", str(archive), "bb3", env=env)
+    assert r.returncode == 0 and (portables / "bb3/bin/busybox").exists(), r.stderr
+    r = tool(tools, "importctl", "--class=nonsense", "import-tar", str(archive), "bb4")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--class" in r.stderr
     assert [i["name"] for i in json.loads(run("list-images", "-o", "json", check=True).stdout)] == [
         "bb",
         "bb2",
