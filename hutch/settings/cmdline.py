@@ -223,6 +223,10 @@ def parse_overlay(spec: str, read_only: bool) -> Overlay:
     )
 
 
+# Linux's limits that Python's resource module has no name for (setrlimit() takes the number).
+_RLIMITS_PYTHON_LACKS = {"RLIMIT_LOCKS": 10}
+
+
 def parse_rlimit(spec: str) -> tuple[int, tuple[int, int]]:
     import resource  # imported here, once: also what payload.apply_limits() uses inside the container
 
@@ -232,7 +236,7 @@ def parse_rlimit(spec: str) -> tuple[int, tuple[int, int]]:
     key = name.upper()
     if not key.startswith("RLIMIT_"):
         key = "RLIMIT_" + key
-    res = getattr(resource, key, None)
+    res = getattr(resource, key, _RLIMITS_PYTHON_LACKS.get(key))
     if not isinstance(res, int):
         raise UsageError(f"Unknown resource limit: {name}", "e.g. RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_CORE")
 
@@ -418,7 +422,10 @@ def _network_veth(s: Settings, v: str) -> None:
 
 
 def _network_zone(s: Settings, v: str) -> None:
-    if not v or len(v) > 12 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in v):
+    if not v:
+        s.network_zone = ""  # an empty Zone= resets, as upstream's does
+        return
+    if len(v) > 12 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in v):
         raise UsageError(
             f"Invalid network zone name: {v!r}",
             "letters, digits, '-' and '_', at most 12 (vz-NAME fits IFNAMSIZ)",
@@ -682,6 +689,18 @@ def _selinux(attr: str, option: str) -> _Handler:
     return h
 
 
+class HelpRequested(Exception):
+    """--help or --version among the options: the front end prints that instead of running."""
+
+
+def _help(s: Settings, v: str) -> None:
+    raise HelpRequested("help")
+
+
+def _version(s: Settings, v: str) -> None:
+    raise HelpRequested("version")
+
+
 def _unsupported(option: str, hint: str) -> _Handler:
     def h(s: Settings, v: str) -> None:
         raise UsageError(f"{option} is not supported by hutch.", hint)
@@ -759,6 +778,8 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "register": (True, False, _bool("register", "--register")),
     "property": (True, False, _property),
     "keep-unit": (False, False, _ignore),
+    "help": (False, False, _help),
+    "version": (False, False, _version),
     "cpu-affinity": (True, False, _cpu_affinity),
     "personality": (True, False, _personality),
     "link-journal": (True, False, _link_journal),
@@ -802,6 +823,7 @@ SHORT: dict[str, str] = {
     "L": "selinux-apifs-context",
     "S": "slice",
     "Z": "selinux-context",
+    "h": "help",
 }
 # -j takes no argument: it means --link-journal=try-guest.
 SHORT_VALUE = {"j": "try-guest"}
