@@ -8,6 +8,7 @@ from __future__ import annotations
 from hutch.container import plan, rootfs
 from hutch.container.plan import Inaccessible, Mount, Op
 from hutch.container.prepare import Prepared, make_temp_dir
+from hutch.linux import caps
 from hutch.linux import posixos as os
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
 
@@ -206,7 +207,7 @@ class _OverlayOp(Op):
                     "overlay",
                     options,
                     mount_flags=libc.MOUNT_ATTR_RDONLY if self.read_only else 0,
-                    creator=rootfs.OWNER,
+                    creator=lambda: caps.setfsid_keeping_caps(rootfs.OWNER or 0),
                 )
                 try:
                     libc.move_mount(tree, "", to_dirfd=target)

@@ -518,7 +518,8 @@ def _security(prep: Prepared, paths: Paths) -> None:
     held = caps.current("CapPrm")
     keep = caps.retained(s.capabilities, s.drop_capabilities, s.private_network)
     nbs = caps.NUMBERS["NET_BIND_SERVICE"]
-    if prep.uid_range is not None and not s.private_network and nbs not in s.capabilities:
+    asked = s.capabilities | s.ambient_capabilities
+    if prep.uid_range is not None and not s.private_network and nbs not in asked:
         # On the host's network a user namespace's root cannot bind low ports anyway: say so, as
         # upstream does, rather than hold a capability that only looks like it works.
         keep = keep - {nbs}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from _stat import S_ISREG  # the C half of stat: the module around it costs ~0.1 ms to import
 
-from hutch.linux import libc
+from hutch.linux import caps, libc
 from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
@@ -37,7 +37,7 @@ def as_owner(create: Callable[[], T]) -> T:
     except OSError as e:
         if e.errno != errno.EOVERFLOW or OWNER is None:
             raise
-    libc.setfsid_keeping_caps(OWNER)
+    caps.setfsid_keeping_caps(OWNER)
     try:
         return create()
     finally:

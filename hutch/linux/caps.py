@@ -34,6 +34,7 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _NR_CAPSET = {"x86_64": 126, "aarch64": 91}
+_NR_CAPGET = {"x86_64": 125, "aarch64": 90}
 
 
 def parse(text: str) -> set[int]:
@@ -129,3 +130,28 @@ def current(which: str = "CapBnd", pid: str = "self") -> int:
             if line.startswith(which + ":"):
                 return int(line.split()[1], 16)
     raise LookupError(which)
+
+
+def setfsid_keeping_caps(fsid: int) -> None:
+    """setfsid(FSID) with every permitted capability still effective: changing the file-system UID
+    from 0 drops CAP_DAC_OVERRIDE and its kin (a 0555 directory would refuse us). setfsid(0, 0) later
+    gives them back by itself."""
+    libc.setfsid(fsid, fsid)
+    permitted = _permitted()
+    set_caps(frozenset(c for c in range(64) if permitted >> c & 1))
+
+
+def _permitted() -> int:
+    """This thread's permitted set, by capget(2): /proc may be another PID namespace's by now (a
+    process that joined a machine's mount namespace)."""
+    from hutch.linux import posixos as os
+    from hutch.linux.libc import c_char
+
+    header = _LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + (0).to_bytes(4, "little")
+    data = (c_char * 24)()
+    libc.check_syscall(
+        _NR_CAPGET.get(os.uname().machine, 125), header, data, what="Failed to read capabilities"
+    )
+    raw = bytes(data)
+    lo, hi = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[16:20], "little")
+    return lo | hi << 32

@@ -23,6 +23,7 @@ from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -321,12 +322,13 @@ def fsmount_detached(
     fd_options: dict[str, int] | None = None,
     mount_flags: int = 0,
     flags: tuple[str, ...] = (),
-    creator: int | None = None,
+    creator: Callable[[], None] | None = None,
 ) -> int:
     """A new file system mounted nowhere: an fd to its root, usable as a directory fd and through
     /proc/self/fd. It is freed when the last fd is closed, so a crash leaves nothing on the host.
-    CREATOR: the file-system UID and GID the superblock is created with (overlayfs works its layers
-    with its creator's credentials); the options, paths among them, are looked up as ourselves."""
+    CREATOR: called just before the superblock is made, to take the credentials it is made with
+    (overlayfs works its layers with its creator's); setfsid(0, 0) after. The options, paths among
+    them, are looked up as ourselves."""
     fs = _check(_syscall(_NR_FSOPEN, _b(fstype), 1), "Failed to open file system", fstype)  # FSOPEN_CLOEXEC
     try:
         for key, fd in (fd_options or {}).items():
@@ -348,7 +350,7 @@ def fsmount_detached(
                 fstype,
             )
         if creator is not None:
-            setfsid_keeping_caps(creator)
+            creator()
         try:
             _check(
                 _syscall(_NR_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "Failed to create", fstype
@@ -361,17 +363,6 @@ def fsmount_detached(
         )  # FSMOUNT_CLOEXEC
     finally:
         os.close(fs)
-
-
-def setfsid_keeping_caps(fsid: int) -> None:
-    """setfsid(FSID) with every permitted capability still effective: changing the file-system UID
-    from 0 drops CAP_DAC_OVERRIDE and its kin (a 0555 directory would refuse us). setfsid(0, 0) later
-    gives them back by itself."""
-    from hutch.linux import caps
-
-    setfsid(fsid, fsid)
-    permitted = caps.current("CapPrm")
-    caps.set_caps(frozenset(c for c in range(64) if permitted >> c & 1))
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:

@@ -30,10 +30,9 @@ def nspawn(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    t = tmp_path_factory.mktemp("nspawn-template") / "template"
-    subprocess.run(["cp", "-a", str(debian_image()), str(t)], check=True)
-    return t
+def template() -> Path:
+    """The cached Debian tree: only ever read (copied, or a --template=) by these tests."""
+    return debian_image()
 
 
 @pytest.fixture
