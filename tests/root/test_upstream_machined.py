@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from upstream13 import dummy_container, with_host_users
+from upstream13 import dummy_container, tmpfs, with_host_users
 
 from conftest import HUTCH, debian_image
 
@@ -117,6 +117,11 @@ long_running_machine_start() {
 @pytest.fixture(scope="module")
 def m(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     env = Env(tmp_path_factory.mktemp("machined"))
+    with tmpfs(env.machines):
+        yield from _machines(env)
+
+
+def _machines(env: Env) -> Iterator[Env]:
     template = debian_image()
     for i in range(5):
         dummy_container(template, env.machines / f"container{i}", dummy_init=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from upstream13 import dummy_container, tmpfs
 
 from conftest import HUTCH, debian_image
 
@@ -35,11 +36,15 @@ def template() -> Path:
     return debian_image()
 
 
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with tmpfs(tmp_path_factory.mktemp("roots")) as d:
+        yield d
+
+
 @pytest.fixture
-def root(template: Path, hutch_env: Path) -> Iterator[Path]:
-    r = hutch_env / "images" / "TEST-13-NSPAWN.sanity"
-    subprocess.run(["cp", "-a", str(template), str(r)], check=True)
-    r.chmod(0o555)  # as create_dummy_container leaves it: mount points must still be made
+def root(template: Path, roots: Path) -> Iterator[Path]:
+    r = dummy_container(template, roots / "TEST-13-NSPAWN.sanity")  # mode 0555, as upstream's
     yield r
     r.chmod(0o755)
     shutil.rmtree(r, ignore_errors=True)
@@ -65,8 +70,8 @@ def test_help_and_version(nspawn: Path) -> None:
     ok(nspawn, "--version")
 
 
-def test_template_ephemeral_read_only(nspawn: Path, template: Path, hutch_env: Path) -> None:
-    root = hutch_env / "images" / "TEST-13-NSPAWN.sanity.t"
+def test_template_ephemeral_read_only(nspawn: Path, template: Path, roots: Path) -> None:
+    root = roots / "TEST-13-NSPAWN.sanity.t"
     fails(nspawn, f"--directory={root}", "bash", "-xec", "echo hello")
     ok(nspawn, f"--directory={root}", f"--template={template}", "bash", "-xec", "echo hello")
     ok(nspawn, f"--directory={root}", "bash", "-xec", "echo hello; touch /initialized")

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from upstream13 import dummy_container, link_nspawn, run, run_fails, with_host_users
+from upstream13 import dummy_container, link_nspawn, run, run_fails, tmpfs, with_host_users
 
 from conftest import debian_image
 
@@ -50,12 +50,19 @@ def template() -> Path:
     return debian_image()
 
 
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with tmpfs(tmp_path_factory.mktemp("roots")) as d:
+        yield d
+
+
 @pytest.fixture
-def make_root(template: Path, hutch_env: Path) -> Iterator[object]:
+def make_root(template: Path, roots: Path) -> Iterator[object]:
+    """create_dummy_container, at a path named as upstream's (a machine's name is its directory's)."""
     made: list[Path] = []
 
     def make(name: str, dummy_init: bool = False) -> Path:
-        root = dummy_container(template, hutch_env / "images" / name, dummy_init)
+        root = dummy_container(template, roots / name, dummy_init)
         made.append(root)
         return root
 
