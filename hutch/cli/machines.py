@@ -389,7 +389,7 @@ terminate = _stopper(
 
 
 def kill(args: list[str]) -> int:
-    from hutch.settings.cmdline import parse_signal
+    from hutch.settings.values import parse_signal
 
     p = _parser(
         "kill", "NAME... [-s SIGNAL] [--kill-whom=leader|all]", "Send a signal to machines' processes."

@@ -119,7 +119,7 @@ def machine_addresses(state_dir: str, name: str) -> list[str] | None:
     """The addresses of the running machine NAME from the registry, None if there is none (or its
     entry is damaged). Loaded at the first machine-name query: the slim monitor pays only then."""
     from hutch.machines import registry
-    from hutch.settings.cmdline import valid_machine_name
+    from hutch.settings.values import valid_machine_name
 
     if not valid_machine_name(name):
         return None  # nothing to look up in the state directory

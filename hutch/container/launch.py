@@ -29,7 +29,7 @@ from hutch.container.prepare import Prepared
 from hutch.errors import SetupError
 from hutch.linux import caps, cgroups, libc, seccomp, sig
 from hutch.linux import posixos as os
-from hutch.settings.cmdline import signal_name
+from hutch.settings.values import signal_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

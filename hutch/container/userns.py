@@ -12,7 +12,7 @@ from __future__ import annotations
 from hutch.errors import SetupError
 from hutch.linux import posixos as os
 from hutch.linux.fsutil import release_lock_file, take_lock_file
-from hutch.settings.cmdline import RANGE as RANGE
+from hutch.settings.values import RANGE as RANGE
 
 PICK_MIN = 0x00080000
 PICK_MAX = 0x6FFF0000

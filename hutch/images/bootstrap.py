@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from hutch.errors import ImageError, SetupError
-from hutch.settings.cmdline import valid_machine_name
+from hutch.settings.values import valid_machine_name
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 DEBIAN_PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2")

@@ -20,7 +20,7 @@ SETTLE = 0.1
 
 
 def check_name(name: str) -> str:
-    from hutch.settings.cmdline import valid_machine_name
+    from hutch.settings.values import valid_machine_name
 
     if not valid_machine_name(name):
         raise MachineError(

@@ -25,7 +25,7 @@ from hutch.errors import MachineError
 from hutch.linux.sig import SIGHUP, SIGINT, SIGQUIT, SIGTERM
 from hutch.machines import control
 from hutch.paths import Paths
-from hutch.settings.cmdline import SIGRTMIN
+from hutch.settings.values import SIGRTMIN
 
 _NS = (
     ("user", 0x10000000),

@@ -88,7 +88,7 @@ _USERNS_OFF = ("no", "false", "0", "off", "identity")
 
 def _parse_bool(value: str, where: str) -> bool:
     from hutch.errors import UsageError
-    from hutch.settings.cmdline import parse_boolean
+    from hutch.settings.values import parse_boolean
 
     try:
         return parse_boolean(value, where)

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from hutch.errors import UsageError
-from hutch.settings import cmdline
-from hutch.settings.cmdline import parse, parse_signal, split_escaped
+from hutch.settings import values
+from hutch.settings.cmdline import parse
+from hutch.settings.values import parse_signal, split_escaped
 
 
 def test_stops_at_first_non_option_like_getopt_plus() -> None:
@@ -142,13 +143,13 @@ def test_setenv_copies_host_value(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_machine_names() -> None:
-    assert cmdline.valid_machine_name("a.b-c_d")
+    assert values.valid_machine_name("a.b-c_d")
     for bad in ("", ".a", "a.", "a..b", "x" * 65, "a/b", "ä"):
-        assert not cmdline.valid_machine_name(bad)
+        assert not values.valid_machine_name(bad)
 
 
 def test_private_users_values() -> None:
-    from hutch.settings.cmdline import parse_private_users
+    from hutch.settings.values import parse_private_users
 
     assert parse_private_users("no")[0] == "no"
     assert parse_private_users("yes") == ("pick", 0, 65536) == parse_private_users("pick")
