@@ -18,12 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 HUTCH = str(REPO / ".venv" / "bin" / "hutch") if (REPO / ".venv/bin/hutch").exists() else "hutch"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CACHE = Path(os.environ.get("HUTCH_TEST_CACHE", "/var/cache/hutch-test"))
+# The network namespace the run started in, before any module entered one of its own (private_net):
+# image builds reach the mirror through it.
+HOST_NET = os.open("/proc/self/ns/net", os.O_RDONLY)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         part = Path(str(item.fspath)).parent.name
-        if part in ("root", "boot"):
+        if part in ("root", "boot", "vm"):
             item.add_marker(pytest.mark.root)
         if part == "boot":
             item.add_marker(pytest.mark.boot)
@@ -236,8 +239,12 @@ def debian_image(suite: str = "bookworm", arch: str | None = None) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
         mirror = os.environ.get("HUTCH_TEST_MIRROR", "http://deb.debian.org/debian")
+        # In the host's network namespace: a test module that needs the image may have entered one of
+        # its own (private_net) before the first build, and debootstrap needs the mirror.
         r = subprocess.run(
             [
+                "nsenter",
+                f"--net=/proc/self/fd/{HOST_NET}",
                 HUTCH,
                 "bootstrap",
                 "debian",
@@ -253,6 +260,7 @@ def debian_image(suite: str = "bookworm", arch: str | None = None) -> Path:
             capture_output=True,
             text=True,
             timeout=2400 if arch else 1200,
+            pass_fds=(HOST_NET,),
         )
         assert r.returncode == 0, f"bootstrap debian --suite {suite} failed:\n{r.stderr[-3000:]}"
         for old in CACHE.glob(f"{prefix}-" + "?" * 16):  # not guest-trixie-arm64-* for guest-trixie

@@ -69,7 +69,11 @@ def downloads() -> Path:
         tmp = CACHE / f".downloads-{key}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _build(tmp)
+        try:
+            _build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed build leaves nothing in the cache
+            raise
         tmp.rename(d)
     return d
 
