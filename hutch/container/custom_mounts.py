@@ -162,13 +162,15 @@ class _OverlayOp(Op):
         from hutch.linux import libc
 
         fds: list[int] = []
+        # Layers idmapped as the image is (the default user namespace with ownership 'map').
+        mapped = ctx.idmap and ctx.userns_fd >= 0
 
         def host(p: str) -> str:
             if p.startswith("+"):
                 fd = rootfs.open_in_root(ctx.root_fd, p[1:])
                 fds.append(fd)
                 return rootfs.fd_path(fd)
-            if ctx.idmap and ctx.userns_fd >= 0:
+            if mapped:
                 # Host layers idmapped as the image is: the container's root may write the upper one
                 # (and sees host root's files as its own), where a plain layer gave it EACCES.
                 fd = ctx.clone_tree(p, recursive=False)
@@ -186,7 +188,7 @@ class _OverlayOp(Op):
                     work = work or _sibling_work_dir(upper)
                 elif work is None:
                     raise OSError(22, f"--overlay: no work directory for {self.upper}")
-                elif ctx.idmap and ctx.userns_fd >= 0:
+                elif mapped:
                     # overlayfs wants upper and work on one mount: clone their common parent once.
                     parent, upper_name = os.path.split(self.upper)
                     wparent, work_name = os.path.split(work)
@@ -199,7 +201,7 @@ class _OverlayOp(Op):
                 opts += f",upperdir={upper},workdir={work}"
             target = ctx.target(self.dest)
             fds.append(target)
-            if ctx.idmap and ctx.userns_fd >= 0 and rootfs.OWNER is not None:
+            if mapped and rootfs.OWNER is not None:
                 # overlayfs works its layers with its creator's credentials: through idmapped layers
                 # the host's root has no ID (EOVERFLOW, and a read-only mount), the container's root has.
                 options = dict(o.split("=", 1) for o in opts.split(","))

@@ -490,7 +490,7 @@ def setup_extra(extra: Extra, pid1: int) -> None:
                     nl.add_on(kind, inner, rtnl.index(outer), pid1)
         renamed = [(o, i) for o, i in extra.moved if o != i]
 
-        def keep_host_names(nl: Any) -> None:
+        def keep_host_names(nl: Any, host: int) -> None:
             for outer, inner in renamed:
                 _try_altname(nl, inner, outer, True)
 
@@ -512,7 +512,8 @@ def _try_altname(nl: Any, name: str, alt: str, add: bool) -> None:
 
 
 def _in_netns(netns_fd: int, body: Any) -> Any:
-    """BODY(netlink) with a netlink socket and interface lookups in the namespace NETNS_FD."""
+    """BODY(netlink, host) with a netlink socket and interface lookups in the namespace NETNS_FD; HOST
+    is an fd of the namespace we came from (a target to move links back to)."""
     from hutch.linux import libc, rtnl
 
     host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -520,7 +521,7 @@ def _in_netns(netns_fd: int, body: Any) -> Any:
         libc.setns(netns_fd, libc.CLONE_NEWNET)
         try:
             with rtnl.Netlink() as nl:
-                return body(nl)
+                return body(nl, host)
         finally:
             libc.setns(host, libc.CLONE_NEWNET)
     finally:
@@ -532,37 +533,29 @@ def teardown_extra(extra: Extra) -> None:
     and links go with the namespace, which we let go of last."""
     if extra.netns_fd < 0:
         return
-    from hutch.linux import libc, rtnl
+    from hutch.linux import rtnl
+
+    def move_back(nl: Any, host: int) -> None:
+        for outer, inner in extra.moved:
+            idx = rtnl.index(inner)
+            if not idx:
+                continue
+            try:
+                if outer != inner:
+                    try:
+                        nl.altname(idx, outer, add=False)  # or the old name is taken
+                    except OSError:
+                        pass
+                nl.move(idx, outer, netns_fd=host)
+            except OSError as e:
+                print(f"hutch: Failed to move {outer} back to the host: {e.strerror}", file=sys.stderr)
 
     if extra.moved:
-        host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            libc.setns(extra.netns_fd, libc.CLONE_NEWNET)
-            try:
-                nl = rtnl.Netlink()  # bound to the machine's namespace for good
-                found = [(rtnl.index(inner), outer, inner) for outer, inner in extra.moved]
-            finally:
-                libc.setns(host, libc.CLONE_NEWNET)
-            with nl:
-                for idx, outer, inner in found:
-                    try:
-                        if idx and outer != inner:
-                            try:
-                                nl.altname(idx, outer, add=False)  # or the old name is taken
-                            except OSError:
-                                pass
-                        if idx:
-                            nl.move(idx, outer, netns_fd=host)
-                    except OSError as e:
-                        print(
-                            f"hutch: Failed to move {outer} back to the host: {e.strerror}", file=sys.stderr
-                        )
-            if extra.freed_altnames:
-                with rtnl.Netlink() as hnl:
-                    for outer, alt in extra.freed_altnames:
-                        _try_altname(hnl, outer, alt, True)
-        finally:
-            os.close(host)
+        _in_netns(extra.netns_fd, move_back)
+        if extra.freed_altnames:
+            with rtnl.Netlink() as hnl:
+                for outer, alt in extra.freed_altnames:
+                    _try_altname(hnl, outer, alt, True)
         extra.moved = []
         extra.freed_altnames = []
     os.close(extra.netns_fd)
@@ -574,7 +567,7 @@ def setup_inside_of(link: Link, pid1: int) -> None:
     namespace, whose PID 1 builds its own tree."""
     fd = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _in_netns(fd, lambda nl: setup_inside(link))
+        _in_netns(fd, lambda nl, host: setup_inside(link))
     finally:
         os.close(fd)
 

@@ -617,7 +617,8 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     # With a user namespace the file systems we create belong to the container's root, as nspawn's do.
     own = f",uid={shift},gid={shift}" if shift else ""
     tty_gid = 5 + (shift or 0)
-    sys_ro = 0 if _api_vfs_writable() == "yes" else MS_RDONLY
+    writable = _api_vfs_writable()  # upstream's knob: "yes" leaves /sys and /proc/sys writable
+    sys_ro = 0 if writable == "yes" else MS_RDONLY
     sysfs = Mount("sysfs", "/sys", "sysfs", sys_ro | nsd | MS_NOEXEC)
     mqueue = Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC)
     # sysfs and mqueue show the mounter's network and IPC namespaces: in a user namespace they are
@@ -684,7 +685,6 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     prep.outer_ops = ops
 
     pns = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    writable = _api_vfs_writable()
     inner: list[Op] = [
         plan.ProcMount(pns),
         Mount("proc/sys", "/proc/sys", None, MS_BIND | pns, source_in_root=True, read_only_after=sys_ro > 0),

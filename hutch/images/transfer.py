@@ -338,8 +338,7 @@ class NewImage:
         inode, so whichever of the two a crash leaves, the other never makes a wrong image."""
         if unwrap:
             self.temp = _unwrap(self.temp, self.name)
-            if self.paths.image_class == "machine":  # an extension image is no OS tree
-                _check_os_tree(self.temp, self.name)
+            _check_os_tree(self.temp, self.name, self.paths)
         store.set_crtime(self.temp, time.time_ns() // 1000)
         if thin_lower is not None:
             thin.write(self.target, os.stat(self.temp).st_ino, thin_lower)
@@ -441,11 +440,13 @@ def open_input(path: str) -> tuple[Reader, int | None, str]:
     return FdReader(fd), (st.st_size if stat.S_ISREG(st.st_mode) else None), path
 
 
-def _check_os_tree(root: str, name: str) -> None:
+def _check_os_tree(root: str, name: str, paths: Paths) -> None:
     """An archive that unpacked into something that is no OS tree (no os-release, no /usr) is refused,
-    saying what it holds, rather than imported as an image that fails only at spawn: a distribution's
-    cloud tarball holds one disk image, a container registry's download an OCI layout."""
-    if any(os.path.lexists(os.path.join(root, p)) for p in ("etc/os-release", "usr/lib/os-release", "usr")):
+    saying what it holds, rather than imported as a machine that fails only at spawn: a distribution's
+    cloud tarball holds one disk image, a registry's download an OCI layout. Extensions are no trees."""
+    if paths.image_class != "machine" or any(
+        os.path.lexists(os.path.join(root, p)) for p in ("etc/os-release", "usr/lib/os-release", "usr")
+    ):
         return
     try:
         entries = sorted(os.listdir(root))
@@ -799,6 +800,5 @@ def commit_oci(
     finally:
         if unpacked:
             rm_rf(unpacked)
-    if new.paths.image_class == "machine":
-        _check_os_tree(rootfs, new.name)
+    _check_os_tree(rootfs, new.name, new.paths)
     return new.commit(read_only=read_only, oci_config=oci.process_record(image.config)), stats

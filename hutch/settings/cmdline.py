@@ -237,14 +237,14 @@ def _network_bridge(s: Settings, v: str) -> None:
     s.private_network = True
 
 
-def _network_interface(s: Settings, v: str) -> None:
-    s.network_interfaces.append(_ifname_pair("--network-interface", v))
-    s.private_network = True
+def _link(attr: str, option: str, prefix: str = "") -> _Handler:
+    """IF[:NAME] options that put a link into the machine's own network namespace."""
 
+    def h(s: Settings, v: str) -> None:
+        getattr(s, attr).append(_ifname_pair(option, v, prefix))
+        s.private_network = True
 
-def _network_veth_extra(s: Settings, v: str) -> None:
-    s.network_veth_extra.append(_ifname_pair("--network-veth-extra", v))
-    s.private_network = True
+    return h
 
 
 def _network_namespace_path(s: Settings, v: str) -> None:
@@ -353,16 +353,6 @@ def _bind_user_shell(s: Settings, v: str) -> None:
         ) from None
 
 
-def _network_macvlan(s: Settings, v: str) -> None:
-    s.network_macvlan.append(_ifname_pair("--network-macvlan", v, "mv-"))
-    s.private_network = True
-
-
-def _network_ipvlan(s: Settings, v: str) -> None:
-    s.network_ipvlan.append(_ifname_pair("--network-ipvlan", v, "iv-"))
-    s.private_network = True
-
-
 def _pivot_root(s: Settings, v: str) -> None:
     parts = split_escaped(v)
     if len(parts) > 2 or not parts[0]:
@@ -460,8 +450,8 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "network-veth": (False, False, _network_veth),
     "network-zone": (True, False, _network_zone),
     "network-bridge": (True, False, _network_bridge),
-    "network-interface": (True, False, _network_interface),
-    "network-veth-extra": (True, False, _network_veth_extra),
+    "network-interface": (True, False, _link("network_interfaces", "--network-interface")),
+    "network-veth-extra": (True, False, _link("network_veth_extra", "--network-veth-extra")),
     "network-namespace-path": (True, False, _network_namespace_path),
     "port": (True, False, _port),
     "set-credential": (True, False, _set_credential),
@@ -491,8 +481,8 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "suppress-sync": (True, False, _bool("suppress_sync", "--suppress-sync")),
     "bind-user": (True, False, _bind_user),
     "bind-user-shell": (True, False, _bind_user_shell),
-    "network-macvlan": (True, False, _network_macvlan),
-    "network-ipvlan": (True, False, _network_ipvlan),
+    "network-macvlan": (True, False, _link("network_macvlan", "--network-macvlan", "mv-")),
+    "network-ipvlan": (True, False, _link("network_ipvlan", "--network-ipvlan", "iv-")),
     "pivot-root": (True, False, _pivot_root),
     "slice": (True, False, _slice),
     "selinux-context": (True, False, _selinux("selinux_context", "--selinux-context")),
