@@ -1,5 +1,10 @@
 """The machine's cgroup: created by the supervisor, joined by the outer child (so PID 1 starts inside
-it), seen by PID 1 through its own cgroup namespace as a cgroup2 mount on /sys/fs/cgroup."""
+it), seen by PID 1 through its own cgroup namespace as a cgroup2 mount on /sys/fs/cgroup.
+
+Where systemd is PID 1 the tree is systemd's: the machine's unit (a transient machine-NAME.scope, or
+the calling service's own under --keep-unit) is asked of it, and only that unit's delegated subtree is
+written here (hutch.container.systemd). Elsewhere hutch makes machine.slice/machine-NAME.scope itself.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,16 @@ from hutch.linux import posixos as os
 
 
 def create(prep: Prepared) -> None:
+    from hutch.container import systemd
+
+    if systemd.booted():
+        _create_delegated(prep)
+        return
+    if prep.settings.slice != "machine.slice":
+        raise MachineError(
+            f"--slice={prep.settings.slice}: slices are systemd's, and systemd is not PID 1 here.",
+            "leave -S out: hutch keeps its machines in machine.slice on this host",
+        )
     root = cgroups.unified_root(os.getenv("HUTCH_CGROUP_ROOT") or cgroups.CGROUP_ROOT)
     if root is None:
         prep.cgroup = None
@@ -35,15 +50,7 @@ def create(prep: Prepared) -> None:
         cgroups.join(f"{scope}/supervisor")
     prep.cgroup_scope = scope
     prep.devices_cgroup = devices_cgroup(prep)
-    if prep.uid_range is not None:
-        # Delegate the subtree to the container's root, so a systemd guest can create its own cgroups.
-        base = prep.uid_range.base
-        os.chown(path, base, base)
-        for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
-            try:
-                os.chown(os.path.join(path, name), base, base)
-            except FileNotFoundError:
-                pass
+    _delegate(prep, path)
     prep.cgroup = path
     if prep.limits:
         from hutch.container import limits
@@ -56,6 +63,73 @@ def create(prep: Prepared) -> None:
         except BaseException:
             remove(prep)  # a limit this host cannot apply: nothing of the machine is left behind
             raise
+
+
+def _delegate(prep: Prepared, path: str) -> None:
+    """Give the payload's cgroup to the container's root, so a systemd guest can create its own."""
+    if prep.uid_range is None:
+        return
+    base = prep.uid_range.base
+    os.chown(path, base, base)
+    for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+        try:
+            os.chown(os.path.join(path, name), base, base)
+        except FileNotFoundError:
+            pass
+
+
+# What systemd-nspawn's guests find in their cgroup.controllers.
+GUEST_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")
+
+
+def _create_delegated(prep: Prepared) -> None:
+    """The machine's unit from systemd, its subtree split as upstream's: the supervisor in
+    UNIT/supervisor, PID 1 in UNIT/payload with the guest's controllers. Made once per supervisor; a
+    reboot makes only a new payload."""
+    from hutch.container import limits, systemd
+
+    root = cgroups.unified_root(cgroups.CGROUP_ROOT)
+    if root is None:
+        prep.cgroup = None
+        return
+    if prep.unit_cgroup is None:
+        own = cgroups.path_of() or ""
+        if prep.settings.keep_unit:
+            if not systemd.unit_of(own):
+                raise MachineError(
+                    f"--keep-unit: this process is in no unit of its own (cgroup {own or '?'}).",
+                    "run it from a service with Delegate=yes, or leave --keep-unit out",
+                )
+            rel = own
+        else:
+            unit = "machine-" + systemd.unit_escape(prep.name) + ".scope"
+            rel = systemd.start_scope(
+                unit, prep.settings.slice, f"Container {prep.name}", prep.uid_range is None
+            )
+        unit_path = root + rel
+        cgroups.create(f"{unit_path}/supervisor")
+        cgroups.join(f"{unit_path}/supervisor")
+        prep.unit_cgroup = unit_path
+        try:
+            with open(f"{unit_path}/cgroup.controllers") as f:
+                have = f.read().split()
+            want = " ".join(f"+{c}" for c in GUEST_CONTROLLERS if c in have)
+            if want:
+                with open(f"{unit_path}/cgroup.subtree_control", "w") as f:
+                    f.write(want)
+        except OSError as e:
+            raise MachineError(
+                f"Failed to enable the guest's controllers in {unit_path}: {e.strerror}.",
+                "is the unit delegated (Delegate=yes)?",
+            ) from None
+        prep.limit_backend = limits.Unit(unit_path)
+        if prep.limits:
+            systemd.set_properties(systemd.unit_of(rel), prep.settings.properties)
+    path = f"{prep.unit_cgroup}/payload"
+    cgroups.create(path)
+    prep.cgroup_scope = prep.unit_cgroup
+    _delegate(prep, path)
+    prep.cgroup = path
 
 
 def attach(prep: Prepared, pid: int) -> None:
@@ -142,15 +216,18 @@ def _populated(scope: str) -> bool:
 
 def _own_cgroup(root: str) -> str | None:
     """Our cgroup2 directory, to return to before the machine's scope is removed."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            rel = next((ln.strip()[3:] for ln in f if ln.startswith("0::")), None)
-    except OSError:
-        return None
+    rel = cgroups.path_of()
     return root + rel if rel is not None else None
 
 
 def remove(prep: Prepared) -> None:
+    if prep.unit_cgroup is not None:
+        # systemd's unit: only the payload is ours to remove; the unit goes when the supervisor does.
+        if prep.cgroup:
+            cgroups.remove_tree(prep.cgroup)
+            prep.cgroup = None
+        prep.cgroup_scope = None
+        return
     if prep.supervisor_cgroup:
         try:
             cgroups.join(prep.supervisor_cgroup)

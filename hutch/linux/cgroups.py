@@ -23,6 +23,16 @@ def unified_root(base: str = CGROUP_ROOT) -> str | None:
     return None
 
 
+def path_of(pid: int | str = "self") -> str | None:
+    """PID's cgroup2 path, relative to the hierarchy's root as the caller's cgroup namespace sees it;
+    None where it has none or is gone."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return next((ln.strip()[3:] for ln in f if ln.startswith("0::")), None)
+    except OSError:
+        return None
+
+
 def machine_cgroup(root: str, name: str) -> str:
     return f"{root}/machine.slice/machine-{name}.scope"
 
