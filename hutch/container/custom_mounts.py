@@ -5,12 +5,16 @@ Imported only when one of these options is given.
 
 from __future__ import annotations
 
-from hutch.container import plan, rootfs
+from hutch.container import overlay, plan, rootfs
 from hutch.container.plan import Inaccessible, Mount, Op
 from hutch.container.prepare import Prepared, make_temp_dir
 from hutch.linux import caps
 from hutch.linux import posixos as os
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def custom_mount_ops(prep: Prepared) -> list[Op]:
@@ -162,6 +166,7 @@ class _OverlayOp(Op):
         from hutch.linux import libc
 
         fds: list[int] = []
+        clones: list[int] = []
         # Layers idmapped as the image is (the default user namespace with ownership 'map').
         mapped = ctx.idmap and ctx.userns_fd >= 0
 
@@ -175,6 +180,7 @@ class _OverlayOp(Op):
                 # (and sees host root's files as its own), where a plain layer gave it EACCES.
                 fd = ctx.clone_tree(p, recursive=False)
                 fds.append(fd)
+                clones.append(fd)
                 return f"/proc/self/fd/{fd}"
             return p
 
@@ -201,29 +207,34 @@ class _OverlayOp(Op):
                 opts += f",upperdir={upper},workdir={work}"
             target = ctx.target(self.dest)
             fds.append(target)
-            if mapped and rootfs.OWNER is not None:
-                # overlayfs works its layers with its creator's credentials: through idmapped layers
-                # the host's root has no ID (EOVERFLOW, and a read-only mount), the container's root has.
-                options = dict(o.split("=", 1) for o in opts.split(","))
-                tree = libc.fsmount_detached(
-                    "overlay",
-                    options,
-                    mount_flags=libc.MOUNT_ATTR_RDONLY if self.read_only else 0,
-                    creator=lambda: caps.setfsid_keeping_caps(rootfs.OWNER or 0),
-                )
-                try:
-                    libc.move_mount(tree, "", to_dirfd=target)
-                finally:
-                    os.close(tree)
-            else:
-                libc.mount(
-                    "overlay",
-                    rootfs.fd_path(target),
-                    "overlay",
-                    MS_RDONLY if self.read_only else 0,
-                    opts,
-                    what=self.dest,
-                )
+
+            def mount(fix: Callable[[str], str]) -> None:
+                o = fix(opts)
+                if mapped and rootfs.OWNER is not None:
+                    # overlayfs works its layers with its creator's credentials: through idmapped layers
+                    # the host's root has no ID (EOVERFLOW, a read-only mount); the container's root has.
+                    options = dict(kv.split("=", 1) for kv in o.split(","))
+                    tree = libc.fsmount_detached(
+                        "overlay",
+                        options,
+                        mount_flags=libc.MOUNT_ATTR_RDONLY if self.read_only else 0,
+                        creator=lambda: caps.setfsid_keeping_caps(rootfs.OWNER or 0),
+                    )
+                    try:
+                        libc.move_mount(tree, "", to_dirfd=target)
+                    finally:
+                        os.close(tree)
+                else:
+                    libc.mount(
+                        "overlay",
+                        rootfs.fd_path(target),
+                        "overlay",
+                        MS_RDONLY if self.read_only else 0,
+                        o,
+                        what=self.dest,
+                    )
+
+            overlay.mount_layers(mount, clones, rootfs.fd_path(target))
         finally:
             for fd in fds:
                 os.close(fd)

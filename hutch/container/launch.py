@@ -37,6 +37,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 REBOOT = -1
+# The supervisor's memory counts against the machine's MemoryMax= where systemd runs it (the scope holds
+# it beside the payload), and its Python heap outweighs a guest's small processes: the kernel's OOM
+# killer chose it over the guest's biggest, and the whole machine went with it (seen in the VM lane, a
+# 64M dd in a 32M machine). So it is exempt; PID 1 starts with the value we were started with.
+OOM_EXEMPT = "-1000"
+
+
+def _set_oom_score_adj(value: str) -> bool:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(value)
+        return True
+    except OSError:  # no CAP_SYS_RESOURCE (a host that is itself a container): the kernel's default
+        return False
 
 
 def _child_start() -> None:
@@ -107,6 +121,20 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
     _run_payload(prep, status_w, ack_r, master)
 
 
+def _chown_instead(prep: Prepared) -> bool:
+    """Ownership 'auto' where the image cannot be idmapped: its files shifted instead. Only on a file
+    system that has no idmapped mounts: an EINVAL of any other cause is reported as it is, and the
+    image left as it was."""
+    from hutch.container import userns
+
+    assert prep.uid_range is not None
+    if not userns.lacks_idmap(prep.tree):
+        return False
+    userns.chown_image(prep.tree, prep.uid_range.base)
+    prep.ownership = "chown"
+    return True
+
+
 def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
     """The supervisor's part with a user namespace; returns (pid1, pidfd, console master or -1).
 
@@ -169,6 +197,8 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
         ctx = plan.Context(prep.root)
         ctx.userns_fd = os.open(f"/proc/{pid1}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         ctx.idmap = prep.ownership == "map"
+        if prep.chown_fallback:
+            ctx.chown_instead = lambda: _chown_instead(prep)
         rootfs.OWNER = prep.uid_range.base
         try:
             plan.execute(prep.outer_ops, ctx)
@@ -414,10 +444,13 @@ class Supervisor:
         self.ready_fd = _ready_fd()
         self.claim: Any = None
         self.masqueraded = False
+        self.machined = False  # registered with systemd-machined (hutch.container.systemd)
+        self.notified = False  # READY=1 sent to the service manager that runs us
         self.since = time.time_ns() // 1000
         self.out: Any = None
         self.slim = False
         self.handoff = (-1, -1, -1, -1)  # PID 1's console master and slave, status pipe, pidfd
+        self.oom_score_adj = ""  # what we were started with, while we are exempt
 
     def _on_signal(self, signo: int, _frame: object) -> None:
         self.pending.append(signo)
@@ -428,6 +461,10 @@ class Supervisor:
         # Non-dumpable: no core dumps of our memory and no ptrace or /proc/PID/fd access for anyone but
         # the host's root, even from processes that end up with our UID.
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
+        with open("/proc/self/oom_score_adj") as f:
+            started_with = f.read().strip()
+        if _set_oom_score_adj(OOM_EXEMPT):
+            self.oom_score_adj = started_with
         sig.set_wakeup_fd(self.wake_w)
         for signo in (sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP):
             sig.signal(signo, self._on_signal)
@@ -504,6 +541,11 @@ class Supervisor:
                 if f >= 0:
                     os.close(f)
             prep.notify_fd = -1
+            if self.machined:
+                from hutch.container import systemd
+
+                systemd.unregister(self.name)
+                self.machined = False
             if self.masqueraded:
                 from hutch.container import network
 
@@ -527,13 +569,22 @@ class Supervisor:
         prep = self.prep
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         self.handoff = (-1, -1, status_r, -1)
-        if prep.uid_range is not None:
-            try:
-                self.pid1, pidfd, master = _build_userns(prep, status_w)
-            finally:
-                os.close(status_w)
-        else:
-            self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+        # Written back by us, privileged, before PID 1 exists: the kernel lets an unprivileged process
+        # lower its value only as far as the last one a privileged writer set, and a guest must not be
+        # able to make itself exempt.
+        if self.oom_score_adj:
+            _set_oom_score_adj(self.oom_score_adj)
+        try:
+            if prep.uid_range is not None:
+                try:
+                    self.pid1, pidfd, master = _build_userns(prep, status_w)
+                finally:
+                    os.close(status_w)
+            else:
+                self.pid1, pidfd, master = self._start_plain(status_r, status_w)
+        finally:
+            if self.oom_score_adj:
+                _set_oom_score_adj(OOM_EXEMPT)
         self.handoff = (master, -1, status_r, pidfd)
         if prep.settings.network_masquerade and prep.link is not None:
             from hutch.container import network
@@ -561,6 +612,16 @@ class Supervisor:
             self.handoff = (master, slave, status_r, pidfd)
 
     def _register(self) -> None:
+        prep = self.prep
+        if prep.unit_cgroup is not None and prep.settings.register:
+            from hutch.container import systemd
+
+            ifindices = []
+            if prep.link is not None:
+                from hutch.linux import rtnl
+
+                ifindices = [i for i in (rtnl.index(prep.link.ifname),) if i]
+            self.machined = systemd.register(self.name, prep.uuid, self.pid1, prep.image, ifindices)
         if self.claim is not None:
             from hutch.container import record
 
@@ -578,6 +639,11 @@ class Supervisor:
             self.ready_fd = -1
         if self.claim is not None and self.claim.fields.get("state") != "running":
             self.claim.write(state="running", ready=time.time_ns() // 1000)  # for `hutch analyze`
+        if not self.notified and os.getenv("NOTIFY_SOCKET"):
+            from hutch.container import systemd
+
+            systemd.notify(b"READY=1\nSTATUS=Container running.")  # hutch@.service is Type=notify
+            self.notified = True
         if self.claim is not None and self.out is not None:
             self.slim = True  # a long-lived, detached supervisor: _forward hands over to the monitor
 
@@ -723,7 +789,9 @@ class Supervisor:
             if signo == sig.SIGCHLD:
                 self._reap_all()
             elif signo in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
-                if self.kill_sent or self.prep.kill_signal == sig.SIGKILL:
+                # Again, or to an init that would drop its kill signal (busybox's and SIGRTMIN+3, when
+                # systemd stops the machine's scope): kill it now rather than wait for someone to.
+                if self.kill_sent or self.prep.kill_signal == sig.SIGKILL or not self._takes_kill_signal():
                     self._kill(sig.SIGKILL)
                 else:
                     self._kill(self.prep.kill_signal)
@@ -731,14 +799,22 @@ class Supervisor:
             elif signo == sig.SIGWINCH and master >= 0:
                 console.copy_winsize(0, master)
 
+    def _host_signal(self, signo: int) -> int:
+        if signo >= 32:  # as PID 1 knows it: an init under qemu-user numbers them otherwise
+            from hutch.container import emulation
+
+            return emulation.host_signal(self.pid1, signo)
+        return signo
+
+    def _takes_kill_signal(self) -> bool:
+        if self.pid1 <= 0 or self.status is not None:
+            return True
+        return sig.taken(self.pid1, self._host_signal(self.prep.kill_signal))
+
     def _kill(self, signo: int) -> None:
         if self.pid1 > 0 and self.status is None:
-            if signo >= 32:  # as PID 1 knows it: an init under qemu-user numbers them otherwise
-                from hutch.container import emulation
-
-                signo = emulation.host_signal(self.pid1, signo)
             try:
-                os.kill(self.pid1, signo)
+                os.kill(self.pid1, self._host_signal(signo))
             except ProcessLookupError:
                 pass
 
@@ -770,7 +846,13 @@ class Supervisor:
                 print(f"Container {self.name} has been shut down.", file=sys.stderr)
             return 0
         if signo == sig.SIGHUP:
-            return REBOOT
+            if not self.kill_sent:
+                return REBOOT
+            # Told to stop, and the init rebooted: systemd's stop of the scope sends every process
+            # SIGTERM, which busybox init takes as reboot. The stop wins.
+            if not quiet:
+                print(f"Container {self.name} has been shut down.", file=sys.stderr)
+            return 0
         if not quiet:
             print(f"Container {self.name} terminated by signal {signal_name(signo)}.", file=sys.stderr)
         return 1

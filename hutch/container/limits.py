@@ -335,10 +335,38 @@ class V1:
         return out
 
 
-def backend(name: str, base: str | None = None) -> V1 | V2:
-    """The backend for this host: the unified hierarchy when it is mounted on /sys/fs/cgroup itself
+class Unit(V2):
+    """A machine whose cgroup is a systemd unit's (hutch.container.systemd): systemd applies the limits, as
+    the unit's properties; this only reads the unit's cgroup."""
+
+    kind = "systemd"
+
+    def __init__(self, path: str) -> None:
+        self.root = ""
+        self.path = path
+
+    def prepare(self, props: dict[str, object]) -> None:
+        pass
+
+    def apply_items(self, items: list[str]) -> None:
+        from hutch.container import systemd
+
+        systemd.set_properties(systemd.unit_of(self.path), items)
+
+    def paths(self) -> list[str]:
+        return []  # the unit's, not ours to remove
+
+
+def backend(name: str, base: str | None = None, scope: str = "") -> V1 | V2:
+    """The backend for this host: the machine's systemd unit where systemd is PID 1 (SCOPE: its cgroup,
+    from the machine's record), else the unified hierarchy when it is mounted on /sys/fs/cgroup itself
     (a pure v2 host), the v1 controller hierarchies otherwise. HUTCH_CGROUP_ROOT points tests at a
     directory laid out like cgroupfs."""
+    if scope and base is None:
+        from hutch.container import systemd
+
+        if systemd.booted():
+            return Unit(scope)
     base = base or os.getenv("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
     if os.path.exists(f"{base}/cgroup.subtree_control"):
         return V2(base, name)

@@ -23,8 +23,11 @@ from hutch.linux.libc import (
     MS_STRICTATIME,
 )
 
-PR_SET_SECUREBITS = 28
-SECBIT_NO_SETUID_FIXUP = 1 << 2
+_EINVAL, _EOPNOTSUPP = 22, 95  # errno's, without importing errno on the spawn path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Context:
@@ -36,6 +39,10 @@ class Context:
         # With a user namespace: its fd, and whether image and binds are shown through idmapped mounts.
         self.userns_fd = -1
         self.idmap = False
+        # Ownership 'auto': shifts the image's files on disk instead when its file system has no
+        # idmapped mounts (overlayfs, NFS, FUSE: the kernel refuses with EINVAL or EOPNOTSUPP), as
+        # upstream's auto falls back to chown; False: not that case, the error stands.
+        self.chown_instead: Callable[[], bool] | None = None
         # The container's PID namespace, for a /proc mounted from outside it (procfs's pidns= option).
         self.pidns_fd = -1
         # /run/host/notify, bound by NotifySocket: the supervisor reads READY=1 from it.
@@ -222,12 +229,20 @@ class RootBind(Op):
 
     def execute(self, ctx: Context) -> None:
         if ctx.idmap:
-            fd = ctx.clone_tree(self.image)
             try:
-                libc.move_mount(fd, ctx.root)
-            finally:
-                os.close(fd)
-        else:
+                fd = ctx.clone_tree(self.image)
+            except OSError as e:
+                if ctx.chown_instead is None or e.errno not in (_EINVAL, _EOPNOTSUPP):
+                    raise
+                if not ctx.chown_instead():
+                    raise
+                ctx.idmap = False  # the binds too, as with ownership 'chown'
+            else:
+                try:
+                    libc.move_mount(fd, ctx.root)
+                finally:
+                    os.close(fd)
+        if not ctx.idmap:
             libc.mount(self.image, ctx.root, None, MS_BIND | MS_REC)
         ctx.open_root()
 
@@ -245,69 +260,6 @@ class AttachPartitions(Op):
     def execute(self, ctx: Context) -> None:
         for where, mfd in self.mounts:
             ctx.attach(ctx.clone_tree(rootfs.fd_path(mfd)), where)
-
-
-class RootOverlay(Op):
-    """Ephemeral and --volatile=overlay roots: the image as the lower layer, writes go to UPPER.
-
-    With upper=None a tmpfs holds upper and work; it is mounted on the root path first and the image
-    is reached through a detached clone taken beforehand, so nothing is left on the host afterwards.
-    With LAYERS (a thin clone's directory) upper and work are LAYERS/upper and LAYERS/work, reached
-    through a clone of LAYERS that is idmapped like the image, so files the container writes are kept
-    with the image's own owners.
-    """
-
-    def __init__(self, image: str, upper: str | None, work: str | None, layers: str | None = None) -> None:
-        self.image = image
-        self.upper = upper
-        self.work = work
-        self.layers = layers
-
-    def describe(self) -> str:
-        if self.layers:
-            return f"root: overlay lower={self.image} upper={self.layers}/upper"
-        where = "tmpfs" if self.upper is None or self.upper.startswith("/proc/self/fd/") else self.upper
-        return f"root: overlay lower={self.image} upper={where}"
-
-    def execute(self, ctx: Context) -> None:
-        lower_fd = ctx.clone_tree(self.image, recursive=False)
-        layers_fd = -1
-        try:
-            upper, work = self.upper, self.work
-            if self.layers:
-                layers_fd = ctx.clone_tree(self.layers, recursive=False)
-                upper = rootfs.fd_path(layers_fd) + "/upper"
-                work = rootfs.fd_path(layers_fd) + "/work"
-            elif upper is None or work is None:
-                libc.mount("tmpfs", ctx.root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-                os.mkdir(ctx.root + "/.upper", 0o755)
-                os.mkdir(ctx.root + "/.work", 0o700)
-                upper, work = ctx.root + "/.upper", ctx.root + "/.work"
-            if not self.layers:
-                # The image root's mode and owner become the overlay root's: copy them onto the upper.
-                st = os.stat(rootfs.fd_path(lower_fd))
-                os.chmod(upper, st.st_mode & 0o7777)
-                os.chown(upper, st.st_uid, st.st_gid)
-            assert upper is not None and work is not None
-            opts = f"lowerdir={rootfs.fd_path(lower_fd)},upperdir={upper},workdir={work}"
-            if self.layers and ctx.idmap and rootfs.OWNER is not None:
-                # overlayfs works in its upper layer with the mounter's credentials. Host root has no
-                # ID on an idmapped upper (EOVERFLOW), so mount as the container's root, keeping the
-                # capabilities a change of file-system UID would otherwise clear.
-                libc.prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP)
-                libc.setfsid(rootfs.OWNER, rootfs.OWNER)
-                try:
-                    libc.mount("overlay", ctx.root, "overlay", 0, opts, what=ctx.root)
-                finally:
-                    libc.setfsid(0, 0)
-                    libc.prctl(PR_SET_SECUREBITS, 0)
-            else:
-                libc.mount("overlay", ctx.root, "overlay", 0, opts, what=ctx.root)
-        finally:
-            os.close(lower_fd)
-            if layers_fd >= 0:
-                os.close(layers_fd)
-        ctx.open_root()
 
 
 class RootVolatileYes(Op):

@@ -11,6 +11,7 @@ import sys
 
 from hutch.container import etcfiles, plan, rootfs, userns
 from hutch.container.etcfiles import read_host
+from hutch.container.overlay import RootOverlay
 from hutch.container.payload import DEFAULT_PATH
 from hutch.container.plan import (
     Inaccessible,
@@ -22,11 +23,10 @@ from hutch.container.plan import (
     PopulateDev,
     RemountReadOnly,
     RootBind,
-    RootOverlay,
     RootVolatileYes,
     WriteFile,
 )
-from hutch.errors import ImageError, UsageError
+from hutch.errors import ImageError, SetupError, UsageError
 from hutch.images import thin
 from hutch.linux import posixos as os
 from hutch.linux.fsutil import gc_temp_dirs, release_lock_file, take_lock_file
@@ -67,6 +67,8 @@ class Prepared:
         # machine-NAME.scope; self.cgroup is its payload leaf when the supervisor has one of its own.
         self.cgroup_scope: str | None = None
         self.supervisor_cgroup: str | None = None
+        # Where systemd is PID 1: the machine's unit's cgroup (kept across reboots; hutch.container.systemd).
+        self.unit_cgroup: str | None = None
         self.link: Any = None  # -n: the veth pair's names and addresses (hutch.container.network)
         self.net_extra: Any = None  # --network-interface, --network-veth-extra (network.Extra)
         self.netns_fd = -1  # --network-namespace-path
@@ -97,6 +99,7 @@ class Prepared:
         self.keep_caps: frozenset[int] = frozenset()
         self.uid_range: userns.UidRange | None = None
         self.ownership = "off"
+        self.chown_fallback = False  # ownership 'map' may become 'chown' (hutch.container.plan)
         self.seccomp: bytes | None = None
         self.bound_users: list[Any] = []  # --bind-user: binduser.BoundUser each
         self.user_ids = (0, 0)  # --user='s IDs inside the container (the credentials are theirs)
@@ -124,20 +127,6 @@ def _host_os_release() -> bytes:
     if not _HOST_OS:
         _HOST_OS.append(read_host("/etc/os-release") or read_host("/usr/lib/os-release") or b"")
     return _HOST_OS[0]
-
-
-def parse_os_release(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        k, _, v = line.partition("=")
-        v = v.strip()
-        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-            v = v[1:-1]
-        out[k.strip()] = v
-    return out
 
 
 def find_image(name: str, paths: Paths) -> str | None:
@@ -269,9 +258,28 @@ def make_temp_dir(prep: Prepared, base: str = "/var/tmp", prefix: str = "hutch-"
     return path
 
 
+# The oldest kernel hutch runs on: Debian 12's, which the systemd-host lane boots (tests/vm). Older ones
+# lack pieces it needs with no fallback (idmapped tmpfs and overlay layers, the new mount API's details).
+MIN_KERNEL = (6, 1)
+
+
+def check_kernel(release: str) -> None:
+    nums = []
+    for part in release.split("-")[0].split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        nums.append(int(digits) if digits else 0)
+    if tuple(nums) < MIN_KERNEL:
+        want = ".".join(map(str, MIN_KERNEL))
+        raise SetupError(
+            f"hutch needs Linux {want} or newer; this kernel is {release}.",
+            f"boot a kernel of {want} or later (Debian 12's is the oldest hutch is tested on)",
+        )
+
+
 def prepare(s: Settings, paths: Paths) -> Prepared:
     """Everything the run needs that can be done before a process starts. A failure gives back
     what was taken so far (the image's lock, a UID range, addresses, temporary directories)."""
+    check_kernel(os.uname().release)
     prep = Prepared(s)
     try:
         return _prepare(prep, s, paths)
@@ -447,10 +455,14 @@ def _user_namespace(prep: Prepared, paths: Paths, read_only: bool) -> None:
     elif own == "auto" or (
         own == "chown" and (read_only or s.ephemeral or s.volatile != "no" or prep.thin_lower)
     ):
-        own = "map"  # a shared or read-only image is never chowned
-    if own == "chown" and owner != rng.base:
-        old = owner if owner % userns.RANGE == 0 and owner >= userns.RANGE else 0
-        userns.chown_tree(prep.tree, rng.base, old)
+        # A shared or read-only image is never chowned; auto falls back to chown where the image's
+        # file system cannot be idmapped (plan.Context.chown_instead), as upstream's does.
+        prep.chown_fallback = own == "auto" and not (
+            read_only or s.ephemeral or s.volatile != "no" or prep.thin_lower
+        )
+        own = "map"
+    if own == "chown":
+        userns.chown_image(prep.tree, rng.base)
     prep.ownership = own
 
 
@@ -533,7 +545,9 @@ def _check_sources(s: Settings, image: str) -> None:
 
 def _environment(prep: Prepared, console: str) -> dict[str, str]:
     s = prep.settings
-    host_os = parse_os_release(_host_os_release().decode(errors="replace"))
+    from hutch.images import osrelease
+
+    host_os = osrelease.parse(_host_os_release().decode(errors="replace"))
     term = (os.getenv("TERM") or "vt220") if console in ("interactive", "pipe") else "vt220"
     env = {
         "PATH": DEFAULT_PATH,

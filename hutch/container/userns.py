@@ -126,6 +126,34 @@ def acquire(mode: str, base: int, count: int, name: str, state_dir: str, image_o
     raise SetupError("No free UID range found.", "too many machines are running")
 
 
+# File systems the kernel will not idmap (no FS_ALLOW_IDMAP): ownership 'auto' chowns images on them.
+_NO_IDMAP = ("overlay", "aufs", "nfs", "nfs4", "cifs", "smb3", "9p", "ceph", "fuse", "zfs")
+
+
+def lacks_idmap(tree: str) -> bool:
+    """Whether TREE is on one of those file systems, by its mount's entry in /proc/self/mountinfo."""
+    st = os.stat(tree)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split(" ", 3)
+                if len(fields) > 2 and fields[2] == dev and " - " in line:
+                    fstype = line.split(" - ", 1)[1].split(" ", 1)[0]
+                    return fstype in _NO_IDMAP or fstype.startswith("fuse.")
+    except OSError:
+        pass
+    return False
+
+
+def chown_image(tree: str, base: int) -> None:
+    """Shift TREE's files to the range at BASE, from the range they are in (its top directory's owner
+    says which), or from the host's IDs."""
+    owner = os.stat(tree).st_uid
+    if owner != base:
+        chown_tree(tree, base, owner if owner % RANGE == 0 and owner >= RANGE else 0)
+
+
 def chown_tree(root: str, shift: int, old_base: int) -> None:
     """Shift every file's owner and group from OLD_BASE+id to SHIFT+id, by fd, never following symlinks
     (CVE-2018-6954 was a chown that followed one). Iterative: deep trees must not exhaust the stack."""

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterator
 
 from hutch.errors import ImageError
-from hutch.images import thin
+from hutch.images import osrelease, thin
 from hutch.images.names import check_image_name
 from hutch.linux import libc
 from hutch.linux.fsutil import is_immutable, release_lock_file, set_immutable_fd, take_lock_file
@@ -202,8 +202,7 @@ def os_release(img: Image) -> dict[str, str]:
     root = img.lower if img.type == "thin" and img.lower else img.path
     if img.type == "raw":
         return _raw_os_release(img)
-    text = read_in_root(root, "etc/os-release") or read_in_root(root, "usr/lib/os-release") or ""
-    return parse_os_release(text)
+    return osrelease.of_tree(root)
 
 
 def _raw_os_release(img: Image) -> dict[str, str]:
@@ -232,19 +231,7 @@ def _raw_os_release(img: Image) -> dict[str, str]:
         )
     finally:
         mounted.close()
-    return parse_os_release(text)
-
-
-def parse_os_release(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip().isidentifier():
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            out[key.strip()] = value
-    return out
+    return osrelease.parse(text)
 
 
 def thin_clones_of(img: Image, paths: Paths) -> list[Image]:

@@ -403,6 +403,7 @@ def rename2(old: str, new: str, flags: int) -> None:
 
 
 MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
 
 

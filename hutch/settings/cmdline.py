@@ -366,12 +366,11 @@ def _slice(s: Settings, v: str) -> None:
     ok = v.endswith(".slice") and len(v) > 6 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in v)
     if not ok:
         raise UsageError(f"Invalid slice name: {v!r}", "a unit name ending in .slice")
-    if v != "machine.slice":
-        raise UsageError(
-            f"--slice={v}: hutch places every machine in machine.slice.",
-            "leave -S out; the systemd-hosts work (issue 18) brings other slices",
-        )
-    s.slice = v
+    s.slice = v  # honoured where systemd is PID 1; refused at start elsewhere (hutch.container.cgroup_setup)
+
+
+def _keep_unit(s: Settings, v: str) -> None:
+    s.keep_unit = True
 
 
 def _selinux(attr: str, option: str) -> _Handler:
@@ -471,7 +470,7 @@ LONG: dict[str, tuple[bool, bool, _Handler]] = {
     "userns-pick": (False, False, _userns_pick),
     "register": (True, False, _bool("register", "--register")),
     "property": (True, False, _property),
-    "keep-unit": (False, False, _ignore),
+    "keep-unit": (False, False, _keep_unit),
     "help": (False, False, _help),
     "version": (False, False, _version),
     "cpu-affinity": (True, False, _cpu_affinity),

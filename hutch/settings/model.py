@@ -100,6 +100,7 @@ class Settings:
         "hostname",
         "image",
         "inaccessible",
+        "keep_unit",
         "kill_signal",
         "link_journal",
         "machine",
@@ -185,6 +186,7 @@ class Settings:
         self.argv: list[str] = []  # as given, for the registry (hutch shell re-derives the confinement)
         self.settings_mode = "yes"
         self.register = True
+        self.keep_unit = False  # --keep-unit: the machine's cgroup is the calling unit's own (systemd hosts)
         self.capabilities: set[int] = set()
         self.drop_capabilities: set[int] = set()
         self.ambient_capabilities: set[int] = set()
@@ -205,6 +207,6 @@ class Settings:
         self.network_macvlan: list[tuple[str, str]] = []  # --network-macvlan=IF[:NAME]
         self.network_ipvlan: list[tuple[str, str]] = []  # --network-ipvlan=IF[:NAME]
         self.pivot_root: tuple[str, str] | None = None  # --pivot-root=NEW[:OLD] ("" = unmount the old)
-        self.slice = "machine.slice"  # -S: the only slice hutch places machines in, for now
+        self.slice = "machine.slice"  # -S: the slice of the scope systemd makes (else machine.slice only)
         self.selinux_context = ""  # -Z/-L: accepted where SELinux is off, as upstream's are no-ops
         self.selinux_apifs_context = ""

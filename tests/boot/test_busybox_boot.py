@@ -78,14 +78,30 @@ def test_second_sigterm_kills(busybox: Path) -> None:
     import signal
     import time
 
-    # busybox init ignores SIGRTMIN+3 (the default kill signal with -b): the first SIGTERM asks politely,
-    # the second kills.
-    s = PtySession([HUTCH, "spawn", "-b", "-D", str(busybox)])
+    # busybox init takes SIGHUP (it rereads /etc/inittab) and keeps running: the first SIGTERM asks
+    # politely, the second kills.
+    s = PtySession([HUTCH, "spawn", "-b", "--kill-signal=SIGHUP", "-D", str(busybox)])
     try:
         s.expect("login: ", timeout=20)
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(1)
         assert s.proc.poll() is None
+        s.proc.send_signal(signal.SIGTERM)
+        rc = s.wait(timeout=10)
+        assert rc == 1 and "terminated by signal SIGKILL" in s.text()
+    finally:
+        s.close()
+
+
+def test_sigterm_kills_an_init_that_would_drop_its_kill_signal(busybox: Path) -> None:
+    import signal
+
+    # SIGRTMIN+3, -b's kill signal, means nothing to busybox init, and PID 1 of a PID namespace is never
+    # sent a signal it does not take: asking would wait for nothing (for systemd's stop of the
+    # machine's scope, 90 s), so the first SIGTERM kills.
+    s = PtySession([HUTCH, "spawn", "-b", "-D", str(busybox)])
+    try:
+        s.expect("login: ", timeout=20)
         s.proc.send_signal(signal.SIGTERM)
         rc = s.wait(timeout=10)
         assert rc == 1 and "terminated by signal SIGKILL" in s.text()

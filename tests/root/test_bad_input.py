@@ -149,3 +149,16 @@ def test_not_root(guard: None, busybox: Path) -> None:
         text=True,
     )
     one_line_error(r, "Need to be root")
+
+
+@pytest.mark.parametrize(
+    ("opt", "needle"),
+    [
+        ("--slice=web.slice", "slices are systemd's, and systemd is not PID 1 here"),
+        ("--slice=web", "Invalid slice name"),
+    ],
+)
+def test_slices_where_systemd_is_not_pid1(guard: None, busybox: Path, opt: str, needle: str) -> None:
+    """-S places the scope in a systemd slice; without systemd there is none but hutch's machine.slice."""
+    one_line_error(run("spawn", "-q", "-D", str(busybox), opt, "/bin/true"), needle)
+    assert run("spawn", "-q", "-D", str(busybox), "--slice=machine.slice", "/bin/true").returncode == 0

@@ -104,3 +104,26 @@ def test_no_userns_warns(busybox: Path) -> None:
 
     r = run("spawn", "-P", "--private-users=no", "-D", str(busybox), "/bin/true")
     assert r.returncode == 0 and "no security boundary" in r.stderr
+
+
+def test_auto_ownership_chowns_where_idmapped_mounts_are_refused(busybox: Path, tmp_path: Path) -> None:
+    """An image on overlayfs (a machine in a container's ephemeral root, say) cannot be idmapped: auto
+    shifts its files instead, as upstream's auto does; an explicit map fails, in one line."""
+    import subprocess
+
+    for d in ("upper", "work", "root"):
+        (tmp_path / d).mkdir()
+    root = tmp_path / "root"
+    opts = f"lowerdir={busybox},upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(root)], check=True)
+    try:
+        r = spawn(root, "/bin/sh", "-c", "stat -c %u /etc/passwd; touch /root/new", opts=("-P", "-U"))
+        assert r.returncode == 0 and r.stdout.split() == ["0"], r.stderr
+        base = os.stat(root).st_uid
+        assert base >= userns.PICK_MIN and os.stat(root / "etc/passwd").st_uid == base
+        assert os.stat(root / "root/new").st_uid == base
+        r = spawn(root, "/bin/true", opts=("-U", "--private-users-ownership=map"))
+        assert r.returncode == 1 and "idmapped mount" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
