@@ -31,12 +31,44 @@ ENTRIES: dict[str, tuple[str, ...]] = {
         "hutch.settings.cmdline",
         "hutch.paths",
         "hutch.container.prepare",
+        "hutch.images.osrelease",
+        "hutch.container.systemd",
         "hutch.container.security",
         "hutch.linux.fsutil",
         "hutch.container.launch",
         "hutch.container.record",
         "hutch.machines.registry",
     ),
+    # The verb real clients call most (Ansible's machinectl connection: nine times per ping).
+    "shell": (
+        "hutch.cli",
+        "hutch.cli.shell",
+        "hutch.machines.control",
+        "hutch.machines.enter",
+        "hutch.container.security",
+        "hutch.container.payload",
+        "hutch.jsonread",
+        "hutch.linux.cgroups",
+    ),
+    # What scripts and clients poll: the table, one machine's state, a stop.
+    "list": (
+        "hutch.cli",
+        "hutch.cli.listing",
+        "hutch.images.osrelease",
+        "hutch.container.rootfs",
+        "hutch.jsonread",
+    ),
+    "status": (
+        "hutch.cli",
+        "hutch.cli.status",
+        "hutch.images.osrelease",
+        "hutch.container.rootfs",
+        "hutch.jsonread",
+        "hutch.container.limits",
+    ),
+    "show": ("hutch.cli", "hutch.cli.status", "hutch.jsonread"),
+    "poweroff": ("hutch.cli", "hutch.cli.stopping", "hutch.jsonread", "hutch.container.emulation"),
+    "kill": ("hutch.cli", "hutch.cli.stopping", "hutch.jsonread", "hutch.container.emulation"),
 }
 
 # One entry: name, source path, whether it is a package, source mtime_ns, source size, code (None
@@ -169,6 +201,18 @@ def build(verb: str, cache_dir: str | None = None) -> str:
         f.write(_header() + out)
     posix.rename(tmp, path)
     return path
+
+
+def refresh(verb: str) -> None:
+    """Write VERB's bundle where it is missing or stale, for the next run: an installed wheel has none
+    until its first run, and an upgrade makes it stale. Best effort: an installation this user cannot
+    write to runs without one."""
+    if verb not in ENTRIES or not posix.access(bundle_path(verb).rpartition("/")[0], posix.W_OK):
+        return
+    try:
+        build(verb)
+    except Exception:  # never the reason a command fails
+        pass
 
 
 def main() -> int:

@@ -10,63 +10,67 @@ from hutch.linux import posixos as os
 from hutch.text import cescape
 
 USAGE = """\
-hutch: systemd-nspawn and machinectl for any Linux host.
+hutch VERB [OPTIONS...] [ARGS...]
 
-Usage: hutch VERB [OPTIONS...] [ARGS...]
+systemd-nspawn and machinectl for any Linux host: run a command or boot an OS tree in a container,
+manage the running machines and the image store. 'hutch VERB --help' shows a verb's options.
 
 Containers:
-  spawn [OPTIONS] [COMMAND...]   run a command or boot an OS tree in a container
+  spawn [OPTIONS] [COMMAND...]   Run a command or boot an OS tree in a container
                                  (systemd-nspawn's options; 'hutch spawn --help')
 Machines:
-  start NAME...                  boot machines in the background (user namespace, veth; --property)
-  list [-a]                      running machines (-o json, --no-legend)
-  status NAME...                 a machine's state, leader, processes and last console lines
-  show [NAME...]                 a machine's properties as Key=Value (-p PROP, --value)
-  poweroff NAME...               power off with the signal the guest's init understands (--wait)
-  reboot NAME...                 reboot (SIGINT to the guest's init)
-  terminate NAME...              kill at once (--wait)
-  kill NAME... [-s SIG]          signal the leader or every process (--kill-whom=leader|all)
-  shell [USER@]NAME [CMD...]     run a command or a login shell in a machine (-E, --uid); its status
-  login NAME                     log in on a new pty in the machine, whatever its init
-  logs NAME [-f] [-n N]          the machine's console output (--journal: the guest's journal)
-  cgls [NAME...]                 the machines' cgroup process trees
-  analyze NAME [time|blame|critical-chain]  how its boot went (systemd-analyze inside)
-  bind NAME SRC [DST]            mount a host path into a running machine (--read-only, --mkdir)
-  copy-to NAME SRC [DST]         copy a host file or tree into a machine (--force)
-  copy-from NAME SRC [DST]       copy a file or tree out of a machine (--force)
-  enable|disable [--now] NAME... start machines at boot (a systemd unit, or 'hutch autostart')
-  autostart                      start every enabled machine (for OpenRC, sysvinit, rc.local)
-  set-property NAME KEY=VALUE... change a running machine's limits (MemoryMax, TasksMax, CPUQuota, ...)
-  top [-o json]                  CPU, memory, tasks and IO per machine, refreshing like systemd-cgtop
+  start NAME...                  Boot machines in the background (user namespace, veth; --property)
+  list [-a]                      Running machines (-o json, --no-legend)
+  status NAME...                 A machine's state, leader, processes and last console lines
+  show [NAME...]                 A machine's properties as Key=Value (-p PROP, --value)
+  poweroff NAME...               Power off with the signal the guest's init understands (--wait)
+  reboot NAME...                 Reboot (SIGINT to the guest's init)
+  terminate NAME...              Kill at once (--wait)
+  kill NAME... [-s SIG]          Signal the leader or every process (--kill-whom=leader|all)
+  shell [USER@]NAME [CMD...]     Run a command or a login shell in a machine (-E, --uid); its status
+  login NAME                     Log in on a new pty in the machine, whatever its init
+  logs NAME [-f] [-n N]          The machine's console output (--journal: the guest's journal)
+  cgls [NAME...]                 The machines' cgroup process trees
+  analyze NAME [time|blame|critical-chain]
+                                 How its boot went (systemd-analyze inside)
+  bind NAME SRC [DST]            Mount a host path into a running machine (--read-only, --mkdir)
+  copy-to NAME SRC [DST]         Copy a host file or tree into a machine (--force)
+  copy-from NAME SRC [DST]       Copy a file or tree out of a machine (--force)
+  enable|disable [--now] NAME...
+                                 Start at boot, or not (a systemd unit, or 'hutch autostart')
+  autostart                      Start every enabled machine (for OpenRC, sysvinit, rc.local)
+  set-property NAME KEY=VALUE...
+                                 Change a running machine's limits (MemoryMax, TasksMax, ...)
+  top [-o json]                  CPU, memory, tasks and IO per machine, as systemd-cgtop
 Images:
-  list-images [-a]               images along the image path (-o json, --no-legend)
-  image-status [NAME...]         an image's properties, for people
-  show-image [NAME...]           an image's properties as Key=Value (-p PROP, --value)
-  clone SRC DST                  copy an image (--read-only; --thin: O(1) overlay over a read-only SRC)
-  rename OLD NEW                 rename an image and its .nspawn files
-  remove NAME...                 remove images (refused while in use)
-  read-only NAME [BOOL]          mark an image read-only, or writable again with 'no'
-  clean [--all]                  remove hidden images (--all: every image) and interrupted leftovers
-  cat NAME|FILE                  show an image's .nspawn settings file
-  edit NAME|FILE                 edit an image's .nspawn settings file with $EDITOR
-  import-tar FILE|- [NAME]       import a tarball of an OS tree, one disk image, an OCI image or a docker
-                                 save archive: plain, gzip, xz, bzip2 or zstd (--read-only, --force)
-  import-fs DIR [NAME]           copy a directory tree in as an image (--read-only, --force)
-  export-tar NAME [FILE|-]       write an image as a tarball (--format=uncompressed|gzip|xz|bzip2|zstd)
-  pull-tar URL [NAME]            download and import a tarball (--verify=checksum|no)
-  import-raw FILE|- [NAME]       import a disk image (raw or qcow2, maybe compressed) as NAME.raw
-  export-raw NAME [FILE|-]       write a disk image out (--format=uncompressed|gzip|xz|bzip2|zstd)
-  pull-raw URL [NAME]            download and import a disk image (--verify=checksum|no)
-  pull-oci REF [NAME]            download an image from a container registry ([REGISTRY/]REPO[:TAG])
-  set-limit [NAME] BYTES         refused: quotas need btrfs subvolumes, which hutch's images are not
-  list-transfers                 the imports and pulls that are running
-  cancel-transfer ID...          interrupt a running import or pull (it removes what it made)
-  bootstrap busybox NAME         build a bootable busybox image from the host's static busybox
-  bootstrap debian NAME          debootstrap a Debian image with systemd [--suite S] [--mirror URL]
+  list-images [-a]               Images along the image path (-o json, --no-legend)
+  image-status [NAME...]         An image's properties, for people
+  show-image [NAME...]           An image's properties as Key=Value (-p PROP, --value)
+  clone SRC DST                  Copy an image (--read-only; --thin: an overlay over read-only SRC)
+  rename OLD NEW                 Rename an image and its .nspawn files
+  remove NAME...                 Remove images (refused while in use)
+  read-only NAME [BOOL]          Mark an image read-only, or writable again with 'no'
+  clean [--all]                  Remove hidden images (--all: every image) and interrupted leftovers
+  cat NAME|FILE                  Show an image's .nspawn settings file
+  edit NAME|FILE                 Edit an image's .nspawn settings file with $EDITOR
+  import-tar FILE|- [NAME]       Import a tarball of an OS tree, a disk image, an OCI image or a
+                                 docker save archive, maybe compressed (--read-only, --force)
+  import-fs DIR [NAME]           Copy a directory tree in as an image (--read-only, --force)
+  export-tar NAME [FILE|-]       Write an image as a tarball (--format=gzip|xz|bzip2|zstd|...)
+  pull-tar URL [NAME]            Download and import a tarball (--verify=checksum|no)
+  import-raw FILE|- [NAME]       Import a disk image (raw or qcow2, maybe compressed) as NAME.raw
+  export-raw NAME [FILE|-]       Write a disk image out (--format=uncompressed|gzip|xz|bzip2|zstd)
+  pull-raw URL [NAME]            Download and import a disk image (--verify=checksum|no)
+  pull-oci REF [NAME]            Download an image from a container registry ([REGISTRY/]REPO[:TAG])
+  set-limit [NAME] BYTES         Refused: quotas need btrfs subvolumes, which hutch's images are not
+  list-transfers                 The imports and pulls that are running
+  cancel-transfer ID...          Interrupt a running import or pull (it removes what it made)
+  bootstrap busybox NAME         Build a bootable busybox image from the host's static busybox
+  bootstrap debian NAME          Debootstrap a Debian image with systemd [--suite S] [--mirror URL]
 
 Options:
-  -h, --help                     show this help
-  --version                      show the version
+  -h --help                      Show this help
+     --version                   Show the version
 
 Images live in $HUTCH_IMAGE_PATH (default /var/lib/machines:...); see README.md.
 """
@@ -75,16 +79,16 @@ VERBS = {
     "spawn": "hutch.cli.spawn",
     "bootstrap": "hutch.cli.bootstrap",
     "start": "hutch.cli.machines:start",
-    "list": "hutch.cli.machines:list_machines",
-    "status": "hutch.cli.machines:status",
-    "show": "hutch.cli.machines:show",
-    "poweroff": "hutch.cli.machines:poweroff",
-    "stop": "hutch.cli.machines:poweroff",
-    "reboot": "hutch.cli.machines:reboot",
-    "restart": "hutch.cli.machines:reboot",
-    "terminate": "hutch.cli.machines:terminate",
-    "kill": "hutch.cli.machines:kill",
-    "shell": "hutch.cli.machines:shell",
+    "list": "hutch.cli.listing:list_machines",
+    "status": "hutch.cli.status:status",
+    "show": "hutch.cli.status:show",
+    "poweroff": "hutch.cli.stopping:poweroff",
+    "stop": "hutch.cli.stopping:poweroff",
+    "reboot": "hutch.cli.stopping:reboot",
+    "restart": "hutch.cli.stopping:reboot",
+    "terminate": "hutch.cli.stopping:terminate",
+    "kill": "hutch.cli.stopping:kill",
+    "shell": "hutch.cli.shell:shell",
     "login": "hutch.cli.machines:login",
     "logs": "hutch.cli.machines:logs",
     "cgls": "hutch.cli.machines:cgls",
@@ -153,6 +157,11 @@ def _unexpected(verb: str, e: BaseException) -> int:
     return 70  # EX_SOFTWARE
 
 
+# The verbs that start often and own nothing an exit handler would clean (no temporary directories, no
+# threads): spawn, and those real clients call many times a task.
+_LEAVE_AT_ONCE = ("spawn", "shell", "list", "status", "show", "poweroff", "reboot", "terminate", "kill")
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[0].endswith(("/machinectl", "/systemd-nspawn", "/importctl")):
         # Linked under the name of a tool it replaces: that tool's command line (hutch.cli.dropin).
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         print(f"hutch: unknown verb '{verb}'. Hint: see 'hutch --help'.", file=sys.stderr)
         return 1
-    if verb == "spawn":
+    if verb in _LEAVE_AT_ONCE:
         # The collector would run a dozen times over the objects imports create, none of them garbage:
         # ~0.5 ms of a start. The supervisor turns it back on once the container runs.
         import gc
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mod = __import__(module, fromlist=["run"])
         rc: int = getattr(mod, func or "run")(args[1:])
-        if verb == "spawn":
+        if verb in _LEAVE_AT_ONCE:
             # Interpreter teardown costs ~1-2 ms and nothing is left to clean up: leave at once.
             sys.stdout.flush()
             sys.stderr.flush()

@@ -7,70 +7,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from itertools import pairwise
-from typing import Any
 
 from hutch.cli import output
+from hutch.cli.options import make_parser
 from hutch.errors import ImageError, UsageError
 from hutch.images import store
 from hutch.images.store import Image
 from hutch.paths import Paths
 
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, **kw: Any) -> None:
-        # A verb may define again an option every verb takes (--no-legend, -l): the verb's wins.
-        super().__init__(conflict_handler="resolve", **kw)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message, f"see '{self.prog} --help'")
-
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
-        # machinectl's -o help lists the output modes, whichever verb it comes with.
-        if args is not None and (
-            "--output=help" in args
-            or any(a in ("-o", "--output") and b == "help" for a, b in pairwise(args))
-        ):
-            sys.stdout.write("".join(m + "\n" for m in output.JOURNAL_MODES))
-            raise SystemExit(0)
-        return super().parse_args(args, namespace)
-
-
-def local_machine(text: str) -> str:
-    """-M/--machine: hutch manages this host's machines, so the host it names must be this one: .host,
-    USER@, USER@.host (machinectl's forms)."""
-    user, at, host = text.rpartition("@")
-    local = (at and host in ("", ".host")) or text == ".host"
-    if local and all(c.isalnum() or c in "-_." for c in user):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"'{text}' is not this host: hutch's verbs act on the local host's machines (-M .host, USER@)"
-    )
-
-
-def seconds(text: str) -> float:
-    """A --timeout value: a number of seconds, positive and finite, or 'infinity' (as systemd's
-    time spans take it)."""
-    if text in ("infinity", "inf"):
-        return 1e9
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1e9:  # nan fails this too
-        raise argparse.ArgumentTypeError(f"invalid time span '{text}': a positive number of seconds")
-    return value
-
-
-def _parser(verb: str, usage: str, description: str) -> _Parser:
-    p = _Parser(prog=f"hutch {verb}", usage=f"hutch {verb} {usage}", description=description)
-    # machinectl's options every verb accepts, so a command line written for it works as it is.
-    for flag in ("--no-pager", "--no-ask-password", "--no-legend"):
-        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("-l", "--full", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("-q", "--quiet", action="store_true", help="print no progress or status messages")
-    p.add_argument("-M", "--machine", type=local_machine, help=argparse.SUPPRESS)
-    return p
+_Parser = argparse.ArgumentParser
+_parser = make_parser
 
 
 def _yes_no(b: bool) -> str:
@@ -400,7 +346,9 @@ def _import_options(p: _Parser) -> None:
 
 
 def _output_options(p: _Parser) -> None:
-    p.add_argument("-o", "--output", choices=("table", "json", "json-pretty"), default="table")
+    p.add_argument(
+        "-o", "--output", choices=("table", "json", "json-pretty"), default="table", help="the output's form"
+    )
     # importctl's: -j is --json=pretty on a terminal and short elsewhere.
     j = "json-pretty" if sys.stdout.isatty() else "json"
     p.add_argument("-j", dest="output", action="store_const", const=j, help="same as --json=auto")
@@ -410,6 +358,7 @@ def _output_options(p: _Parser) -> None:
         type=lambda v: {"pretty": "json-pretty", "short": "json", "off": "table", "auto": j}.get(v, v),
         choices=("json-pretty", "json", "table"),
         metavar="pretty|short|off",
+        help="JSON, pretty or short; off: the table",
     )
 
 

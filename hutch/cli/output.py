@@ -3,10 +3,12 @@ timestamp, time span and byte formats."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections.abc (and json, below) are imported only where used: list runs often
+    from collections.abc import Sequence
 
 
 def timestamp(usec: int | None) -> str:
@@ -75,6 +77,8 @@ def table(
 
 
 def print_json(value: object, pretty: bool = False) -> None:
+    import json
+
     if pretty:
         print(json.dumps(value, indent=2, ensure_ascii=False))
     else:

@@ -24,7 +24,7 @@ options may be abbreviated, as getopt_long allows.
      --version              Show hutch's version
   -q --quiet                Do not show status information
      --debug                Print the mount plan before running it; tracebacks on errors
-     --settings=MODE        .nspawn files: yes (default), no, override, trusted
+     --settings=MODE        Read .nspawn files: yes (default), no, override, trusted
 Image:
   -D --directory=PATH       Root directory for the container
      --template=PATH        Initialize the root directory from a template directory if missing
@@ -32,7 +32,8 @@ Image:
   -x --ephemeral            Run on a throw-away overlay of the image (the image stays unchanged)
   -M --machine=NAME         Machine name; without -D, the image of that name in the image path
      --read-only            Mount the root directory read-only
-     --volatile[=MODE]      no, yes (tmpfs root + image's /usr), state (tmpfs /var), overlay
+     --volatile[=MODE]      A throw-away root: no, yes (tmpfs root + image's /usr),
+                            state (tmpfs /var), overlay
      --pivot-root=PATH[:PATH]  That directory of the image as /, the old root at the second PATH
      --root-hash= --root-hash-sig= --verity-data= --oci-bundle=  Refused: not supported
 Execution:
@@ -43,11 +44,12 @@ Execution:
   -E --setenv=NAME[=VALUE]  Set an environment variable (NAME alone copies the host's)
   -u --user=USER            Run the command as USER (from the container's /etc/passwd)
      --kill-signal=SIGNAL   Signal for PID 1 when hutch gets SIGTERM/SIGINT
-                            (default: SIGRTMIN+3 with --boot, else SIGKILL)
-     --notify-ready=BOOL    yes: up means READY=1 on /run/host/notify; no: up once PID 1 runs
+                            (default: SIGRTMIN+3 with --boot, else SIGKILL; a PID 1 that
+                            would drop it, as busybox init drops SIGRTMIN+3, is killed)
+     --notify-ready=BOOL    Yes: up means READY=1 on /run/host/notify; no: up once PID 1 runs
                             (default: READY=1 from a systemd init only)
-     --suppress-sync=BOOL   sync(2), fsync(2) and kin return at once, doing nothing
-     --personality=ARCH     x86 or x86-64: what uname -m says inside
+     --suppress-sync=BOOL   Make sync(2), fsync(2) and kin return at once, doing nothing
+     --personality=ARCH     What uname -m says inside: x86 or x86-64
      --cpu-affinity=CPUS    The CPUs the container runs on: 0,2-3
 System identity:
      --hostname=NAME        Hostname (default: the machine name)
@@ -58,17 +60,23 @@ Resources:
      --property=KEY=VALUE       Limit of the machine's cgroup: MemoryMax=, MemoryHigh=,
                                 MemorySwapMax=, CPUQuota=, CPUWeight=, AllowedCPUs=,
                                 TasksMax=, IOWeight= (systemd's value syntax)
-  -S --slice=SLICE              machine.slice, the only one hutch places machines in so far
-     --register=BOOL --keep-unit  Accepted, as systemd-nspawn's service units pass them
+  -S --slice=SLICE              The slice of the machine's scope (systemd hosts; else only
+                                machine.slice)
+     --register=BOOL            Register with systemd-machined where it runs (default: yes)
+     --keep-unit                Use the calling service's cgroup instead of a new scope
 Security (all on by default):
   -U                        User namespace with a picked UID range, idmapped image (the default)
-     --private-users=MODE   pick (default), yes, identity, no (no security boundary), BASE[:RANGE]
-     --private-users-ownership=MODE  auto (default), map (idmapped mounts), chown, off
+     --private-users=MODE   A user namespace: pick (default), yes, identity,
+                            no (no security boundary), BASE[:RANGE]
+     --private-users-ownership=MODE
+                            Image files' owners: auto (default), map (idmapped mounts), chown, off
+     --private-users-chown  Same as --private-users-ownership=chown
      --capability=CAP,...   Keep these capabilities too (or 'all')
      --drop-capability=CAP,...  Drop these from nspawn's default bounding set
      --ambient-capability=CAP,...  Ambient capabilities for the payload
      --no-new-privileges=BOOL  Set PR_SET_NO_NEW_PRIVS
-     --system-call-filter=[~]NAME|@GROUP ...  Allow (or with ~ deny) system calls in the seccomp filter
+     --system-call-filter=[~]NAME|@GROUP ...
+                            Allow (or with ~ deny) system calls in the seccomp filter
   -Z --selinux-context=LABEL  -L --selinux-apifs-context=LABEL  Accepted where SELinux is off
 Networking:
      --private-network      Only a loopback device in the container
@@ -94,15 +102,17 @@ Mounts:
      --bind-user=NAME              A host user inside (UID 60514+), home at /run/host/home/NAME
      --bind-user-shell=BOOL|PATH   Their shell in the user record: theirs, none, or PATH
 Integration:
-     --resolv-conf=MODE     off, copy-host, copy-static, copy-uplink, copy-stub, replace-*, bind-*,
-                            delete, auto (default)
-     --timezone=MODE        off, copy, bind, symlink, delete, auto (default)
-  -j --link-journal=MODE    no, host, try-host, guest, try-guest (-j), auto (default: no link)
+     --resolv-conf=MODE     Its /etc/resolv.conf: off, copy-host, copy-static, copy-uplink,
+                            copy-stub, replace-*, bind-*, delete, auto (default)
+     --timezone=MODE        Its /etc/localtime: off, copy, bind, symlink, delete, auto (default)
+  -j --link-journal=MODE    The journal: no, host, try-host, guest, try-guest (-j),
+                            auto (default: no link)
      --set-credential=ID:VALUE  --load-credential=ID:PATH  Credentials in /run/host/credentials
 Input/Output:
-     --console=MODE         interactive (default on a terminal), read-only (default otherwise),
-                            passive, pipe, autopipe
+     --console=MODE         The console: interactive (default on a terminal), read-only (default
+                            otherwise), passive, pipe, autopipe
   -P --pipe                 Same as --console=pipe
+     --no-pager  --no-ask-password  Accepted; nothing to do (systemd-nspawn's, for its own output)
 Environment: SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes|network, SYSTEMD_NSPAWN_CHECK_OS_RELEASE=0,
 SYSTEMD_LOG_TARGET=journal (status lines off), as systemd-nspawn reads them.
 Press Ctrl-] three times within a second to kill an interactive container.

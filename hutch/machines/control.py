@@ -4,15 +4,18 @@ against the registry so a reused PID is never signalled."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from hutch.errors import MachineError
+from hutch.linux import posixos as os
 from hutch.machines import registry
 from hutch.paths import Paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~5 ms to import: not at run time
+    from collections.abc import Callable
+    from typing import Any
 
 SIGRTMIN = 34
 START_TIMEOUT = 90.0
@@ -52,7 +55,6 @@ def spawn_args(name: str, extra: list[str] | None = None) -> list[str]:
     return [
         "spawn",
         "--quiet",
-        "--keep-unit",
         "--boot",
         "-U",
         "--settings=override",
@@ -71,7 +73,7 @@ def tail(path: str, lines: int, since: int = 0) -> list[str]:
     """The last LINES lines of the log at PATH, of what was written after offset SINCE."""
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
+            f.seek(0, 2)  # the end
             size = f.tell()
             f.seek(max(since, size - 64 * 1024))
             text = f.read().decode("utf-8", "replace")
@@ -115,7 +117,7 @@ def start(
         try:
             os.close(r)
             os.setsid()
-            null = os.open(os.devnull, os.O_RDONLY)
+            null = os.open("/dev/null", os.O_RDONLY)
             out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             os.dup2(null, 0)
             os.dup2(out, 1)
@@ -126,7 +128,9 @@ def start(
 
             close_other_fds({w})  # whatever our caller let us inherit is not the machine's to hold
             os.set_inheritable(w, True)
-            env = dict(os.environ, HUTCH_READY_FD=str(w), HUTCH_CONSOLE_LOG=log)
+            from os import environ  # the real os: this is no verb's hot path
+
+            env = dict(environ, HUTCH_READY_FD=str(w), HUTCH_CONSOLE_LOG=log)
             argv = [*_self_argv(), *spawn_args(name, extra)]
             os.execve(argv[0], argv, env)
         finally:
@@ -212,15 +216,14 @@ def _leader_pidfd(entry: dict[str, Any], paths: Paths) -> int:
 
 
 def signal_leader(name: str, signo: int, paths: Paths) -> None:
-    import signal
-
     from hutch.container import emulation
+    from hutch.linux import sig
 
     entry = get(name, paths)
     fd = _leader_pidfd(entry, paths)
     try:
         # SIGNO as the leader knows it: under qemu-user, its real-time signals have other numbers.
-        signal.pidfd_send_signal(fd, emulation.host_signal(int(entry["leader"]), signo))
+        sig.pidfd_send_signal(fd, emulation.host_signal(int(entry["leader"]), signo))
     except ProcessLookupError:
         pass
     finally:
@@ -307,6 +310,23 @@ def reboot(name: str, paths: Paths) -> None:
 TERMINATE_GRACE = 5.0  # seconds init gets to act on its kill signal before terminate kills it
 
 
+def _takes_signal(entry: dict[str, Any], signo: int, paths: Paths) -> bool:
+    """Whether the leader would get SIGNO from us (hutch.linux.sig.taken); in doubt, yes."""
+    from hutch.container import emulation
+    from hutch.linux import sig
+
+    fd = _leader_pidfd(entry, paths)
+    try:
+        pid = int(entry["leader"])
+        taken = sig.taken(pid, emulation.host_signal(pid, signo))
+        sig.pidfd_send_signal(fd, 0)  # the same process still: its PID was not reused meanwhile
+        return taken
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def terminate(name: str, paths: Paths) -> None:
     """Stop the machine now: its init gets its kill signal (--kill-signal; SIGRTMIN+3 for a booted
     one), as machined's stop of the unit gives it through nspawn, and TERMINATE_GRACE seconds to act;
@@ -314,6 +334,8 @@ def terminate(name: str, paths: Paths) -> None:
     #40282)."""
     entry = get(name, paths)
     first = int(entry.get("kill_signal") or 9)
+    if first != 9 and not _takes_signal(entry, first, paths):
+        first = 9  # an init that would drop it (busybox's and SIGRTMIN+3): no grace to wait out
     signal_leader(name, first, paths)
     if first == 9 or registry.wait_stopped(paths.state_dir, name, TERMINATE_GRACE):
         return
@@ -367,7 +389,7 @@ def limits_path(paths: Paths, name: str) -> str:
 
 def current_limits(entry: dict[str, Any], paths: Paths) -> dict[str, str]:
     """Key -> value as given, from --property at start and later set-property calls."""
-    import json
+    from hutch import jsonread
 
     out: dict[str, str] = {}
     for item in entry.get("properties") or []:
@@ -375,9 +397,11 @@ def current_limits(entry: dict[str, Any], paths: Paths) -> dict[str, str]:
         out[key] = value
     try:
         with open(limits_path(paths, entry["name"])) as f:
-            out.update(json.load(f))
+            saved = jsonread.loads(f.read())
     except (OSError, ValueError):
-        pass
+        return out
+    if isinstance(saved, dict):
+        out.update(saved)
     return out
 
 
@@ -389,7 +413,7 @@ def set_property(name: str, items: list[str], paths: Paths) -> None:
 
     entry = get(name, paths)
     props = limits.parse_all(items)
-    backend = limits.backend(name)
+    backend = limits.backend(name, scope=str(entry.get("scope") or ""))
     usage = backend.usage()
     # A v1 hierarchy the machine is not in yet counts nothing: its processes are at least its tasks.
     if "tasks" not in usage:
@@ -413,7 +437,10 @@ def set_property(name: str, items: list[str], paths: Paths) -> None:
     merged.update({item.partition("=")[0].strip(): item.partition("=")[2].strip() for item in items})
     write_atomic(limits_path(paths, name), json.dumps(merged).encode(), sync=False)
     try:
-        backend.apply(props)
+        if isinstance(backend, limits.Unit):
+            backend.apply_items(items)
+        else:
+            backend.apply(props)
     except BaseException:
         write_atomic(limits_path(paths, name), json.dumps(before).encode(), sync=False)
         raise

@@ -18,14 +18,16 @@ before it enters, so nothing of the host can be taken from it by the container's
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from hutch.errors import MachineError
+from hutch.linux import posixos as os
 from hutch.linux.sig import SIGHUP, SIGINT, SIGQUIT, SIGTERM
 from hutch.machines import control
 from hutch.paths import Paths
 from hutch.settings.values import SIGRTMIN
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~5 ms to import: not at run time
+    from typing import Any
 
 _NS = (
     ("user", 0x10000000),
@@ -59,7 +61,7 @@ def _confinement(entry: dict[str, Any], paths: Paths) -> tuple[frozenset[int], b
     keep = frozenset(c for c in range(64) if mask >> c & 1)
     prog = None
     nosync = bool(entry.get("suppress_sync"))
-    if os.environ.get("HUTCH_SECCOMP", "1") != "0" or nosync:
+    if (os.getenv("HUTCH_SECCOMP") or "1") != "0" or nosync:
         allow = list(entry.get("syscall_allow") or [])
         deny = list(entry.get("syscall_deny") or [])
         prog = security.program(keep, allow, deny, paths.cache_dir, nosync)
@@ -71,14 +73,13 @@ def _leader_cgroup(entry: dict[str, Any]) -> int:
     base = entry.get("cgroup") or ""
     if not base:
         return -1
-    try:
-        with open(f"/proc/{entry['leader']}/cgroup") as f:
-            rel = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")), "")
-    except OSError:
-        rel = ""
-    # The leader's path from the host's view, under the machine's cgroup; else the machine's own.
-    mount = base[: base.find("/machine.slice/")] if "/machine.slice/" in base else ""
-    path = mount + rel if mount and rel.startswith(base[len(mount) :]) else base
+    from hutch.linux import cgroups
+
+    rel = cgroups.path_of(int(entry["leader"])) or ""
+    # The leader's path from the host's view (a systemd guest moved it to init.scope), if it is under
+    # the machine's cgroup; else the machine's own.
+    mount = cgroups.unified_root(os.getenv("HUTCH_CGROUP_ROOT") or cgroups.CGROUP_ROOT) or ""
+    path = mount + rel if mount and rel and (mount + rel).startswith(base) else base
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -126,7 +127,7 @@ def run(
     env = {
         "PATH": payload.DEFAULT_PATH,
         "container": "hutch",
-        "TERM": os.environ.get("TERM", "vt220") if tty else "dumb",
+        "TERM": os.getenv("TERM") or "vt220" if tty else "dumb",
     }
     for item in setenv or []:
         key, eq, value = item.partition("=")
@@ -143,7 +144,23 @@ def run(
     flags = _ns_flags(int(entry["leader"]))
     v1 = _v1_cgroups(entry)
     client = os.getpid()
-    pid = os.fork()
+    if cg < 0 and entry.get("cgroup"):
+        raise MachineError(
+            f"Cannot enter machine '{name}': its cgroup {entry['cgroup']} cannot be opened.",
+            f"the machine may be stopping; see 'hutch status {name}'",
+        )
+    # Into the machine's cgroup from the host's side: from inside its user and cgroup namespaces the
+    # kernel refuses a move out of a cgroup those do not contain (ENOENT), and a command left in the
+    # caller's cgroup would escape the machine's limits.
+    try:
+        pid, helper_pidfd = libc.clone3_fork(0, cg) if cg >= 0 else (os.fork(), -1)
+    except OSError as e:
+        os.close(pidfd)
+        os.close(cg)
+        raise MachineError(
+            f"Cannot enter machine '{name}': joining its cgroup failed: {e.strerror}.",
+            f"see 'hutch status {name}'",
+        ) from None
     if pid == 0:
         code = 1
         try:
@@ -178,6 +195,8 @@ def run(
     os.close(pidfd)
     if cg >= 0:
         os.close(cg)
+    if helper_pidfd >= 0:
+        os.close(helper_pidfd)
     # The slave stays open here until the end: util-linux login closes its fds, calls vhangup() and
     # reopens the tty, and in that window, with no slave open, reads of the master fail with EIO.
     saved = None
@@ -311,10 +330,7 @@ def _child(
     # IPC, network, cgroup.
     libc.setns(pidfd, flags)
     os.close(pidfd)
-    try:
-        pid, child_pidfd = libc.clone3_fork(0, cg)
-    except OSError:
-        pid, child_pidfd = libc.clone3_fork(0)
+    pid, child_pidfd = libc.clone3_fork(0)  # in the machine's cgroup already, as we are
     if pid == 0:
         sig.reset(*_HANDLED)
         _grandchild(slave, user, command, env, keep, prog, login, payload, caps, seccomp, libc, sig)

@@ -5,7 +5,7 @@ Liveness is "the lock is held": the kernel drops it when the supervisor dies, ho
 entry whose lock can be taken is stale and the next reader removes it. No PID files, no daemon.
 
 The supervisor side (claim, write, release) runs on hutch spawn's start path, so it writes JSON by
-hand instead of importing json; the readers use json.
+hand instead of importing json; the readers use hutch.jsonread, json's C scanner without json.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def check_entry(name: str, entry: object) -> str:
 def _read(path: str) -> object:
     """The JSON at PATH; FileNotFoundError if absent, ValueError if it is not JSON (or not UTF-8, or
     larger than any entry)."""
-    import json
+    from hutch import jsonread
 
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
@@ -163,7 +163,7 @@ def _read(path: str) -> object:
         os.close(fd)
     if len(data) > MAX_ENTRY:
         raise ValueError("larger than any entry")
-    return json.loads(data.decode("utf-8"))
+    return jsonread.loads(data.decode("utf-8"))
 
 
 def load(state_dir: str, name: str) -> dict[str, Any] | None:
@@ -234,7 +234,12 @@ def _reap(path: str) -> None:
     zone = entry.get("zone") or ""
     if not isinstance(cgroup, str) or not isinstance(zone, str) or "/" in zone or ".." in cgroup:
         cgroup = zone = ""  # a damaged entry names nothing to remove
-    if not cgroup:
+    from hutch.container import systemd
+
+    owned = systemd.booted()  # the machine's cgroup is a systemd unit's, which systemd removes itself
+    if owned:
+        cgroup = ""
+    if not cgroup and not owned:
         # Killed after it made the machine's cgroup and before its entry said so: the one its name
         # gives (removed only if empty, like any other).
         from hutch.linux import cgroups
@@ -311,12 +316,15 @@ def gc_cgroups(base: str | None = None, min_age: float | None = None) -> list[st
     machine had no registry entry to clean it up from (--register=no, or -x's random names)."""
     import time
 
+    from hutch.container import systemd
     from hutch.linux import cgroups
 
+    removed: list[str] = []
+    if base is None and systemd.booted():
+        return removed  # systemd collects the units of machines that are gone
     base = base or os.getenv("HUTCH_CGROUP_ROOT") or "/sys/fs/cgroup"
     if min_age is None:
         min_age = _seconds("HUTCH_CGROUP_GC_AGE", GC_AGE)
-    removed: list[str] = []
     try:
         hierarchies = os.listdir(base)
     except OSError:
