@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from ptydrive import PtySession  # noqa: E402
 
-HUTCH = str(REPO / ".venv/bin/hutch")
+# ./setup.sh demo runs the installed hutch; a development checkout its own launcher.
+HUTCH = os.environ.get("HUTCH_BIN") or str(REPO / ".venv/bin/hutch")
 NAME = "hutch-demo"
 
 

@@ -23,7 +23,7 @@ RequiresMountsFor={image_dir}/%i
 [Service]
 ExecStart={hutch} {spawn_args}
 KillMode=mixed
-Type=simple
+Type=notify
 RestartForceExitStatus=133
 SuccessExitStatus=133
 Slice=machine.slice
@@ -43,11 +43,15 @@ def unit_dir() -> str:
     return os.environ.get("HUTCH_SYSTEMD_UNIT_DIR") or "/etc/systemd/system"
 
 
-def unit_text(paths: Paths) -> str:
+def unit_text(paths: Paths, hutch: str | None = None) -> str:
+    """The template unit running HUTCH (by default this hutch's own launcher; the Debian package's
+    names /usr/bin/hutch)."""
     spawn = control.spawn_args("%i")
+    # The unit's own cgroup is the machine's (systemd-nspawn@.service's --keep-unit).
     spawn = [a for a in spawn if a != "--console=read-only"]
+    spawn.insert(2, "--keep-unit")
     return UNIT.format(
-        image_dir=paths.image_dir, hutch=" ".join(control._self_argv()), spawn_args=" ".join(spawn)
+        image_dir=paths.image_dir, hutch=hutch or " ".join(control._self_argv()), spawn_args=" ".join(spawn)
     )
 
 
@@ -90,7 +94,34 @@ def enable(name: str, paths: Paths) -> list[str]:
         if not os.path.lexists(link):
             os.symlink("../hutch@.service", link)
             made.append(link)
+        made += _want_machines_target(d)
+        if systemd_is_init() and not os.environ.get("HUTCH_SYSTEMD_UNIT_DIR"):
+            from hutch.container import systemd
+
+            systemd.daemon_reload()  # as systemctl enable does: the new unit is known at once
     return made
+
+
+def start_unit(name: str) -> None:
+    """systemctl start hutch@NAME.service: Type=notify, so it returns once the machine is up."""
+    from hutch.container import systemd
+
+    systemd.start_unit(f"hutch@{systemd.unit_escape(name)}.service")
+
+
+MACHINES_TARGET = ("/usr/lib/systemd/system/machines.target", "/lib/systemd/system/machines.target")
+
+
+def _want_machines_target(unit_dir: str) -> list[str]:
+    """machinectl enable's second half: machines.target wanted by multi-user.target, so the machines
+    start at boot (Debian ships it enabled, other distributions may not)."""
+    target = next((p for p in MACHINES_TARGET if os.path.exists(p)), None)
+    link = os.path.join(unit_dir, "multi-user.target.wants", "machines.target")
+    if target is None or os.path.lexists(link):
+        return []
+    os.makedirs(os.path.dirname(link), 0o755, exist_ok=True)
+    os.symlink(target, link)
+    return [link]
 
 
 def disable(name: str, paths: Paths) -> list[str]:

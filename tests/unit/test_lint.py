@@ -18,7 +18,7 @@ def test_mypy_strict() -> None:
 
 def test_ruff() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "hutch", "tests", "bench", "demo"],
+        [sys.executable, "-m", "ruff", "check", "hutch", "tests", "bench", "demo", "packaging"],
         cwd=REPO,
         capture_output=True,
         text=True,
