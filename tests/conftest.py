@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -15,7 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parent.parent
-HUTCH = str(REPO / ".venv" / "bin" / "hutch") if (REPO / ".venv/bin/hutch").exists() else "hutch"
+# HUTCH_TEST_BIN: another launcher (the systemd-host lane's VM runs the shared checkout through its own).
+HUTCH = os.environ.get("HUTCH_TEST_BIN") or (
+    str(REPO / ".venv" / "bin" / "hutch") if (REPO / ".venv/bin/hutch").exists() else "hutch"
+)
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CACHE = Path(os.environ.get("HUTCH_TEST_CACHE", "/var/cache/hutch-test"))
 # The network namespace the run started in, before any module entered one of its own (private_net):
@@ -67,10 +71,14 @@ def _host_residue() -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _collect_cgroups() -> Iterator[None]:
+def _collect_cgroups(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tests SIGKILL supervisors on purpose; the empty machine cgroups they leave go at the end (only
     empty ones: a cgroup with a process in it cannot be removed). Then the whole run is checked for
-    residue on the host: anything new there fails the suite."""
+    residue on the host: anything new there fails the suite. Not by a run of the VM lane alone, which
+    makes nothing on this host and runs beside the rest of the suite (./setup.sh test)."""
+    if all(item.get_closest_marker("vm") for item in request.session.items):
+        yield
+        return
     before = _host_residue()
     yield
     sys.path.insert(0, str(REPO))
@@ -138,6 +146,16 @@ def _writable_again(top: Path, depth: int = 3) -> None:
         level = below
 
 
+def _owners(tmp_path: Path) -> dict[str, tuple[int, int]]:
+    """Owner and group of every directory from / down to TMP_PATH, and of /tmp's entries."""
+    out = {}
+    for d in [*tmp_path.parents, tmp_path, *Path("/tmp").iterdir()]:
+        with contextlib.suppress(OSError):  # another process's entry, gone meanwhile
+            st = d.lstat()
+            out[str(d)] = (st.st_uid, st.st_gid)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def hutch_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
@@ -153,7 +171,12 @@ def hutch_env(
     monkeypatch.setenv("HUTCH_SETTINGS_PATH", str(base / "settings"))
     monkeypatch.setenv("HUTCH_CONFIG_DIR", str(base / "config"))
     monkeypatch.setenv("HUTCH_SYSTEMD_UNIT_DIR", str(base / "units"))
+    owners = _owners(tmp_path)
     yield base
+    after = _owners(tmp_path)
+    if changed := {p: (o, after[p]) for p, o in owners.items() if after.get(p, o) != o}:
+        # a chown that escaped the image it was meant for (one broke every later test's tmp_path)
+        raise AssertionError(f"the test changed owners outside its images: {changed}")
     subprocess.run([HUTCH, "clean", "-q"], capture_output=True, timeout=60)  # what killed runs left
     left = _store_residue(base)
     if left:
@@ -235,38 +258,47 @@ def debian_image(suite: str = "bookworm", arch: str | None = None) -> Path:
         prefix, name = f"guest-{suite}", suite
     d = CACHE / f"{prefix}-{_debian_key()}"
     image = d / name
-    if not image.is_dir():
-        d.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
-        mirror = os.environ.get("HUTCH_TEST_MIRROR", "http://deb.debian.org/debian")
-        # In the host's network namespace: a test module that needs the image may have entered one of
-        # its own (private_net) before the first build, and debootstrap needs the mirror.
-        r = subprocess.run(
-            [
-                "nsenter",
-                f"--net=/proc/self/fd/{HOST_NET}",
-                HUTCH,
-                "bootstrap",
-                "debian",
-                name,
-                "-q",
-                "--suite",
-                suite,
-                "--mirror",
-                mirror,
-                *([f"--arch={arch}"] if arch else []),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=2400 if arch else 1200,
-            pass_fds=(HOST_NET,),
-        )
-        assert r.returncode == 0, f"bootstrap debian --suite {suite} failed:\n{r.stderr[-3000:]}"
-        for old in CACHE.glob(f"{prefix}-" + "?" * 16):  # not guest-trixie-arm64-* for guest-trixie
-            if old != d:
-                shutil.rmtree(old, ignore_errors=True)
+    if image.is_dir():
+        return image
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{prefix}.lock", "w") as lock:  # one builder at a time: the VM lane may run beside
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not image.is_dir():
+            _build_debian(d, image, prefix, name, suite, arch)
     return image
+
+
+def _build_debian(d: Path, image: Path, prefix: str, name: str, suite: str, arch: str | None) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HUTCH_IMAGE_PATH=str(d))
+    mirror = os.environ.get("HUTCH_TEST_MIRROR", "http://deb.debian.org/debian")
+    # In the host's network namespace: a test module that needs the image may have entered one of
+    # its own (private_net) before the first build, and debootstrap needs the mirror.
+    r = subprocess.run(
+        [
+            "nsenter",
+            f"--net=/proc/self/fd/{HOST_NET}",
+            HUTCH,
+            "bootstrap",
+            "debian",
+            name,
+            "-q",
+            "--suite",
+            suite,
+            "--mirror",
+            mirror,
+            *([f"--arch={arch}"] if arch else []),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400 if arch else 1200,
+        pass_fds=(HOST_NET,),
+    )
+    assert r.returncode == 0, f"bootstrap debian --suite {suite} failed:\n{r.stderr[-3000:]}"
+    for old in CACHE.glob(f"{prefix}-" + "?" * 16):  # not guest-trixie-arm64-* for guest-trixie
+        if old != d:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

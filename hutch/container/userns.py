@@ -148,8 +148,16 @@ def lacks_idmap(tree: str) -> bool:
 
 def chown_image(tree: str, base: int) -> None:
     """Shift TREE's files to the range at BASE, from the range they are in (its top directory's owner
-    says which), or from the host's IDs."""
-    owner = os.stat(tree).st_uid
+    says which), or from the host's IDs. Never the host's own root: its /tmp, /home and /etc would be
+    shifted with it."""
+    st = os.stat(tree)
+    top = os.stat("/")
+    if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino):
+        raise SetupError(
+            f"Refusing to change the owners of {tree}: it is the host's root directory.",
+            "run the host's tree with -x or --volatile, which leave it unchanged",
+        )
+    owner = st.st_uid
     if owner != base:
         chown_tree(tree, base, owner if owner % RANGE == 0 and owner >= RANGE else 0)
 

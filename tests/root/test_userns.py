@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from conftest import running, spawn
 from hutch.container import userns
 
@@ -127,3 +129,15 @@ def test_auto_ownership_chowns_where_idmapped_mounts_are_refused(busybox: Path, 
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+def test_the_hosts_root_is_never_chowned() -> None:
+    """The last guard of chown_tree: a tree that is the host's / (through any path to it) is refused
+    before anything is changed, whatever led there."""
+    from hutch.errors import SetupError
+
+    before = os.stat("/tmp")
+    for tree in ("/", "/tmp/..", "/proc/self/root"):
+        with pytest.raises(SetupError, match="host's root directory"):
+            userns.chown_image(tree, 0x10000 * 7)
+    assert os.stat("/tmp").st_uid == before.st_uid and os.stat("/").st_uid == 0
