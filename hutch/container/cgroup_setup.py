@@ -132,10 +132,17 @@ def _create_delegated(prep: Prepared) -> None:
     prep.cgroup = path
 
 
-def attach(prep: Prepared, pid: int) -> None:
-    """Put PID 1 into the v1 hierarchies its limits need (v2: it was cloned into its cgroup)."""
-    if prep.limit_backend is not None:
-        prep.limit_backend.attach(pid)
+def lend(prep: Prepared) -> list[str]:
+    """Before PID 1 is cloned: the supervisor's thread joins the v1 hierarchies PID 1's limits need,
+    so PID 1 is born in them, at a fraction of what moving it afterwards costs (a grace period: see
+    hutch.linux.cgroups.join_thread). v2: PID 1 is cloned into its cgroup; nothing to lend."""
+    return prep.limit_backend.lend() if prep.limit_backend is not None else []
+
+
+def give_back(prep: Prepared, back: list[str]) -> None:
+    """Once PID 1 is cloned (or failed to be): the supervisor's thread back where it was."""
+    if back:
+        prep.limit_backend.give_back(back)
 
 
 # systemd-nspawn's DevicePolicy=closed plus its DeviceAllow= list: the pseudo devices, ptys, tun, fuse.

@@ -101,7 +101,7 @@ def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) ->
         if prep.cgroup:
             cgroup_setup.join(prep)
     if prep.devices_cgroup:
-        cgroups.join(prep.devices_cgroup)
+        cgroups.join_thread(prep.devices_cgroup)  # v1, and we are one thread: no grace period
     if prep.netns_fd >= 0:
         libc.setns(prep.netns_fd, libc.CLONE_NEWNET)  # --network-namespace-path, before sysfs is mounted
     libc.sethostname(prep.hostname)
@@ -166,14 +166,22 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
         elif prep.netns_fd >= 0:
             # PID 1's user namespace could not join a namespace the host's owns: it inherits ours.
             libc.setns(prep.netns_fd, libc.CLONE_NEWNET)
+        back = cgroup_setup.lend(prep)
         try:
             pid1, pidfd = libc.clone3_fork(flags, cg_fd)
         except OSError:
             if cg_fd < 0:
+                cgroup_setup.give_back(prep, back)
                 raise
-            pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+            try:
+                pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+            except OSError:
+                cgroup_setup.give_back(prep, back)
+                raise
             if pid1 == 0:
                 cgroup_setup.join(prep)
+        if pid1 != 0:  # PID 1 keeps what it was born in
+            cgroup_setup.give_back(prep, back)
         if pid1 == 0:
             try:
                 os.close(go_w)
@@ -182,7 +190,6 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
                 status.report(status_w, e)
             os._exit(1)
         os.close(go_r)
-        cgroup_setup.attach(prep, pid1)
         if prep.link is not None or prep.net_extra is not None:
             from hutch.container import network
 
@@ -388,6 +395,8 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
     cg_fd = -1
     if prep.cgroup:
         cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    back = cgroup_setup.lend(prep)
+    pid = -1
     try:
         pid, pidfd = libc.clone3_fork(_namespace_flags(prep), cg_fd)
         cloned = True
@@ -400,6 +409,8 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
     finally:
         if cg_fd >= 0:
             os.close(cg_fd)
+        if pid != 0:  # PID 1 keeps what it was born in
+            cgroup_setup.give_back(prep, back)
     if pid == 0:
         try:
             for fd in close_in_child:
@@ -652,7 +663,6 @@ class Supervisor:
         ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
         pid, pidfd = _spawn(self.prep, status_w, ack_r, (status_r, ack_w))
         self.pid1 = pid
-        cgroup_setup.attach(self.prep, pid)  # PID 1 waits for our ack before it execs
         if self.prep.link is not None or self.prep.net_extra is not None:
             from hutch.container import network
 

@@ -214,6 +214,13 @@ class V2:
     def attach(self, pid: int) -> None:
         pass  # the payload is cloned into the machine's cgroup (CLONE_INTO_CGROUP)
 
+    def lend(self) -> list[str]:
+        return []  # as attach()
+
+    @staticmethod
+    def give_back(back: list[str]) -> None:
+        pass
+
     def paths(self) -> list[str]:
         return [self.path]
 
@@ -314,6 +321,25 @@ class V1:
     def attach(self, pid: int) -> None:
         for path in self.dirs.values():
             _write(f"{path}/cgroup.procs", str(pid), "cgroup")
+
+    def lend(self) -> list[str]:
+        """Move the calling thread into the machine's hierarchies, so a process it clones next is born
+        there (hutch.linux.cgroups.join_thread: no RCU grace period, unlike attach()); returns where
+        it was, for give_back()."""
+        from hutch.linux import cgroups
+
+        back = []
+        for controller, path in self.dirs.items():
+            back.append(f"{self.base}/{controller}{cgroups.own_v1(controller)}".rstrip("/"))
+            cgroups.join_thread(path)
+        return back
+
+    @staticmethod
+    def give_back(back: list[str]) -> None:
+        from hutch.linux import cgroups
+
+        for path in back:
+            cgroups.join_thread(path)
 
     def paths(self) -> list[str]:
         return list(self.dirs.values())

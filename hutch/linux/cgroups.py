@@ -50,6 +50,30 @@ def join(path: str) -> None:
         os.close(fd)
 
 
+def join_thread(path: str) -> None:
+    """Move the calling thread into the v1 cgroup PATH, through its `tasks` file. For a single-threaded
+    process (a child just forked) that is the whole process, and its children are born there. A
+    whole-process move (cgroup.procs, or any PID but 0) takes the kernel's threadgroup lock, which
+    waits for an RCU grace period: measured 4.5-16 ms after an idle moment on this host, against
+    ~0.4 ms for this one (the kernel skips the lock for the caller's own thread). v1 only: cgroup2's
+    domain cgroups take no thread."""
+    fd = os.open(path + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+def own_v1(controller: str) -> str:
+    """The calling thread's cgroup in CONTROLLER's v1 hierarchy, from /proc/thread-self/cgroup."""
+    with open("/proc/thread-self/cgroup") as f:
+        for line in f:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            if controller in names.split(","):
+                return path
+    return "/"
+
+
 def is_populated(path: str) -> bool:
     try:
         with open(path + "/cgroup.procs", "rb") as f:
