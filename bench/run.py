@@ -163,11 +163,18 @@ def default_debian() -> Path | None:
 
 
 def main() -> int:
+    global HUTCH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", nargs="?", default="all", choices=["p1", "p2", "p3", "all"])
     ap.add_argument("--runs", type=int, default=0, help="runs per command (default: 100 P1, 10 P2, 5 P3)")
     ap.add_argument("--debian", type=Path, default=None, help="Debian tree (default: the test cache)")
+    ap.add_argument(
+        "--hutch",
+        default=HUTCH,
+        help="the hutch to run (default: the checkout's; /opt/hutch/bin/hutch: the wheel's)",
+    )
     ns = ap.parse_args()
+    HUTCH = ns.hutch
     if os.geteuid() != 0:
         print("bench: run as root", file=sys.stderr)
         return 2
@@ -179,7 +186,7 @@ def main() -> int:
     ok = True
     print(
         f"hutch vs systemd-nspawn, {time.strftime('%Y-%m-%d %H:%M')}, {os.uname().release}, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, {HUTCH}"
     )
     with tempfile.TemporaryDirectory(prefix="hutch-bench-") as t:
         tmp = Path(t)
