@@ -168,20 +168,17 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             libc.setns(prep.netns_fd, libc.CLONE_NEWNET)
         back = cgroup_setup.lend(prep)
         try:
-            pid1, pidfd = libc.clone3_fork(flags, cg_fd)
-        except OSError:
-            if cg_fd < 0:
-                cgroup_setup.give_back(prep, back)
-                raise
             try:
-                pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+                pid1, pidfd = libc.clone3_fork(flags, cg_fd)
             except OSError:
+                if cg_fd < 0:
+                    raise
+                pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+                if pid1 == 0:
+                    cgroup_setup.join(prep)
+        finally:
+            if pid1 != 0:  # PID 1 keeps what it was born in (-1: no PID 1, give back too)
                 cgroup_setup.give_back(prep, back)
-                raise
-            if pid1 == 0:
-                cgroup_setup.join(prep)
-        if pid1 != 0:  # PID 1 keeps what it was born in
-            cgroup_setup.give_back(prep, back)
         if pid1 == 0:
             try:
                 os.close(go_w)
