@@ -696,19 +696,17 @@ class NotifySocket(Op):
         return "bind the notify socket /run/host/notify"
 
     def execute(self, ctx: Context) -> None:
-        import _socket
-
         dfd = rootfs.open_in_root(ctx.root_fd, "run/host", os.O_PATH | os.O_DIRECTORY)
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
         try:
             path = f"/proc/self/fd/{dfd}/notify"
-            sock.bind(path)
-            if rootfs.OWNER is not None:
-                os.chown(path, rootfs.OWNER, rootfs.OWNER)
-            os.chmod(path, 0o600)
-        except BaseException:
-            sock.close()
-            raise
+            sock = libc.unix_datagram_socket(path)
+            try:
+                if rootfs.OWNER is not None:
+                    os.chown(path, rootfs.OWNER, rootfs.OWNER)
+                os.chmod(path, 0o600)
+            except BaseException:
+                os.close(sock)
+                raise
         finally:
             os.close(dfd)
-        ctx.notify_fd = int(sock.detach())
+        ctx.notify_fd = sock
