@@ -52,12 +52,15 @@ ENTRIES: dict[str, tuple[str, ...]] = {
         "hutch.linux.cgroups",
     ),
     # What scripts and clients poll: the table, one machine's state, a stop.
+    # The registry's sweep of dead machines asks whether systemd runs the host (hutch.container.systemd).
     "list": (
         "hutch.cli",
         "hutch.cli.listing",
         "hutch.images.osrelease",
         "hutch.container.rootfs",
         "hutch.jsonread",
+        "hutch.container.systemd",
+        "hutch.linux.cgroups",
     ),
     "status": (
         "hutch.cli",
@@ -66,10 +69,27 @@ ENTRIES: dict[str, tuple[str, ...]] = {
         "hutch.container.rootfs",
         "hutch.jsonread",
         "hutch.container.limits",
+        "hutch.settings.values",
+        "hutch.container.systemd",
+        "hutch.linux.cgroups",
     ),
-    "show": ("hutch.cli", "hutch.cli.status", "hutch.jsonread"),
-    "poweroff": ("hutch.cli", "hutch.cli.stopping", "hutch.jsonread", "hutch.container.emulation"),
-    "kill": ("hutch.cli", "hutch.cli.stopping", "hutch.jsonread", "hutch.container.emulation"),
+    "show": ("hutch.cli", "hutch.cli.status", "hutch.jsonread", "hutch.settings.values"),
+    "poweroff": (
+        "hutch.cli",
+        "hutch.cli.stopping",
+        "hutch.jsonread",
+        "hutch.container.emulation",
+        "hutch.settings.values",  # the machine's kill signal, by name
+        "hutch.linux.sig",
+    ),
+    "kill": (
+        "hutch.cli",
+        "hutch.cli.stopping",
+        "hutch.jsonread",
+        "hutch.container.emulation",
+        "hutch.settings.values",  # -s NAME
+        "hutch.linux.sig",
+    ),
 }
 
 # One entry: name, source path, whether it is a package, source mtime_ns, source size, code (None
