@@ -120,7 +120,7 @@ Press Ctrl-] three times within a second to kill an interactive container.
 
 
 def run(args: list[str]) -> int:
-    from hutch.container import launch, prepare
+    from hutch.container import launch, locate, prepare
     from hutch.paths import Paths
     from hutch.settings.cmdline import HelpRequested, ListRequested, parse
 
@@ -144,7 +144,7 @@ def run(args: list[str]) -> int:
         raise SetupError("Need to be root.", "run hutch spawn as root, e.g. with sudo")
     paths = Paths.from_env()
     if settings.settings_mode != "no":
-        settings = _with_settings_file(settings, paths, prepare.find_image)
+        settings = _with_settings_file(settings, paths, locate.find_image)
     prep = prepare.prepare(settings, paths)
     return launch.run(prep)
 

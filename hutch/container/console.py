@@ -9,11 +9,14 @@ from __future__ import annotations
 import fcntl
 
 from hutch.container import rootfs
+from hutch.linux import libc
 from hutch.linux import posixos as os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from hutch.container.plan import Context
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
@@ -34,6 +37,23 @@ def open_console_pty(root_fd: int) -> tuple[int, int]:
     # TIOCGPTPEER opens the slave through the master, with no path lookup that a mount could redirect.
     slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     return master, slave
+
+
+def mount_console(ctx: Context, mode: str) -> int:
+    """A pty from the container's devpts, its slave bind-mounted on /dev/console; returns the master
+    (-1 with MODE pipe)."""
+    if mode == "pipe":
+        return -1
+    master, slave = open_console_pty(ctx.root_fd)
+    target = ctx.target("dev/console", "file")
+    try:
+        libc.mount(
+            f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND, what="/dev/console"
+        )
+    finally:
+        os.close(target)
+        os.close(slave)
+    return master
 
 
 def raw_tty(fd: int) -> list[Any] | None:

@@ -1,7 +1,8 @@
-"""The only module that forks a container.
+"""The only module that forks a container, and the supervisor that runs it.
 
 Two processes: the supervisor (host namespaces; owns the console, waits for PID 1, handles reboot,
-cleans up) and the container's PID 1, created by clone3() already in its namespaces and its cgroup.
+cleans up) and the container's PID 1, created by clone3() already in its namespaces and its cgroup;
+what PID 1 runs from there to the payload's execve is hutch.container.pid1.
 
 With a user namespace (the default), the supervisor builds the tree itself in a mount namespace of
 its own (M1), then steps back into the host's (see _build_userns). PID 1, in a new user namespace,
@@ -24,10 +25,10 @@ import select
 import sys
 import time
 
-from hutch.container import cgroup_setup, console, payload, plan, prepare, rootfs, status
+from hutch.container import cgroup_setup, console, pid1, plan, prepare, rootfs, status
 from hutch.container.prepare import Prepared
 from hutch.errors import SetupError
-from hutch.linux import caps, cgroups, libc, seccomp, sig
+from hutch.linux import libc, sig
 from hutch.linux import posixos as os
 from hutch.settings.values import signal_name
 
@@ -51,74 +52,6 @@ def _set_oom_score_adj(value: str) -> bool:
         return True
     except OSError:  # no CAP_SYS_RESOURCE (a host that is itself a container): the kernel's default
         return False
-
-
-def _child_start() -> None:
-    sig.set_wakeup_fd(-1)
-    sig.reset(sig.SIGCHLD, sig.SIGTERM, sig.SIGINT, sig.SIGWINCH, sig.SIGHUP)
-
-
-def _console_pty(prep: Prepared, ctx: plan.Context) -> int:
-    """A pty from the container's devpts, its slave bind-mounted on /dev/console; returns the master
-    (-1 with --console=pipe)."""
-    if prep.console == "pipe":
-        return -1
-    master, slave = console.open_console_pty(ctx.root_fd)
-    target = ctx.target("dev/console", "file")
-    try:
-        libc.mount(
-            f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, libc.MS_BIND, what="/dev/console"
-        )
-    finally:
-        os.close(target)
-        os.close(slave)
-    return master
-
-
-def _open_console(prep: Prepared, ctx: plan.Context, status_w: int) -> int:
-    """The console, its master's fd number told to the supervisor, which copies it out (pidfd_getfd),
-    and so the notify socket's (-1: none). PID 1's own copy of that closes at its exec."""
-    master = _console_pty(prep, ctx)
-    os.write(status_w, f"C {master} {ctx.notify_fd}\n".encode())
-    return master
-
-
-def _preload(prep: Prepared) -> None:
-    # Modules needed after pivot_root must be imported now: the host's Python is not visible there.
-    if prep.settings.as_pid2:
-        from hutch.container import stub_init  # noqa: F401
-    if prep.settings.private_network:
-        import _socket  # noqa: F401  (payload.loopback_up)
-
-
-def _container_child(prep: Prepared, status_w: int, ack_r: int, cloned: bool) -> None:
-    # In: PID 1 of a new PID namespace; new mount, UTS, IPC [, net] namespaces (unless not cloned:
-    # then we create them here and join the cgroup the slow way). No user namespace: --private-users=no.
-    _child_start()
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
-    if not cloned:
-        libc.unshare(_namespace_flags(prep) & ~libc.CLONE_NEWPID)
-        if prep.cgroup:
-            cgroup_setup.join(prep)
-    if prep.devices_cgroup:
-        cgroups.join_thread(prep.devices_cgroup)  # v1, and we are one thread: no grace period
-    if prep.netns_fd >= 0:
-        libc.setns(prep.netns_fd, libc.CLONE_NEWNET)  # --network-namespace-path, before sysfs is mounted
-    libc.sethostname(prep.hostname)
-    ctx = plan.Context(prep.root)
-    plan.execute(prep.outer_ops, ctx)
-    master = _open_console(prep, ctx, status_w)
-    plan.execute(prep.inner_ops, ctx)
-    _preload(prep)
-    if prep.cgroup:
-        # Now, inside its cgroup, PID 1 gets a cgroup namespace rooted there.
-        libc.unshare(libc.CLONE_NEWCGROUP)
-        cgroup_setup.mount_inside(ctx)
-    plan.PivotRoot().execute(ctx)
-    os.close(ctx.root_fd)
-    # The bounding set only limits later execve()s: what PID 1 does before its own keeps every capability.
-    caps.drop_bounding(prep.keep_caps)
-    _run_payload(prep, status_w, ack_r, master)
 
 
 def _chown_instead(prep: Prepared) -> bool:
@@ -153,13 +86,13 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
     }
     cwd = os.open(".", libc.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     cg_fd = os.open(prep.cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if prep.cgroup else -1
-    pid1 = pidfd = master = -1
+    pid = pidfd = master = -1
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     try:
         libc.unshare(libc.CLONE_NEWNS)
         # PID 1 shares M1 until we pivot it away from the host's files: it must inherit every module it
         # needs rather than load one later.
-        _preload(prep)
+        pid1.preload_modules(prep)
         flags = libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
         if s.private_network:
             flags |= libc.CLONE_NEWNET
@@ -169,20 +102,20 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
         back = cgroup_setup.lend(prep)
         try:
             try:
-                pid1, pidfd = libc.clone3_fork(flags, cg_fd)
+                pid, pidfd = libc.clone3_fork(flags, cg_fd)
             except OSError:
                 if cg_fd < 0:
                     raise
-                pid1, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
-                if pid1 == 0:
+                pid, pidfd = libc.clone3_fork(flags)  # no CLONE_INTO_CGROUP here: PID 1 joins by itself
+                if pid == 0:
                     cgroup_setup.join(prep)
         finally:
-            if pid1 != 0:  # PID 1 keeps what it was born in (-1: no PID 1, give back too)
+            if pid != 0:  # PID 1 keeps what it was born in (-1: no PID 1, give back too)
                 cgroup_setup.give_back(prep, back)
-        if pid1 == 0:
+        if pid == 0:
             try:
                 os.close(go_w)
-                _pid1_userns(prep, status_w, go_r)
+                pid1.userns_child(prep, status_w, go_r)
             except BaseException as e:
                 status.report(status_w, e)
             os._exit(1)
@@ -191,15 +124,15 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             from hutch.container import network
 
             if prep.link is not None:
-                network.setup_host(prep.link, pid1)
+                network.setup_host(prep.link, pid)
             if prep.net_extra is not None:
-                network.setup_extra(prep.net_extra, pid1)
+                network.setup_extra(prep.net_extra, pid)
         for f in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid1}/{f}", "w") as m:
+            with open(f"/proc/{pid}/{f}", "w") as m:
                 m.write(prep.uid_range.map_line(gids=f == "gid_map"))
         os.write(go_w, b"m")
         ctx = plan.Context(prep.root)
-        ctx.userns_fd = os.open(f"/proc/{pid1}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        ctx.userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         ctx.idmap = prep.ownership == "map"
         if prep.chown_fallback:
             ctx.chown_instead = lambda: _chown_instead(prep)
@@ -211,14 +144,14 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
             libc.setns(pidfd, libc.CLONE_NEWIPC | (libc.CLONE_NEWNET if s.private_network else 0))
             if prep.link is not None:
                 network.setup_inside(prep.link)
-            ctx.pidns_fd = os.open(f"/proc/{pid1}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            ctx.pidns_fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 plan.execute(prep.inner_ops[:1], ctx)
             except OSError:
                 _proc_by_helper(prep, ctx, pidfd)
             plan.execute(prep.inner_ops[1:], ctx)
             # devpts gives new slaves to the container's root (uid=): the pty is ours to open.
-            master = _console_pty(prep, ctx)
+            master = console.mount_console(ctx, prep.console)
             prep.notify_fd = ctx.notify_fd
             plan.PivotRoot().execute(ctx)
         finally:
@@ -228,9 +161,9 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
                     os.close(fd)
         os.write(go_w, b"g")
     except BaseException:
-        if pid1 > 0:
-            os.kill(pid1, sig.SIGKILL)
-            os.waitpid(pid1, 0)
+        if pid > 0:
+            os.kill(pid, sig.SIGKILL)
+            os.waitpid(pid, 0)
             os.close(pidfd)
         if master >= 0:
             os.close(master)
@@ -243,7 +176,7 @@ def _build_userns(prep: Prepared, status_w: int) -> tuple[int, int, int]:
         for fd in (*keep.values(), cwd, cg_fd, go_w):
             if fd >= 0:
                 os.close(fd)
-    return pid1, pidfd, master
+    return pid, pidfd, master
 
 
 def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
@@ -272,112 +205,6 @@ def _proc_by_helper(prep: Prepared, ctx: plan.Context, pidfd: int) -> None:
     os.close(r)
     if failed:
         raise status.error_from(text, "Failed to mount /proc")
-
-
-def _pid1_userns(prep: Prepared, status_w: int, go_r: int) -> None:
-    # In: PID 1 of new user, PID, UTS, IPC [, net] namespaces; still in the supervisor's mount namespace
-    # M1 until it says go (by then pivoted into the container's root).
-    _child_start()
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
-    # While the supervisor builds the tree, what needs only our ID maps ("m"): it runs on the other
-    # CPU then, instead of after "g", when the start waits for nothing else.
-    if os.read(go_r, 1) != b"m":
-        os._exit(1)  # the supervisor failed and reports why
-    os.setgroups([])
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    # Changing IDs made us non-dumpable, which hands our /proc/self files to the host's root: the
-    # container's root could not even set its own oom_score_adj. Inside its namespace it owns itself.
-    libc.prctl(libc.PR_SET_DUMPABLE, 1)
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)  # cleared by the ID change
-    libc.sethostname(prep.hostname)
-    caps.drop_bounding(prep.keep_caps)  # as in _container_child, now rather than after the go
-    if os.read(go_r, 1) != b"g":
-        os._exit(1)
-    os.close(go_r)
-    libc.unshare(libc.CLONE_NEWNS | (libc.CLONE_NEWCGROUP if prep.cgroup else 0))
-    os.chdir("/")
-    # The copy made every mount private (its peers in M1 are gone with M1): shared again, for the
-    # reason plan.PivotRoot gives.
-    libc.mount(None, "/", None, libc.MS_REC | libc.MS_SHARED)
-    if prep.cgroup:
-        ctx = plan.Context("/")
-        ctx.open_root()
-        cgroup_setup.mount_inside(ctx)
-        os.close(ctx.root_fd)
-    _run_payload(prep, status_w, -1, -1)
-
-
-def _run_payload(prep: Prepared, status_w: int, ack_r: int, master: int) -> None:
-    """Inside the container root: wait for the supervisor to take the console, then become the payload."""
-    s = prep.settings
-    if ack_r >= 0:
-        while os.read(ack_r, 64):
-            pass
-        os.close(ack_r)
-    if master >= 0:
-        os.close(master)
-    payload.setup_console(prep.console, s.boot)
-    if s.private_network:
-        payload.loopback_up()
-    payload.apply_limits(s.rlimits, s.oom_score_adjust)
-    if s.personality is not None or s.cpu_affinity:
-        payload.apply_process(s.personality, s.cpu_affinity)
-    env = dict(prep.env)
-    user = payload.user_from_container(s.user) if s.user else None
-    # The login shell only matters when there is no command and no init to run.
-    shell = user.shell if user else (None if s.command or s.boot else payload.root_shell())
-    if s.chdir:
-        try:
-            os.chdir(s.chdir)
-        except OSError as e:
-            raise SetupError(
-                f"Failed to change to specified working directory {s.chdir}: {e.strerror}"
-            ) from e
-    # With --as-pid2 the stub init stays root; its child becomes the user.
-    _become(prep, None if s.as_pid2 else user, env)
-    sig.reset(sig.SIGPIPE, sig.SIGXFSZ)  # Python ignores these; an exec'd payload must not inherit that
-    payload.close_fds(status_w)
-    if s.as_pid2:
-        from hutch.container import stub_init
-
-        def child() -> None:
-            try:
-                sig.reset(sig.SIGTERM, sig.SIGINT, sig.SIGHUP, sig.SIGUSR1, sig.SIGUSR2, sig.SIGWINCH)
-                if user:
-                    payload.switch_user(user, env)
-                payload.exec_payload(False, s.command, env, shell)
-            except BaseException as e:
-                status.report(status_w, e)
-            os._exit(stub_init.EXIT_EXCEPTION)
-
-        os._exit(stub_init.run(child))
-    payload.exec_payload(s.boot, s.command, env, shell)
-
-
-def _become(prep: Prepared, user: payload.User | None, env: dict[str, str]) -> None:
-    """Drop privileges for the payload, its bounding set already dropped (nspawn's default list, edited
-    by --capability/--drop-capability): the user, then ambient capabilities and no_new_privs."""
-    s = prep.settings
-    keep = prep.keep_caps
-    if prep.seccomp:
-        # Before dropping capabilities: loading a filter needs CAP_SYS_ADMIN (or no_new_privs).
-        seccomp.load(prep.seccomp)
-    ambient = frozenset(s.ambient_capabilities) & keep
-    if user is not None and user.uid != 0:
-        if ambient:
-            libc.prctl(caps.PR_SET_KEEPCAPS, 1)  # let the permitted set survive setuid()
-        payload.switch_user(user, env)
-        caps.set_caps(ambient, ambient)
-    else:
-        if user is not None:
-            payload.switch_user(user, env)
-        caps.set_caps(keep, keep)  # as nspawn: root's inheritable set is the kept set too
-    caps.raise_ambient(ambient)
-    if s.no_new_privileges:
-        libc.prctl(caps.PR_SET_NO_NEW_PRIVS, 1)
-    # A credential change clears the parent-death signal; set it again.
-    libc.prctl(libc.PR_SET_PDEATHSIG, sig.SIGKILL)
 
 
 def _namespace_flags(prep: Prepared) -> int:
@@ -412,7 +239,9 @@ def _spawn(prep: Prepared, status_w: int, ack_r: int, close_in_child: tuple[int,
         try:
             for fd in close_in_child:
                 os.close(fd)
-            _container_child(prep, status_w, ack_r, cloned)
+            pid1.container_child(
+                prep, status_w, ack_r, 0 if cloned else _namespace_flags(prep) & ~libc.CLONE_NEWPID
+            )
         except BaseException as e:
             status.report(status_w, e)
         os._exit(1)

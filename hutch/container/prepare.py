@@ -1,5 +1,5 @@
-"""Host-side preparation: resolve the image, validate what can be validated before anything changes,
-create temporary directories, and turn Settings into the mount plan.
+"""Host-side preparation: find and lock the image (hutch.container.locate), validate what can be
+validated before anything changes, create temporary directories, and turn Settings into the mount plan.
 
 Everything here runs in the supervisor before the first fork, so bad input fails with nothing mounted.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import sys
 
-from hutch.container import etcfiles, plan, rootfs, userns
+from hutch.container import etcfiles, locate, plan, rootfs, userns
 from hutch.container.etcfiles import read_host
 from hutch.container.overlay import RootOverlay
 from hutch.container.payload import DEFAULT_PATH
@@ -29,7 +29,7 @@ from hutch.container.plan import (
 from hutch.errors import ImageError, SetupError, UsageError
 from hutch.images import thin
 from hutch.linux import posixos as os
-from hutch.linux.fsutil import gc_temp_dirs, release_lock_file, take_lock_file
+from hutch.linux.fsutil import gc_temp_dirs, release_lock_file
 from hutch.linux.libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME
 from hutch.paths import Paths
 from hutch.settings.model import Settings
@@ -129,118 +129,9 @@ def _host_os_release() -> bytes:
     return _HOST_OS[0]
 
 
-def find_image(name: str, paths: Paths) -> str | None:
-    """NAME's image in the search path: a directory NAME, or a disk image NAME.raw, as machined finds
-    them (the first directory of the path that has either wins)."""
-    for d in paths.image_path:
-        p = os.path.join(d, name)
-        if os.path.isdir(p):
-            return p
-        if os.path.isfile(p + ".raw"):
-            return p + ".raw"
-    return None
-
-
 def _sanitize_hostname(name: str) -> str:
     out = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in name)
     return out.strip(".-")[:64]
-
-
-def resolve_image(s: Settings, paths: Paths) -> str:
-    if s.image:
-        if not os.path.lexists(s.image):
-            raise ImageError(f"Image {s.image} doesn't exist.", "-i takes a disk or file-system image file")
-        if os.path.isdir(s.image):
-            raise ImageError(f"{s.image} is a directory.", "use -D for a directory tree")
-        if not os.path.isfile(s.image):
-            raise ImageError(
-                f"{s.image} is not a regular file.", "-i takes a disk or file-system image file"
-            )
-        return os.path.realpath(s.image)
-    if s.directory:
-        d = s.directory
-        if not os.path.lexists(d):
-            if s.template:
-                _instantiate_template(s.template, d)
-            else:
-                raise ImageError(
-                    f"Directory {d} doesn't exist.", "create it, or pass --template=DIR to copy one"
-                )
-        if not os.path.isdir(d):
-            raise ImageError(f"{d} is not a directory.", "-D needs an OS tree directory")
-        return os.path.realpath(d)
-    if s.machine:
-        found = find_image(s.machine, paths)
-        if found is None:
-            raise ImageError(
-                f"No image for machine '{s.machine}' in {':'.join(paths.image_path)}.",
-                f"bootstrap one with 'hutch bootstrap busybox {s.machine}', or pass -D DIR",
-            )
-        return os.path.realpath(found)
-    cwd = os.getcwd()
-    if cwd == "/" and not s.ephemeral and s.volatile in ("no", "overlay"):
-        raise ImageError(
-            "Spawning container on root directory is not supported.",
-            "consider --ephemeral, --volatile=yes or --volatile=state",
-        )
-    return cwd
-
-
-def _oci_process(s: Settings, image: str) -> None:
-    """An image imported from an OCI archive, run with no command, runs its own: Entrypoint and Cmd,
-    with its Env, in its WorkingDir, as its User (each unless the command line or .nspawn file says)."""
-    from hutch.images import records
-
-    payload = records.read(image, os.stat(image).st_ino, "oci")
-    if payload is None:
-        return
-    from hutch.images import oci
-
-    proc = oci.parse_record(payload)
-    s.command = proc["entrypoint"] + proc["cmd"]
-    s.setenv = [*proc["env"], *s.setenv]
-    if not s.chdir and proc["workdir"]:
-        s.chdir = proc["workdir"]
-    user = proc["user"].partition(":")[0]
-    if not s.user and user not in ("", "root", "0"):
-        s.user = user
-
-
-def _instantiate_template(template: str, target: str) -> None:
-    import subprocess
-
-    if not os.path.isdir(template):
-        raise ImageError(f"Template {template} is not a directory.")
-    parent = os.path.dirname(target) or "."
-    tmp = os.path.join(parent, f".#{os.path.basename(target)}.template-{_random_hex(4)}")
-    # Build under a hidden name and rename: an interrupted copy never looks like an image.
-    r = subprocess.run(["cp", "-a", "--reflink=auto", "--", template, tmp], capture_output=True, text=True)
-    if r.returncode != 0:
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", tmp])
-        raise ImageError(f"Failed to copy template {template} to {target}: {r.stderr.strip()}")
-    os.rename(tmp, target)
-
-
-def _lock_image(image: str, exclusive: bool) -> int:
-    """A lock file next to the image, as nspawn's image_path_lock(): shared for read-only use."""
-    path = image_lock_path(image)
-    try:
-        return take_lock_file(path, exclusive)
-    except BlockingIOError:
-        # A writer holds it (a started machine, say): --read-only and --ephemeral cannot share that.
-        try:
-            release_lock_file(path, take_lock_file(path, exclusive=False))
-            hint = "another container runs on it read-only; use --ephemeral or --read-only to share it"
-        except BlockingIOError:
-            hint = "a container runs on it; stop it first (see 'hutch list')"
-        raise ImageError(f"Directory tree {image} is currently busy.", hint) from None
-    except OSError:
-        return -1  # a read-only image location: nothing can write it either
-
-
-def image_lock_path(image: str) -> str:
-    parent, base = os.path.split(image)
-    return os.path.join(parent, f".#{base}.lck")
 
 
 def make_temp_dir(prep: Prepared, base: str = "/var/tmp", prefix: str = "hutch-") -> str:
@@ -289,7 +180,7 @@ def prepare(s: Settings, paths: Paths) -> Prepared:
 
 
 def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
-    image = resolve_image(s, paths)
+    image = locate.resolve_image(s, paths)
     prep.image = image
     prep.root = image
     raw = os.path.isfile(image)
@@ -303,7 +194,7 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         )
     tree = prep.thin_lower or image
     if not raw and not s.command and not s.boot:
-        _oci_process(s, image)
+        locate.oci_process(s, image)
     if prep.thin_lower and (s.ephemeral or s.volatile != "no"):
         raise ImageError(
             f"Image {image} is a thin clone; --ephemeral and --volatile do not stack on it.",
@@ -331,7 +222,9 @@ def _prepare(prep: Prepared, s: Settings, paths: Paths) -> Prepared:
         from hutch.images import rawimage
 
         read_only = read_only or not rawimage.writable_file(image)
-    prep.lock_fd = _lock_image(image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay"))
+    prep.lock_fd = locate.lock_image(
+        image, exclusive=not (read_only or s.ephemeral or s.volatile == "overlay")
+    )
     usr_tree = ""
     if raw:
         # Its partitions mounted nowhere and held by this process (so by nothing once it is gone);
@@ -636,7 +529,7 @@ def _build_plan(prep: Prepared, paths: Paths, read_only: bool) -> None:
     sysfs = Mount("sysfs", "/sys", "sysfs", sys_ro | nsd | MS_NOEXEC)
     mqueue = Mount("mqueue", "/dev/mqueue", "mqueue", nsd | MS_NOEXEC)
     # sysfs and mqueue show the mounter's network and IPC namespaces: in a user namespace they are
-    # mounted by the helper that joined the container's (see launch._outer_userns).
+    # mounted by the helper that joined the container's (see launch._build_userns).
     late: list[Op] = []
     ops += [
         Mount("tmpfs", "/tmp", "tmpfs", nsd | MS_STRICTATIME, "mode=1777" + own),
@@ -787,7 +680,7 @@ def cleanup(prep: Prepared) -> None:
     if prep.raw is not None and not prep.raw.wait_released():
         print(f"hutch: warning: the loop devices of {prep.image} outlive the machine.", file=sys.stderr)
     if prep.lock_fd >= 0:
-        release_lock_file(image_lock_path(prep.image), prep.lock_fd)
+        release_lock_file(locate.image_lock_path(prep.image), prep.lock_fd)
         prep.lock_fd = -1
     if prep.uid_range is not None:
         prep.uid_range.release()
