@@ -17,7 +17,7 @@ tarstream only parses; every file is created by this module from its parent's di
 - depth, name length, path length and member size are limited before anything is written, and the
   stream is read to its end so the caller can check the compression's integrity.
 
-It runs in a confined child process (see transfer.py); it raises HostileArchive for what it refuses.
+It runs in a confined child process (see unpack.py); it raises HostileArchive for what it refuses.
 """
 
 from __future__ import annotations

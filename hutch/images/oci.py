@@ -298,7 +298,7 @@ def resolve(root: str) -> Image:
 
 def build(image: Image, rootfs: str, progress: Any = None) -> dict[str, int]:
     """Apply IMAGE's layers in order onto the empty directory ROOTFS. Returns the extractor's counts."""
-    from hutch.images import transfer
+    from hutch.images import unpack
 
     totals: dict[str, int] = {}
     for i, layer in enumerate(image.layers):
@@ -308,8 +308,8 @@ def build(image: Image, rootfs: str, progress: Any = None) -> dict[str, int]:
             algo = split_digest(layer.digest, what)[0] if layer.digest else "sha256"
             hasher = hashlib.new(algo)
             plain = hashlib.new(split_digest(layer.diff_id, what)[0]) if layer.diff_id else None
-            counted = transfer.Counted(transfer.FdReader(fd), progress, hasher)
-            stats = transfer.extract_stream(
+            counted = unpack.Counted(unpack.FdReader(fd), progress, hasher)
+            stats = unpack.extract_stream(
                 counted, f"the OCI image's {what}", rootfs, layer=True, plain_hasher=plain
             )
         finally:

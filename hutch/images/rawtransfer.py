@@ -19,7 +19,8 @@ from hutch.errors import ImageError
 from hutch.images import names, rawimage, store
 from hutch.images.compress import CHUNK, Reader
 from hutch.images.store import Image
-from hutch.images.transfer import Counted, FdReader, FdWriter, NewImage, open_input, open_output
+from hutch.images.transfer import FdWriter, NewImage, open_input, open_output
+from hutch.images.unpack import Counted, FdReader
 from hutch.paths import Paths
 
 MAX_SIZE = 1 << 40  # a disk image's size as stored (its holes included)
