@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # typing costs ~5 ms to import: not at run time
 SIGRTMIN = 34
 START_TIMEOUT = 90.0
 SETTLE = 0.1
+STOP_WAIT = 10.0  # a supervisor whose PID 1 has exited: its cleanup, at most
 
 
 def check_name(name: str) -> str:
@@ -156,10 +157,11 @@ def start(
     if b"READY" not in got:
         raise _failed(name, paths, "its supervisor exited", since)
     entry = registry.load(paths.state_dir, name)
-    if entry is not None and not entry.get("notify"):
-        # "Up" for an init that does not report readiness only means it was exec'd: give one that
-        # fails at once a moment to show it, rather than call it started.
-        registry.wait_stopped(paths.state_dir, name, SETTLE)
+    if entry is not None and not entry.get("notify") and not _leader_lasts(entry, SETTLE):
+        # "Up" for an init that does not report readiness only means it was exec'd: one that fails at
+        # once had a moment to show it. Its supervisor's cleanup after it is not part of that moment
+        # (with -n's link services it took more than SETTLE here, and a failed init was "started").
+        registry.wait_stopped(paths.state_dir, name, STOP_WAIT)
         entry = registry.load(paths.state_dir, name)
     if entry is None:
         if _exit_status(pid) == 0:
@@ -168,6 +170,20 @@ def start(
             raise ExitedAtOnce(f"Machine '{name}' started and exited successfully right away.")
         raise _failed(name, paths, "it stopped right after starting", since)
     return entry
+
+
+def _leader_lasts(entry: dict[str, Any], seconds: float) -> bool:
+    """Whether the leader the registry names is still running SECONDS from now."""
+    import select
+
+    try:
+        fd = os.pidfd_open(int(entry["leader"]))
+    except (ProcessLookupError, KeyError, ValueError):
+        return False
+    try:
+        return not select.select([fd], [], [], seconds)[0]  # a pidfd turns readable at its exit
+    finally:
+        os.close(fd)
 
 
 def _exit_status(pid: int) -> int | None:
