@@ -169,7 +169,15 @@ def _after_the_kill(hutch_env: Path, name: str = "bb") -> None:
     """Whatever the kill hit: `list` answers, a machine it shows can be used and stopped, and once it is
     stopped nothing of it is left (cgroups, processes, registry, locks, addresses, UID ranges)."""
     # A killed client's helpers (shell's, start's) die with it; a running machine's supervisor stays.
-    wait_for(lambda: set(ours(hutch_env)) <= set(supervisors(hutch_env)), 10)
+    # One the kill left starting (its client gone, its machine coming up all the same) holds the name's
+    # lock before it writes an entry, and `list` shows no machine until it has: wait for that too.
+    entry = hutch_env / "state/machines" / f"{name}.json"
+
+    def settled() -> bool:
+        sups = supervisors(hutch_env)
+        return set(ours(hutch_env)) <= set(sups) and (not sups or entry.exists())
+
+    wait_for(settled, 10)
     r = run("list", "-o", "json")
     assert r.returncode == 0, r.stderr
     if name in [m["machine"] for m in json.loads(r.stdout)]:

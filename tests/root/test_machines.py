@@ -369,7 +369,17 @@ def test_shell_dies_with_the_machine(busybox: Path, hutch_env: Path) -> None:
     p = subprocess.Popen(
         [HUTCH, "shell", "bb", "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    time.sleep(0.5)
+
+    def entered() -> bool:  # the command runs in the machine (not a fixed sleep: the VM lane is slow)
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0060\x00":
+                    return True
+            except OSError:
+                continue
+        return False
+
+    wait_for(entered, 30)
     run("terminate", "--wait", "bb", check=True)
     assert p.wait(timeout=10) == 137  # SIGKILL, with the machine's PID namespace
     r = run("shell", "bb", "true")
