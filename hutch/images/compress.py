@@ -173,6 +173,21 @@ class _ZstdReader(_Concatenated):
         return out
 
 
+def opened(raw: Reader, what: str, hint: str) -> tuple[str, Reader]:
+    """RAW's format, told by its first bytes, and a reader of its decompressed data; WHAT (its name in
+    messages) empty is refused, with HINT."""
+    head = b""
+    while len(head) < 6:
+        more = raw.read(6 - len(head))
+        if not more:
+            break
+        head += more
+    if not head:
+        raise ImageError(f"{what} is empty.", hint)
+    fmt = detect(head)
+    return fmt, decompressor(fmt, Peeked(head, raw))
+
+
 def decode_errors() -> tuple[type[BaseException], ...]:
     """What a corrupt stream raises, whichever module read it."""
     import gzip

@@ -64,15 +64,7 @@ def write_sparse(src: Reader, fd: int, what: str) -> int:
 def decompressed(raw: Reader, what: str) -> Reader:
     from hutch.images import compress
 
-    head = b""
-    while len(head) < 6:
-        more = raw.read(6 - len(head))
-        if not more:
-            break
-        head += more
-    if not head:
-        raise ImageError(f"{what} is empty.", "is it a disk image?")
-    return compress.decompressor(compress.detect(head), compress.Peeked(head, raw))
+    return compress.opened(raw, what, "is it a disk image?")[1]
 
 
 def finish(new: NewImage, what: str, shown: str = "") -> None:

@@ -127,16 +127,8 @@ def extract_stream(
     it is an OCI layer over what TEMP holds. PLAIN_HASHER is fed the uncompressed tar."""
     from hutch.images import compress
 
-    head = b""
-    while len(head) < 6:
-        more = raw.read(6 - len(head))
-        if not more:
-            break
-        head += more
-    if not head:
-        raise ImageError(f"{what} is empty.", "is it a tar archive?")
-    fmt = compress.detect(head)
-    reader = _not_a_disk(compress.decompressor(fmt, compress.Peeked(head, raw)), what, layer)
+    fmt, plain = compress.opened(raw, what, "is it a tar archive?")
+    reader = _not_a_disk(plain, what, layer)
     vfs = os.statvfs(temp)
     root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
