@@ -437,10 +437,10 @@ class Supervisor:
 
             linkservices.open_all(prep)
         self._register()
-        # `hutch spawn` starts with the cyclic collector off (see hutch.cli.main); from here on this
-        # process may supervise for months. What exists now (modules, the plan) lives as long as it
-        # does: frozen, or the first collection after enable() walks all of it (~2 ms here, between
-        # PID 1's start and its first forwarded byte).
+        # `hutch spawn` starts with the cyclic collector off (hutch.preload, hutch.cli.main); from here
+        # on this process may supervise for months. What exists now (modules, the plan) lives as long
+        # as it does: frozen, or the first collection after enable() walks all of it (~2 ms here,
+        # between PID 1's start and its first forwarded byte).
         gc.freeze()
         gc.enable()
         if master >= 0:

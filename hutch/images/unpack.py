@@ -18,7 +18,6 @@ from hutch.linux import libc
 # The extractor keeps only what creating files with their owners, modes and capabilities needs.
 _EXTRACT_CAPS = frozenset((0, 1, 2, 3, 4, 31))  # CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID SETFCAP
 _EXTRACT_MEMORY = 2 << 30
-PR_SET_NO_NEW_PRIVS = 38
 
 
 class Counted:
@@ -64,7 +63,7 @@ def _confine(keep: set[int]) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     caps.drop_bounding(_EXTRACT_CAPS)
     caps.set_caps(_EXTRACT_CAPS)
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+    libc.prctl(caps.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def _extract_child(root_fd: int, max_member: int, layer: bool = False) -> tuple[int, int, int]:
